@@ -1,0 +1,383 @@
+#pragma once
+// plora::cpu — the Backend on the host, GEMMs and SVD through Eigen 3.4
+// (optionally backed by OpenBLAS when PLORA_USE_BLAS is defined, see CMake),
+// row-wise kernels as plain loops the compiler vectorises.
+// Eigen never appears in a signature: callers see only plora views.
+#include <Eigen/Core>
+#include <Eigen/SVD>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numbers>
+#include <span>
+#include <vector>
+
+#include "plora/backend/concepts.hpp"
+#include "plora/core/error.hpp"
+#include "plora/core/host_matrix.hpp"
+#include "plora/core/rng.hpp"
+
+namespace plora {
+
+namespace detail::cpu {
+using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MutMap = Eigen::Map<RowMajor, Eigen::Unaligned, Eigen::OuterStride<>>;
+using ConstMap = Eigen::Map<const RowMajor, Eigen::Unaligned, Eigen::OuterStride<>>;
+
+inline MutMap map(HostView v) { return MutMap(v.data, v.rows, v.cols, Eigen::OuterStride<>(v.ld)); }
+inline ConstMap map(ConstHostView v) { return ConstMap(v.data, v.rows, v.cols, Eigen::OuterStride<>(v.ld)); }
+
+inline Index op_rows(ConstHostView v, Op op) { return op == Op::N ? v.rows : v.cols; }
+inline Index op_cols(ConstHostView v, Op op) { return op == Op::N ? v.cols : v.rows; }
+
+template <class F>
+void for_each_row(Index rows, F&& body) {
+  for (Index r = 0; r < rows; ++r) body(r);
+}
+
+constexpr float kInvSqrt2 = 0.70710678118654752f;
+inline float gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * kInvSqrt2)); }
+inline float gelu_derivative(float x) {
+  constexpr float inv_sqrt_2pi = 0.3989422804014327f;
+  return 0.5f * (1.0f + std::erf(x * kInvSqrt2)) + x * inv_sqrt_2pi * std::exp(-0.5f * x * x);
+}
+}  // namespace detail::cpu
+
+struct cpu {
+  using Space = Host;
+  using Matrix = HostMatrix;
+  using Indices = std::vector<std::int32_t>;
+
+  /// Threads Eigen's GEMMs may use (0 = Eigen's default).
+  static void set_threads(int threads) { Eigen::setNbThreads(threads); }
+
+  static Indices make_indices(std::span<const std::int32_t> ids) { return {ids.begin(), ids.end()}; }
+
+  // ---- data movement ------------------------------------------------------
+  static void upload(HostView dst, ConstHostView src) { copy(dst, src); }
+  static void download(HostView dst, ConstHostView src) { copy(dst, src); }
+  static void copy(HostView dst, ConstHostView src) {
+    require_shape(src, dst.rows, dst.cols, "cpu::copy source");
+    for (Index r = 0; r < dst.rows; ++r) std::copy_n(src.data + r * src.ld, dst.cols, dst.data + r * dst.ld);
+  }
+  static void fill(HostView x, float value) {
+    for (Index r = 0; r < x.rows; ++r) std::fill_n(x.data + r * x.ld, x.cols, value);
+  }
+
+  // ---- GEMM ---------------------------------------------------------------
+  /// c = alpha * op(a) op(b) + beta * c
+  static void gemm(HostView c, ConstHostView a, Op op_a, ConstHostView b, Op op_b, float alpha, float beta) {
+    using namespace detail::cpu;
+    check<ShapeError>(op_rows(a, op_a) == c.rows && op_cols(b, op_b) == c.cols && op_cols(a, op_a) == op_rows(b, op_b),
+                      "cpu::gemm: op(a) is ", op_rows(a, op_a), " x ", op_cols(a, op_a), ", op(b) is ",
+                      op_rows(b, op_b), " x ", op_cols(b, op_b), ", c is ", c.rows, " x ", c.cols);
+    auto cm = map(c);
+    if (beta == 0.0f) {
+      cm.setZero();
+    } else if (beta != 1.0f) {
+      cm *= beta;
+    }
+    if (a.empty() || b.empty()) return;
+    const auto am = map(a);
+    const auto bm = map(b);
+    if (op_a == Op::N && op_b == Op::N) cm.noalias() += alpha * am * bm;
+    if (op_a == Op::N && op_b == Op::T) cm.noalias() += alpha * am * bm.transpose();
+    if (op_a == Op::T && op_b == Op::N) cm.noalias() += alpha * am.transpose() * bm;
+    if (op_a == Op::T && op_b == Op::T) cm.noalias() += alpha * am.transpose() * bm.transpose();
+  }
+
+  /// `batch` GEMMs; the i-th uses the views shifted by i * stride elements.
+  static void gemm_strided_batched(HostView c, ConstHostView a, Op op_a, ConstHostView b, Op op_b, float alpha,
+                                   float beta, Index batch, Index stride_c, Index stride_a, Index stride_b) {
+    for (Index i = 0; i < batch; ++i) {
+      gemm({c.data + i * stride_c, c.rows, c.cols, c.ld}, {a.data + i * stride_a, a.rows, a.cols, a.ld}, op_a,
+           {b.data + i * stride_b, b.rows, b.cols, b.ld}, op_b, alpha, beta);
+    }
+  }
+
+  // ---- elementwise --------------------------------------------------------
+  /// y += alpha * x
+  static void axpy(HostView y, float alpha, ConstHostView x) {
+    require_shape(x, y.rows, y.cols, "cpu::axpy x");
+    for (Index r = 0; r < y.rows; ++r) {
+      float* yr = y.data + r * y.ld;
+      const float* xr = x.data + r * x.ld;
+      for (Index c = 0; c < y.cols; ++c) yr[c] += alpha * xr[c];
+    }
+  }
+  static void scale(HostView x, float alpha) {
+    for (Index r = 0; r < x.rows; ++r)
+      for (Index c = 0; c < x.cols; ++c) x.data[r * x.ld + c] *= alpha;
+  }
+  /// y *= x elementwise
+  static void mul(HostView y, ConstHostView x) {
+    require_shape(x, y.rows, y.cols, "cpu::mul x");
+    for (Index r = 0; r < y.rows; ++r)
+      for (Index c = 0; c < y.cols; ++c) y.data[r * y.ld + c] *= x.data[r * x.ld + c];
+  }
+  /// x[r, :] += bias (1 x cols)
+  static void add_row_vector(HostView x, ConstHostView bias) {
+    require_shape(bias, 1, x.cols, "cpu::add_row_vector bias");
+    for (Index r = 0; r < x.rows; ++r)
+      for (Index c = 0; c < x.cols; ++c) x.data[r * x.ld + c] += bias.data[c];
+  }
+  /// x[:, c] *= s[c] (s is 1 x cols)
+  static void scale_cols(HostView x, ConstHostView s) {
+    require_shape(s, 1, x.cols, "cpu::scale_cols s");
+    for (Index r = 0; r < x.rows; ++r)
+      for (Index c = 0; c < x.cols; ++c) x.data[r * x.ld + c] *= s.data[c];
+  }
+  /// out = beta * out + sum over rows of x (out is 1 x cols)
+  static void column_sums(HostView out, ConstHostView x, float beta) {
+    require_shape(out, 1, x.cols, "cpu::column_sums out");
+    for (Index c = 0; c < x.cols; ++c) out.data[c] *= beta;
+    for (Index r = 0; r < x.rows; ++r)
+      for (Index c = 0; c < x.cols; ++c) out.data[c] += x.data[r * x.ld + c];
+  }
+
+  // ---- gathers and scatters (Partial adapters, masks) ---------------------
+  /// dst[i, :] = src[idx[i], :]
+  static void gather_rows(HostView dst, ConstHostView src, const Indices& idx) {
+    check_indices(idx, dst.rows, src.rows, "cpu::gather_rows");
+    require_shape(dst, dst.rows, src.cols, "cpu::gather_rows dst");
+    for (Index i = 0; i < dst.rows; ++i) std::copy_n(src.data + idx[i] * src.ld, dst.cols, dst.data + i * dst.ld);
+  }
+  /// dst[idx[i], :] += alpha * src[i, :]
+  static void scatter_add_rows(HostView dst, ConstHostView src, const Indices& idx, float alpha) {
+    check_indices(idx, src.rows, dst.rows, "cpu::scatter_add_rows");
+    require_shape(src, src.rows, dst.cols, "cpu::scatter_add_rows src");
+    for (Index i = 0; i < src.rows; ++i)
+      for (Index c = 0; c < dst.cols; ++c) dst.data[idx[i] * dst.ld + c] += alpha * src.data[i * src.ld + c];
+  }
+  /// dst[:, j] = src[:, idx[j]]
+  static void gather_cols(HostView dst, ConstHostView src, const Indices& idx) {
+    check_indices(idx, dst.cols, src.cols, "cpu::gather_cols");
+    require_shape(dst, src.rows, dst.cols, "cpu::gather_cols dst");
+    for (Index r = 0; r < dst.rows; ++r) {
+      const float* s = src.data + r * src.ld;
+      float* d = dst.data + r * dst.ld;
+      for (Index j = 0; j < dst.cols; ++j) d[j] = s[idx[j]];
+    }
+  }
+  /// dst[:, idx[j]] += alpha * src[:, j]
+  static void scatter_add_cols(HostView dst, ConstHostView src, const Indices& idx, float alpha) {
+    check_indices(idx, src.cols, dst.cols, "cpu::scatter_add_cols");
+    require_shape(src, dst.rows, src.cols, "cpu::scatter_add_cols src");
+    for (Index r = 0; r < dst.rows; ++r) {
+      const float* s = src.data + r * src.ld;
+      float* d = dst.data + r * dst.ld;
+      for (Index j = 0; j < src.cols; ++j) d[idx[j]] += alpha * s[j];
+    }
+  }
+
+  // ---- activations and normalisation --------------------------------------
+  /// y = gelu(x), the exact erf form
+  static void gelu_forward(HostView y, ConstHostView x) {
+    require_shape(x, y.rows, y.cols, "cpu::gelu_forward x");
+    for (Index r = 0; r < y.rows; ++r)
+      for (Index c = 0; c < y.cols; ++c) y.data[r * y.ld + c] = detail::cpu::gelu(x.data[r * x.ld + c]);
+  }
+  /// dx = dy * gelu'(x)
+  static void gelu_backward(HostView dx, ConstHostView dy, ConstHostView x) {
+    require_shape(x, dx.rows, dx.cols, "cpu::gelu_backward x");
+    require_shape(dy, dx.rows, dx.cols, "cpu::gelu_backward dy");
+    for (Index r = 0; r < dx.rows; ++r)
+      for (Index c = 0; c < dx.cols; ++c)
+        dx.data[r * dx.ld + c] = dy.data[r * dy.ld + c] * detail::cpu::gelu_derivative(x.data[r * x.ld + c]);
+  }
+
+  /// y = (x - mean) * rstd * gamma + beta per row (biased variance, like
+  /// PyTorch); saves (mean, rstd) per row in `stats` (rows x 2).
+  static void layernorm_forward(HostView y, HostView stats, ConstHostView x, ConstHostView gamma, ConstHostView beta,
+                                float eps) {
+    require_shape(x, y.rows, y.cols, "cpu::layernorm_forward x");
+    require_shape(stats, y.rows, 2, "cpu::layernorm_forward stats");
+    require_shape(gamma, 1, y.cols, "cpu::layernorm_forward gamma");
+    require_shape(beta, 1, y.cols, "cpu::layernorm_forward beta");
+    const Index n = y.cols;
+    for (Index r = 0; r < y.rows; ++r) {
+      const float* xr = x.data + r * x.ld;
+      float* yr = y.data + r * y.ld;
+      float mean = 0.0f;
+      for (Index c = 0; c < n; ++c) mean += xr[c];
+      mean /= static_cast<float>(n);
+      float var = 0.0f;
+      for (Index c = 0; c < n; ++c) var += (xr[c] - mean) * (xr[c] - mean);
+      var /= static_cast<float>(n);
+      const float rstd = 1.0f / std::sqrt(var + eps);
+      for (Index c = 0; c < n; ++c) yr[c] = (xr[c] - mean) * rstd * gamma.data[c] + beta.data[c];
+      stats.data[r * stats.ld] = mean;
+      stats.data[r * stats.ld + 1] = rstd;
+    }
+  }
+  /// dx = LN'(x)^T dy; dgamma, dbeta accumulate (+=) unless empty (frozen LN).
+  static void layernorm_backward(HostView dx, HostView dgamma, HostView dbeta, ConstHostView dy, ConstHostView x,
+                                 ConstHostView stats, ConstHostView gamma) {
+    require_shape(x, dx.rows, dx.cols, "cpu::layernorm_backward x");
+    require_shape(dy, dx.rows, dx.cols, "cpu::layernorm_backward dy");
+    require_shape(stats, dx.rows, 2, "cpu::layernorm_backward stats");
+    const Index n = dx.cols;
+    const bool param_grads = !dgamma.empty();
+    for (Index r = 0; r < dx.rows; ++r) {
+      const float* xr = x.data + r * x.ld;
+      const float* dyr = dy.data + r * dy.ld;
+      float* dxr = dx.data + r * dx.ld;
+      const float mean = stats.data[r * stats.ld], rstd = stats.data[r * stats.ld + 1];
+      float sum_g = 0.0f, sum_g_xhat = 0.0f;
+      for (Index c = 0; c < n; ++c) {
+        const float xhat = (xr[c] - mean) * rstd;
+        const float g = dyr[c] * gamma.data[c];
+        sum_g += g;
+        sum_g_xhat += g * xhat;
+        if (param_grads) {
+          dgamma.data[c] += dyr[c] * xhat;
+          dbeta.data[c] += dyr[c];
+        }
+      }
+      const float inv_n = 1.0f / static_cast<float>(n);
+      for (Index c = 0; c < n; ++c) {
+        const float xhat = (xr[c] - mean) * rstd;
+        dxr[c] = rstd * (dyr[c] * gamma.data[c] - inv_n * (sum_g + xhat * sum_g_xhat));
+      }
+    }
+  }
+
+  /// In-place numerically stable softmax over each row.
+  static void softmax_rows(HostView x) {
+    for (Index r = 0; r < x.rows; ++r) {
+      float* xr = x.data + r * x.ld;
+      const float row_max = *std::max_element(xr, xr + x.cols);
+      float sum = 0.0f;
+      for (Index c = 0; c < x.cols; ++c) {
+        xr[c] = std::exp(xr[c] - row_max);
+        sum += xr[c];
+      }
+      const float inv = 1.0f / sum;
+      for (Index c = 0; c < x.cols; ++c) xr[c] *= inv;
+    }
+  }
+  /// dx = y * (dy - sum(dy * y)) per row, y the softmax output.
+  static void softmax_rows_backward(HostView dx, ConstHostView y, ConstHostView dy) {
+    require_shape(y, dx.rows, dx.cols, "cpu::softmax_rows_backward y");
+    require_shape(dy, dx.rows, dx.cols, "cpu::softmax_rows_backward dy");
+    for (Index r = 0; r < dx.rows; ++r) {
+      const float* yr = y.data + r * y.ld;
+      const float* dyr = dy.data + r * dy.ld;
+      float dot = 0.0f;
+      for (Index c = 0; c < dx.cols; ++c) dot += dyr[c] * yr[c];
+      for (Index c = 0; c < dx.cols; ++c) dx.data[r * dx.ld + c] = yr[c] * (dyr[c] - dot);
+    }
+  }
+
+  /// Mean softmax cross-entropy over rows; writes d(loss)/d(logits) to dlogits.
+  static float cross_entropy(HostView dlogits, ConstHostView logits, const Indices& labels) {
+    require_shape(logits, dlogits.rows, dlogits.cols, "cpu::cross_entropy logits");
+    check<ShapeError>(static_cast<Index>(labels.size()) == logits.rows, "cpu::cross_entropy: ", labels.size(),
+                      " labels for ", logits.rows, " rows of logits");
+    copy(dlogits, logits);
+    softmax_rows(dlogits);
+    const float inv_rows = 1.0f / static_cast<float>(logits.rows);
+    double loss = 0.0;
+    for (Index r = 0; r < logits.rows; ++r) {
+      const std::int32_t label = labels[static_cast<std::size_t>(r)];
+      check<ValueError>(label >= 0 && label < logits.cols, "cpu::cross_entropy: label ", label, " of row ", r,
+                        " is outside [0, ", logits.cols, ")");
+      float* dr = dlogits.data + r * dlogits.ld;
+      loss -= std::log(std::max(dr[label], 1e-38f));
+      dr[label] -= 1.0f;
+      for (Index c = 0; c < logits.cols; ++c) dr[c] *= inv_rows;
+    }
+    return static_cast<float>(loss / static_cast<double>(logits.rows));
+  }
+
+  /// Inverted-dropout mask: each element is 0 with probability p, else 1/(1-p);
+  /// element (r, c) uses draw offset + r * cols + c of stream (seed, stream).
+  static void dropout_mask(HostView mask, float p, std::uint64_t seed, std::uint64_t stream, std::uint64_t offset) {
+    check<ValueError>(p >= 0.0f && p < 1.0f, "dropout probability ", p, " is outside [0, 1)");
+    const float keep_scale = 1.0f / (1.0f - p);
+    for (Index r = 0; r < mask.rows; ++r)
+      for (Index c = 0; c < mask.cols; ++c) {
+        const auto index = offset + static_cast<std::uint64_t>(r * mask.cols + c);
+        mask.data[r * mask.ld + c] = RandomStream::uniform_at(seed, stream, index) < p ? 0.0f : keep_scale;
+      }
+  }
+
+  // ---- reductions ---------------------------------------------------------
+  static double sum_squares(ConstHostView x) {
+    double total = 0.0;
+    for (Index r = 0; r < x.rows; ++r)
+      for (Index c = 0; c < x.cols; ++c) total += static_cast<double>(x.data[r * x.ld + c]) * x.data[r * x.ld + c];
+    return total;
+  }
+  static bool all_finite(ConstHostView x) {
+    for (Index r = 0; r < x.rows; ++r)
+      for (Index c = 0; c < x.cols; ++c)
+        if (!std::isfinite(x.data[r * x.ld + c])) return false;
+    return true;
+  }
+
+  // ---- optimizer updates --------------------------------------------------
+  /// One AdamW step (decoupled weight decay, bias-corrected moments), as torch.optim.AdamW.
+  static void adamw_step(HostView param, ConstHostView grad, HostView m, HostView v, const AdamWStep& s) {
+    require_shape(grad, param.rows, param.cols, "cpu::adamw_step grad");
+    require_shape(m, param.rows, param.cols, "cpu::adamw_step m");
+    require_shape(v, param.rows, param.cols, "cpu::adamw_step v");
+    const float step_size = s.lr / s.bias_correction1;
+    const float inv_sqrt_bc2 = 1.0f / std::sqrt(s.bias_correction2);
+    for (Index r = 0; r < param.rows; ++r)
+      for (Index c = 0; c < param.cols; ++c) {
+        float& p = param.data[r * param.ld + c];
+        float& mr = m.data[r * m.ld + c];
+        float& vr = v.data[r * v.ld + c];
+        const float g = grad.data[r * grad.ld + c];
+        p *= 1.0f - s.lr * s.weight_decay;
+        mr = s.beta1 * mr + (1.0f - s.beta1) * g;
+        vr = s.beta2 * vr + (1.0f - s.beta2) * g * g;
+        p -= step_size * mr / (std::sqrt(vr) * inv_sqrt_bc2 + s.eps);
+      }
+  }
+  /// One SGD step with optional momentum / Nesterov / L2 weight decay, as torch.optim.SGD.
+  static void sgd_step(HostView param, ConstHostView grad, HostView momentum_buffer, const SgdStep& s) {
+    require_shape(grad, param.rows, param.cols, "cpu::sgd_step grad");
+    require_shape(momentum_buffer, param.rows, param.cols, "cpu::sgd_step momentum_buffer");
+    for (Index r = 0; r < param.rows; ++r)
+      for (Index c = 0; c < param.cols; ++c) {
+        float& p = param.data[r * param.ld + c];
+        float d = grad.data[r * grad.ld + c] + s.weight_decay * p;
+        if (s.momentum != 0.0f) {
+          float& b = momentum_buffer.data[r * momentum_buffer.ld + c];
+          b = s.first_step ? d : s.momentum * b + (1.0f - s.dampening) * d;
+          d = s.nesterov ? d + s.momentum * b : b;
+        }
+        p -= s.lr * d;
+      }
+  }
+
+  // ---- decompositions -----------------------------------------------------
+  /// Thin SVD a = u diag(s) vt with singular values descending; u is
+  /// (m x k), s is (1 x k), vt is (k x n), k = min(m, n). Eigen's BDCSVD.
+  static void svd(Matrix& u, Matrix& s, Matrix& vt, ConstHostView a) {
+    using namespace detail::cpu;
+    const Eigen::MatrixXf dense = map(a);
+    Eigen::BDCSVD<Eigen::MatrixXf> decomposition(dense, Eigen::ComputeThinU | Eigen::ComputeThinV);
+    const Index k = std::min(a.rows, a.cols);
+    u = Matrix(a.rows, k);
+    s = Matrix(1, k);
+    vt = Matrix(k, a.cols);
+    map(u.view()) = decomposition.matrixU();
+    map(vt.view()) = decomposition.matrixV().transpose();
+    for (Index i = 0; i < k; ++i) s(0, i) = decomposition.singularValues()(i);
+  }
+
+ private:
+  static void check_indices(const Indices& idx, Index expected_count, Index bound, const char* what) {
+    check<ShapeError>(static_cast<Index>(idx.size()) == expected_count, what, ": ", idx.size(),
+                      " indices for ", expected_count, " slots");
+    for (const std::int32_t i : idx)
+      check<ShapeError>(i >= 0 && i < bound, what, ": index ", i, " is outside [0, ", bound, ")");
+  }
+};
+
+static_assert(Backend<cpu>, "plora::cpu must satisfy the Backend concept");
+
+}  // namespace plora

@@ -1,0 +1,61 @@
+#pragma once
+// An owning row-major float matrix in host memory. It is the CPU backend's
+// matrix type and the exchange type of io/ (files load into it, reports read it).
+#include <algorithm>
+#include <string_view>
+#include <vector>
+
+#include "plora/core/error.hpp"
+#include "plora/core/view.hpp"
+
+namespace plora {
+
+class HostMatrix {
+ public:
+  HostMatrix() = default;
+  /// A zero-filled (rows x cols) matrix.
+  HostMatrix(Index rows, Index cols) : rows_(rows), cols_(cols), values_(checked_size(rows, cols), 0.0f) {}
+  HostMatrix(Index rows, Index cols, std::vector<float> values) : rows_(rows), cols_(cols), values_(std::move(values)) {
+    check<ShapeError>(static_cast<Index>(values_.size()) == rows * cols, "HostMatrix: ", values_.size(),
+                      " values given for a ", rows, " x ", cols, " matrix");
+  }
+  /// A deep copy of any host view.
+  explicit HostMatrix(ConstHostView source) : HostMatrix(source.rows, source.cols) {
+    for (Index r = 0; r < rows_; ++r) std::copy_n(source.data + r * source.ld, cols_, values_.data() + r * cols_);
+  }
+
+  [[nodiscard]] Index rows() const { return rows_; }
+  [[nodiscard]] Index cols() const { return cols_; }
+  [[nodiscard]] Index size() const { return rows_ * cols_; }
+  [[nodiscard]] float* data() { return values_.data(); }
+  [[nodiscard]] const float* data() const { return values_.data(); }
+  [[nodiscard]] std::vector<float>& values() { return values_; }
+  [[nodiscard]] const std::vector<float>& values() const { return values_; }
+
+  [[nodiscard]] HostView view() { return {values_.data(), rows_, cols_}; }
+  [[nodiscard]] ConstHostView view() const { return {values_.data(), rows_, cols_}; }
+  [[nodiscard]] ConstHostView cview() const { return view(); }
+  operator HostView() { return view(); }
+  operator ConstHostView() const { return view(); }
+
+  float& operator()(Index r, Index c) { return values_[static_cast<std::size_t>(r * cols_ + c)]; }
+  float operator()(Index r, Index c) const { return values_[static_cast<std::size_t>(r * cols_ + c)]; }
+
+ private:
+  static std::size_t checked_size(Index rows, Index cols) {
+    check<ShapeError>(rows >= 0 && cols >= 0, "HostMatrix: negative shape ", rows, " x ", cols);
+    return static_cast<std::size_t>(rows * cols);
+  }
+  Index rows_ = 0;
+  Index cols_ = 0;
+  std::vector<float> values_;
+};
+
+/// Throws a ShapeError naming `what` unless `view` is (rows x cols).
+template <class T, class Space>
+inline void require_shape(const MatrixView<T, Space>& view, Index rows, Index cols, std::string_view what) {
+  check<ShapeError>(view.rows == rows && view.cols == cols, what, ": expected shape ", rows, " x ", cols, ", got ",
+                    view.rows, " x ", view.cols);
+}
+
+}  // namespace plora

@@ -1,0 +1,221 @@
+// Every CPU backend op against a naive reference or finite differences.
+#include <doctest/doctest.h>
+
+#include "plora/backend/cpu/cpu.hpp"
+#include "support/numeric.hpp"
+
+using namespace plora;
+using plora::test::finite_difference;
+using plora::test::max_abs_diff;
+using plora::test::random_matrix;
+using plora::test::relative_error;
+using plora::test::weighted_sum;
+
+namespace {
+HostMatrix naive_gemm(const HostMatrix& a, Op op_a, const HostMatrix& b, Op op_b) {
+  const Index m = op_a == Op::N ? a.rows() : a.cols(), k = op_a == Op::N ? a.cols() : a.rows();
+  const Index n = op_b == Op::N ? b.cols() : b.rows();
+  HostMatrix c(m, n);
+  for (Index i = 0; i < m; ++i)
+    for (Index j = 0; j < n; ++j) {
+      double acc = 0;
+      for (Index p = 0; p < k; ++p)
+        acc += double(op_a == Op::N ? a(i, p) : a(p, i)) * double(op_b == Op::N ? b(p, j) : b(j, p));
+      c(i, j) = float(acc);
+    }
+  return c;
+}
+}  // namespace
+
+TEST_CASE("gemm with every transpose combination, alpha and beta") {
+  for (Op op_a : {Op::N, Op::T})
+    for (Op op_b : {Op::N, Op::T}) {
+      const HostMatrix a = op_a == Op::N ? random_matrix(5, 7, 1) : random_matrix(7, 5, 1);
+      const HostMatrix b = op_b == Op::N ? random_matrix(7, 3, 2) : random_matrix(3, 7, 2);
+      HostMatrix c = random_matrix(5, 3, 3);
+      const HostMatrix c0 = c;
+      cpu::gemm(c.view(), a.view(), op_a, b.view(), op_b, 0.5f, 2.0f);
+      const HostMatrix ab = naive_gemm(a, op_a, b, op_b);
+      HostMatrix expected(5, 3);
+      for (Index i = 0; i < 5; ++i)
+        for (Index j = 0; j < 3; ++j) expected(i, j) = 0.5f * ab(i, j) + 2.0f * c0(i, j);
+      // 7-term float dot products of O(1) values: error a few ulps of 7.
+      CHECK(max_abs_diff(c.view(), expected.view()) < 1e-5);
+    }
+}
+
+TEST_CASE("gemm on strided sub-views and a shape mismatch error") {
+  const HostMatrix big = random_matrix(6, 10, 4);
+  const HostMatrix b = random_matrix(4, 3, 5);
+  HostMatrix c(3, 3);
+  const ConstHostView window = big.view().block(1, 2, 3, 4);  // ld 10
+  cpu::gemm(c.view(), window, Op::N, b.view(), Op::N, 1.0f, 0.0f);
+  HostMatrix dense(window);
+  CHECK(max_abs_diff(c.view(), naive_gemm(dense, Op::N, b, Op::N).view()) < 1e-5);
+  HostMatrix wrong(4, 3);
+  CHECK_THROWS_AS(cpu::gemm(wrong.view(), window, Op::N, b.view(), Op::N, 1.0f, 0.0f), ShapeError);
+}
+
+TEST_CASE("strided batched gemm equals per-batch gemm") {
+  const HostMatrix a = random_matrix(2 * 4, 3, 6), b = random_matrix(2 * 5, 3, 7);
+  HostMatrix c(2 * 4, 5);
+  cpu::gemm_strided_batched(c.view().row_block(0, 4), a.view().row_block(0, 4), Op::N, b.view().row_block(0, 5), Op::T,
+                            1.0f, 0.0f, 2, 4 * 5, 4 * 3, 5 * 3);
+  for (Index i = 0; i < 2; ++i) {
+    HostMatrix ai(a.view().row_block(i * 4, 4)), bi(b.view().row_block(i * 5, 5)), ci(c.view().row_block(i * 4, 4));
+    CHECK(max_abs_diff(ci.view(), naive_gemm(ai, Op::N, bi, Op::T).view()) < 1e-5);
+  }
+}
+
+TEST_CASE("gathers and scatter-adds over rows and columns") {
+  const HostMatrix src = random_matrix(4, 5, 8);
+  const auto rows = cpu::make_indices(std::vector<std::int32_t>{3, 0});
+  HostMatrix gathered(2, 5);
+  cpu::gather_rows(gathered.view(), src.view(), rows);
+  for (Index c = 0; c < 5; ++c) {
+    CHECK(gathered(0, c) == src(3, c));
+    CHECK(gathered(1, c) == src(0, c));
+  }
+  HostMatrix acc(4, 5);
+  cpu::scatter_add_rows(acc.view(), gathered.view(), rows, 2.0f);
+  CHECK(acc(3, 1) == 2.0f * src(3, 1));
+  CHECK(acc(1, 1) == 0.0f);
+
+  const auto cols = cpu::make_indices(std::vector<std::int32_t>{4, 1, 2});
+  HostMatrix gathered_cols(4, 3);
+  cpu::gather_cols(gathered_cols.view(), src.view(), cols);
+  CHECK(gathered_cols(2, 0) == src(2, 4));
+  HostMatrix acc_cols(4, 5);
+  cpu::scatter_add_cols(acc_cols.view(), gathered_cols.view(), cols, -1.0f);
+  CHECK(acc_cols(2, 4) == -src(2, 4));
+  CHECK(acc_cols(2, 0) == 0.0f);
+
+  const auto bad = cpu::make_indices(std::vector<std::int32_t>{7, 0});
+  CHECK_THROWS_AS(cpu::gather_rows(gathered.view(), src.view(), bad), ShapeError);
+}
+
+// Finite differences below run in float with h = 1e-2 on O(1) inputs: the
+// O(h^2) truncation and O(1e-7/h) rounding errors stay below ~1e-3 relative.
+TEST_CASE("gelu backward matches finite differences and gelu is the erf form") {
+  HostMatrix x = random_matrix(3, 6, 9, -3.0f, 3.0f);
+  const HostMatrix weights = random_matrix(3, 6, 10);
+  HostMatrix y(3, 6), dx(3, 6);
+  cpu::gelu_forward(y.view(), x.view());
+  CHECK(y(0, 0) == doctest::Approx(0.5 * x(0, 0) * (1 + std::erf(x(0, 0) / std::sqrt(2.0)))).epsilon(1e-6));
+  cpu::gelu_backward(dx.view(), weights.view(), x.view());
+  const auto numeric = finite_difference(x.view(), [&] {
+    HostMatrix out(3, 6);
+    cpu::gelu_forward(out.view(), x.view());
+    return weighted_sum(out.view(), weights.view());
+  });
+  CHECK(relative_error(dx.view(), numeric.view()) < 2e-3);
+}
+
+TEST_CASE("layernorm forward normalises and backward matches finite differences") {
+  HostMatrix x = random_matrix(4, 8, 11, -2.0f, 2.0f);
+  HostMatrix gamma = random_matrix(1, 8, 12, 0.5f, 1.5f), beta = random_matrix(1, 8, 13);
+  const HostMatrix weights = random_matrix(4, 8, 14);
+  const auto run = [&](HostMatrix& y, HostMatrix& stats) {
+    cpu::layernorm_forward(y.view(), stats.view(), x.view(), gamma.view(), beta.view(), 1e-5f);
+  };
+  HostMatrix y(4, 8), stats(4, 2);
+  run(y, stats);
+  HostMatrix dx(4, 8), dgamma(1, 8), dbeta(1, 8);
+  cpu::layernorm_backward(dx.view(), dgamma.view(), dbeta.view(), weights.view(), x.view(), stats.view(), gamma.view());
+  const auto loss = [&] {
+    HostMatrix out(4, 8), s(4, 2);
+    run(out, s);
+    return weighted_sum(out.view(), weights.view());
+  };
+  CHECK(relative_error(dx.view(), finite_difference(x.view(), loss).view()) < 5e-3);
+  CHECK(relative_error(dgamma.view(), finite_difference(gamma.view(), loss).view()) < 2e-3);
+  CHECK(relative_error(dbeta.view(), finite_difference(beta.view(), loss).view()) < 2e-3);
+}
+
+TEST_CASE("softmax rows sum to one and backward matches finite differences") {
+  HostMatrix x = random_matrix(3, 5, 15, -4.0f, 4.0f);
+  const HostMatrix weights = random_matrix(3, 5, 16);
+  HostMatrix y = x;
+  cpu::softmax_rows(y.view());
+  for (Index r = 0; r < 3; ++r) {
+    double sum = 0;
+    for (Index c = 0; c < 5; ++c) sum += y(r, c);
+    CHECK(sum == doctest::Approx(1.0).epsilon(1e-6));
+  }
+  HostMatrix dx(3, 5);
+  cpu::softmax_rows_backward(dx.view(), y.view(), weights.view());
+  const auto numeric = finite_difference(x.view(), [&] {
+    HostMatrix out = x;
+    cpu::softmax_rows(out.view());
+    return weighted_sum(out.view(), weights.view());
+  });
+  CHECK(relative_error(dx.view(), numeric.view()) < 2e-3);
+}
+
+TEST_CASE("cross entropy: loss value, gradient, and out-of-range labels") {
+  HostMatrix logits = random_matrix(4, 3, 17, -2.0f, 2.0f);
+  const auto labels = cpu::make_indices(std::vector<std::int32_t>{0, 2, 1, 2});
+  HostMatrix dlogits(4, 3);
+  const float loss = cpu::cross_entropy(dlogits.view(), logits.view(), labels);
+  double expected = 0;
+  for (Index r = 0; r < 4; ++r) {
+    double z = 0;
+    for (Index c = 0; c < 3; ++c) z += std::exp(double(logits(r, c)));
+    expected += std::log(z) - logits(r, labels[std::size_t(r)]);
+  }
+  CHECK(loss == doctest::Approx(expected / 4).epsilon(1e-6));
+  const auto numeric = finite_difference(logits.view(), [&] {
+    HostMatrix scratch(4, 3);
+    return double(cpu::cross_entropy(scratch.view(), logits.view(), labels));
+  });
+  CHECK(relative_error(dlogits.view(), numeric.view()) < 2e-3);
+  const auto bad = cpu::make_indices(std::vector<std::int32_t>{0, 3, 1, 2});
+  CHECK_THROWS_AS(cpu::cross_entropy(dlogits.view(), logits.view(), bad), ValueError);
+}
+
+TEST_CASE("row vectors, column sums, scaling and reductions") {
+  HostMatrix x = random_matrix(3, 4, 18);
+  const HostMatrix x0 = x, bias = random_matrix(1, 4, 19);
+  cpu::add_row_vector(x.view(), bias.view());
+  CHECK(x(2, 3) == x0(2, 3) + bias(0, 3));
+  HostMatrix sums = bias;
+  cpu::column_sums(sums.view(), x0.view(), 1.0f);
+  CHECK(sums(0, 1) == doctest::Approx(bias(0, 1) + x0(0, 1) + x0(1, 1) + x0(2, 1)));
+  cpu::scale_cols(x.view(), bias.view());
+  CHECK(x(1, 2) == (x0(1, 2) + bias(0, 2)) * bias(0, 2));
+  CHECK(cpu::sum_squares(bias.view()) ==
+        doctest::Approx(bias(0, 0) * bias(0, 0) + bias(0, 1) * bias(0, 1) + bias(0, 2) * bias(0, 2) + bias(0, 3) * bias(0, 3)));
+  CHECK(cpu::all_finite(x.view()));
+  x(1, 1) = std::nanf("");
+  CHECK_FALSE(cpu::all_finite(x.view()));
+}
+
+TEST_CASE("dropout mask keeps 1 - p in expectation and is a function of the seed") {
+  HostMatrix a(100, 100), b(100, 100);
+  cpu::dropout_mask(a.view(), 0.25f, 5, 6, 0);
+  cpu::dropout_mask(b.view(), 0.25f, 5, 6, 0);
+  CHECK(max_abs_diff(a.view(), b.view()) == 0.0);
+  double kept = 0;
+  for (float v : a.values()) {
+    REQUIRE((v == 0.0f || v == doctest::Approx(1.0f / 0.75f)));
+    kept += v != 0.0f;
+  }
+  // Binomial(10000, 0.75): std 43; allow 5 sigma.
+  CHECK(std::abs(kept - 7500) < 5 * 43.3);
+  CHECK_THROWS_AS(cpu::dropout_mask(a.view(), 1.0f, 5, 6, 0), ValueError);
+}
+
+TEST_CASE("thin SVD reconstructs the matrix with descending singular values") {
+  const HostMatrix a = random_matrix(6, 4, 20);
+  HostMatrix u, s, vt;
+  cpu::svd(u, s, vt, a.view());
+  CHECK(u.rows() == 6);
+  CHECK(s.cols() == 4);
+  CHECK(vt.rows() == 4);
+  for (Index i = 1; i < 4; ++i) CHECK(s(0, i - 1) >= s(0, i));
+  HostMatrix us = u;
+  cpu::scale_cols(us.view(), s.view());
+  HostMatrix back(6, 4);
+  cpu::gemm(back.view(), us.view(), Op::N, vt.view(), Op::N, 1.0f, 0.0f);
+  CHECK(max_abs_diff(back.view(), a.view()) < 1e-5);
+}

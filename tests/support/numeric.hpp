@@ -1,0 +1,68 @@
+#pragma once
+// Shared test helpers: seeded random host matrices, max-difference and
+// relative-error measures, and central finite differences in double.
+#include <algorithm>
+#include <cmath>
+#include <functional>
+
+#include "plora/core/host_matrix.hpp"
+#include "plora/core/rng.hpp"
+
+namespace plora::test {
+
+/// A (rows x cols) matrix of U(low, high) draws from stream (seed, stream).
+inline HostMatrix random_matrix(Index rows, Index cols, std::uint64_t seed, float low = -1.0f, float high = 1.0f,
+                                std::uint64_t stream = 0) {
+  HostMatrix m(rows, cols);
+  RandomStream rng(seed, stream);
+  for (auto& v : m.values()) v = rng.uniform(low, high);
+  return m;
+}
+
+inline double max_abs_diff(ConstHostView a, ConstHostView b) {
+  double worst = 0.0;
+  for (Index r = 0; r < a.rows; ++r)
+    for (Index c = 0; c < a.cols; ++c) worst = std::max(worst, std::abs(double(a(r, c)) - double(b(r, c))));
+  return worst;
+}
+
+inline double max_abs(ConstHostView a) {
+  double worst = 0.0;
+  for (Index r = 0; r < a.rows; ++r)
+    for (Index c = 0; c < a.cols; ++c) worst = std::max(worst, std::abs(double(a(r, c))));
+  return worst;
+}
+
+/// max |a - b| / max(max |b|, floor): an error relative to the tensor's scale.
+inline double relative_error(ConstHostView a, ConstHostView b, double floor = 1e-12) {
+  return max_abs_diff(a, b) / std::max(max_abs(b), floor);
+}
+
+/// Central finite-difference gradient of scalar `loss` w.r.t. every entry of
+/// `x` (perturbed in place and restored). Step h in float; the truncation error
+/// is O(h^2) and the rounding error O(eps_f * |loss| / h).
+inline HostMatrix finite_difference(HostView x, const std::function<double()>& loss, float h = 1e-2f) {
+  HostMatrix grad(x.rows, x.cols);
+  for (Index r = 0; r < x.rows; ++r)
+    for (Index c = 0; c < x.cols; ++c) {
+      const float saved = x(r, c);
+      x(r, c) = saved + h;
+      const double up = loss();
+      x(r, c) = saved - h;
+      const double down = loss();
+      x(r, c) = saved;
+      grad(r, c) = static_cast<float>((up - down) / (2.0 * double(h)));
+    }
+  return grad;
+}
+
+/// sum(weights ⊙ y): a scalar whose gradient w.r.t. y is `weights`, used to
+/// turn any output into a loss with a known upstream gradient.
+inline double weighted_sum(ConstHostView y, ConstHostView weights) {
+  double total = 0.0;
+  for (Index r = 0; r < y.rows; ++r)
+    for (Index c = 0; c < y.cols; ++c) total += double(y(r, c)) * double(weights(r, c));
+  return total;
+}
+
+}  // namespace plora::test
