@@ -1,0 +1,96 @@
+#pragma once
+// A frozen linear layer y = x W^T + b with an optional adapter: the one place
+// where adapters apply (llama.cpp-style choke point). W (out x in) is never
+// changed by training; merging an adapter into it is an explicit operation.
+// The ratio extractors may override W temporarily and may ask for dL/dW (SNIP).
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "plora/adapters/concepts.hpp"
+#include "plora/backend/concepts.hpp"
+#include "plora/core/error.hpp"
+
+namespace plora {
+
+/// @tparam B  backend
+/// @tparam A  adapter type attached to this site (when one is attached)
+template <Backend B, Adapter A>
+class LinearSite {
+ public:
+  using Matrix = typename B::Matrix;
+  using View = plora::View<typename B::Space>;
+  using ConstView = plora::ConstView<typename B::Space>;
+
+  /// What backward needs besides the input x, kept by the caller per application.
+  struct Saved {
+    typename A::Saved adapter;
+  };
+
+  LinearSite() = default;
+  /// @param weight (out x in)  @param bias (1 x out), or an empty matrix for no bias
+  LinearSite(std::string name, Matrix weight, Matrix bias)
+      : name_(std::move(name)), weight_(std::move(weight)), bias_(std::move(bias)) {
+    check<ShapeError>(bias_.view().empty() || (bias_.view().rows == 1 && bias_.view().cols == out_features()),
+                      name_, ": bias must be 1 x ", out_features(), ", got ", bias_.view().rows, " x ",
+                      bias_.view().cols);
+  }
+
+  [[nodiscard]] const std::string& name() const { return name_; }
+  [[nodiscard]] Index in_features() const { return weight_.view().cols; }
+  [[nodiscard]] Index out_features() const { return weight_.view().rows; }
+  [[nodiscard]] ConstView weight() const { return weight_.view(); }
+  /// Mutable access for explicit merges and the extractors' temporary overrides.
+  [[nodiscard]] View mutable_weight() { return weight_.view(); }
+  [[nodiscard]] ConstView bias() const { return bias_.view(); }
+
+  void attach(A adapter) {
+    check<ShapeError>(adapter.in_features() == in_features() && adapter.out_features() == out_features(), name_,
+                      ": adapter is ", adapter.out_features(), " x ", adapter.in_features(), " but the weight is ",
+                      out_features(), " x ", in_features());
+    adapter_.emplace(std::move(adapter));
+  }
+  void detach() { adapter_.reset(); }
+  [[nodiscard]] bool has_adapter() const { return adapter_.has_value(); }
+  [[nodiscard]] A& adapter() { return checked_adapter(); }
+  [[nodiscard]] const A& adapter() const { return const_cast<LinearSite*>(this)->checked_adapter(); }
+
+  /// Accumulate dL/dW into weight_grad() during backward (used by SNIP).
+  void enable_weight_grad(bool enabled) {
+    if (enabled && !weight_grad_) {
+      weight_grad_.emplace(out_features(), in_features());
+    } else if (!enabled) {
+      weight_grad_.reset();
+    }
+  }
+  [[nodiscard]] std::optional<Matrix>& weight_grad() { return weight_grad_; }
+
+  /// y (T x out) = x (T x in) W^T + b (+ adapter)
+  void forward(View y, ConstView x, Saved& saved) {
+    B::gemm(y, x, Op::N, weight_.view(), Op::T, 1.0f, 0.0f);
+    if (!bias_.view().empty()) B::add_row_vector(y, bias_.view());
+    if (adapter_) adapter_->forward(y, x, saved.adapter);
+  }
+
+  /// dx (T x in) = dy W (+ adapter's); skipped if dx is empty. Adapter grads
+  /// (and dW when enabled) accumulate.
+  void backward(View dx, ConstView dy, ConstView x, const Saved& saved) {
+    if (!dx.empty()) B::gemm(dx, dy, Op::N, weight_.view(), Op::N, 1.0f, 0.0f);
+    if (weight_grad_) B::gemm(weight_grad_->view(), dy, Op::T, x, Op::N, 1.0f, 1.0f);
+    if (adapter_) adapter_->backward(dx, dy, x, saved.adapter);
+  }
+
+ private:
+  A& checked_adapter() {
+    check(adapter_.has_value(), name_, ": no adapter is attached to this site");
+    return *adapter_;
+  }
+
+  std::string name_;
+  Matrix weight_;
+  Matrix bias_;
+  std::optional<A> adapter_;
+  std::optional<Matrix> weight_grad_;
+};
+
+}  // namespace plora
