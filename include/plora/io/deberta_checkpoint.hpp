@@ -1,0 +1,44 @@
+#pragma once
+// Loading a Hugging Face DeBERTa-v2/v3 checkpoint (model.safetensors) into
+// DebertaV2<B, A>. Keys may carry the "deberta." prefix of the task models
+// (ForSequenceClassification, ForMaskedLM) or none (DebertaV2Model); tensors
+// the model does not use (lm_predictions.*, mask_predictions.*) are ignored;
+// pooler and classifier are initialised randomly when absent (deberta-v3-base
+// ships neither). The config comes from config.json (io/hf_config.hpp).
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "plora/core/error.hpp"
+#include "plora/io/safetensors.hpp"
+#include "plora/models/deberta_v2.hpp"
+
+namespace plora {
+
+/// @tparam B  backend
+/// @tparam A  adapter type the model's sites may carry
+/// @param path  a model.safetensors file, or a checkpoint directory holding one
+/// @param seed  seeds the random pooler / classifier when the file has none
+template <Backend B, Adapter A>
+DebertaV2<B, A> load_deberta_v2(const std::filesystem::path& path, const DebertaV2Config& config,
+                                std::uint64_t seed = 0) {
+  const std::filesystem::path file = std::filesystem::is_directory(path) ? path / "model.safetensors" : path;
+  check<IoError>(std::filesystem::is_regular_file(file), "DeBERTa checkpoint '", file.string(), "' does not exist");
+  const io::SafetensorsFile weights = io::SafetensorsFile::open(file);
+  const std::string prefix = "deberta.";
+  const bool bare = !weights.contains(prefix + "embeddings.word_embeddings.weight") &&
+                    weights.contains("embeddings.word_embeddings.weight");
+  const OptionalWeightSource source = [&](const std::string& key, Index rows, Index cols) -> std::optional<HostMatrix> {
+    const std::string stored = bare && key.starts_with(prefix) ? key.substr(prefix.size()) : key;
+    if (!weights.contains(stored)) return std::nullopt;
+    return weights.load(stored, rows, cols);
+  };
+  try {
+    return DebertaV2<B, A>(config, source, seed);
+  } catch (const IoError& e) {
+    throw IoError(detail::concat("'", file.string(), "': ", e.what()));
+  }
+}
+
+}  // namespace plora

@@ -1,0 +1,187 @@
+#pragma once
+// ratios.json: an extraction's RatioReport as a file. The bytes depend only on
+// the report's content (same seed, same model, same data -> identical file):
+// fixed key order, one line per site, shortest round-trip numbers. Wall time
+// is left out for that reason. Loading validates the file against the sites of
+// the model it is meant for.
+//
+//   {
+//     "format": "plora.ratios", "version": 1, "extractor": "svd", "metric": "accuracy",
+//     "tau": 0.9, "resolution": 0.015625, "reference_metric": 0.95, "seed": 0,
+//     "sites": [
+//       {"name": "...query", "out_features": 768, "in_features": 768, "ratio": 0.25,
+//        "outcome": "found", "evaluations": 8, "probes": [{"q": 1, "density": 1, "metric": 0.95}, ...],
+//        "row_scores": [...], "col_scores": [...], "top_rows": [...], "top_cols": [...]},
+//       ...
+//     ]
+//   }
+#include <charconv>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "plora/core/error.hpp"
+#include "plora/io/atomic_file.hpp"
+#include "plora/sparsity/report.hpp"
+#include "plora/train/metrics.hpp"
+
+namespace plora::io {
+
+inline constexpr std::string_view kRatiosFormat = "plora.ratios";
+inline constexpr int kRatiosVersion = 1;
+
+namespace detail {
+/// The double nearest the float's shortest decimal form (0.1f -> 0.1), so the
+/// file shows "0.1" rather than "0.10000000149011612" and reading it back as a
+/// float gives the same float.
+inline double shortest_float(float value) {
+  char buffer[32];
+  const auto end = std::to_chars(buffer, buffer + sizeof(buffer), value).ptr;
+  return std::strtod(std::string(buffer, end).c_str(), nullptr);
+}
+
+inline nlohmann::ordered_json float_array(const std::vector<float>& values) {
+  auto out = nlohmann::ordered_json::array();
+  for (const float v : values) out.push_back(shortest_float(v));
+  return out;
+}
+
+inline nlohmann::ordered_json site_json(const SiteRatio& site) {
+  nlohmann::ordered_json probes = nlohmann::ordered_json::array();
+  for (const auto& p : site.probes) probes.push_back({{"q", p.q}, {"density", p.density}, {"metric", p.metric}});
+  return {{"name", site.name},
+          {"out_features", site.out_features},
+          {"in_features", site.in_features},
+          {"ratio", site.ratio},
+          {"outcome", outcome_name(site.outcome)},
+          {"evaluations", site.evaluations},
+          {"probes", std::move(probes)},
+          {"row_scores", float_array(site.row_scores)},
+          {"col_scores", float_array(site.col_scores)},
+          {"top_rows", site.top_rows},
+          {"top_cols", site.top_cols}};
+}
+
+inline void check_indices(const std::vector<std::int32_t>& ids, Index bound, const std::string& what) {
+  for (std::size_t i = 0; i < ids.size(); ++i)
+    check<IoError>(ids[i] >= 0 && ids[i] < bound && (i == 0 || ids[i] > ids[i - 1]), what, ": entry ", i, " (",
+                   ids[i], ") is not a sorted unique index in [0, ", bound, ")");
+}
+
+inline SiteRatio site_from_json(const nlohmann::json& j, const std::string& source) {
+  SiteRatio site;
+  site.name = j.at("name").get<std::string>();
+  const std::string where = source + ", site '" + site.name + "'";
+  site.out_features = j.at("out_features").get<Index>();
+  site.in_features = j.at("in_features").get<Index>();
+  check<IoError>(site.out_features > 0 && site.in_features > 0, where, ": shape ", site.out_features, " x ",
+                 site.in_features, " must be positive");
+  site.ratio = j.at("ratio").get<double>();
+  check<ValueError>(site.ratio > 0.0 && site.ratio <= 1.0, where, ": ratio ", site.ratio, " is outside (0, 1]");
+  site.outcome = parse_outcome(j.at("outcome").get<std::string>());
+  site.evaluations = j.at("evaluations").get<int>();
+  for (const auto& p : j.at("probes"))
+    site.probes.push_back({p.at("q").get<double>(), p.at("density").get<double>(), p.at("metric").get<double>()});
+  site.row_scores = j.at("row_scores").get<std::vector<float>>();
+  site.col_scores = j.at("col_scores").get<std::vector<float>>();
+  check<IoError>(static_cast<Index>(site.row_scores.size()) == site.out_features &&
+                     static_cast<Index>(site.col_scores.size()) == site.in_features,
+                 where, ": expected ", site.out_features, " row and ", site.in_features, " column scores, got ",
+                 site.row_scores.size(), " and ", site.col_scores.size());
+  site.top_rows = j.at("top_rows").get<std::vector<std::int32_t>>();
+  site.top_cols = j.at("top_cols").get<std::vector<std::int32_t>>();
+  check_indices(site.top_rows, site.out_features, where + " top_rows");
+  check_indices(site.top_cols, site.in_features, where + " top_cols");
+  return site;
+}
+}  // namespace detail
+
+/// The ratios.json text of `report` (ends with a newline).
+inline std::string ratios_to_json(const RatioReport& report) {
+  const nlohmann::ordered_json head = {{"format", kRatiosFormat},
+                                       {"version", kRatiosVersion},
+                                       {"extractor", report.extractor},
+                                       {"metric", metrics::metric_name(report.metric)},
+                                       {"tau", report.tau},
+                                       {"resolution", report.resolution},
+                                       {"reference_metric", report.reference_metric},
+                                       {"seed", report.seed}};
+  std::string text = head.dump(2);
+  text.resize(text.size() - 2);  // drop "\n}" to append the sites one per line
+  text += ",\n  \"sites\": [";
+  for (std::size_t i = 0; i < report.sites.size(); ++i)
+    text += (i == 0 ? "\n    " : ",\n    ") + detail::site_json(report.sites[i]).dump();
+  text += report.sites.empty() ? "]\n}\n" : "\n  ]\n}\n";
+  return text;
+}
+
+/// Parses ratios.json text; `source` names it in errors. IoError for malformed
+/// content, ValueError for a ratio outside (0, 1] or an unknown metric.
+inline RatioReport ratios_from_json(std::string_view text, const std::string& source) {
+  try {
+    const nlohmann::json j = nlohmann::json::parse(text);
+    check<IoError>(j.is_object() && j.value("format", std::string()) == kRatiosFormat, source,
+                   ": not a plora ratios file (\"format\" must be \"", kRatiosFormat, "\")");
+    const int version = j.at("version").get<int>();
+    check<IoError>(version == kRatiosVersion, source, ": ratios file version ", version, " is not supported (expected ",
+                   kRatiosVersion, ")");
+    RatioReport report;
+    report.extractor = j.at("extractor").get<std::string>();
+    try {
+      report.metric = metrics::parse_metric(j.at("metric").get<std::string>());
+    } catch (const ValueError& e) {
+      throw ValueError(source + ": " + e.what());
+    }
+    report.tau = j.at("tau").get<double>();
+    check<ValueError>(report.tau > 0.0 && report.tau <= 1.0, source, ": tau ", report.tau, " is outside (0, 1]");
+    report.resolution = j.at("resolution").get<double>();
+    report.reference_metric = j.at("reference_metric").get<double>();
+    report.seed = j.at("seed").get<std::uint64_t>();
+    std::set<std::string> seen;
+    for (const auto& s : j.at("sites")) {
+      report.sites.push_back(detail::site_from_json(s, source));
+      check<IoError>(seen.insert(report.sites.back().name).second, source, ": site '", report.sites.back().name,
+                     "' appears twice");
+    }
+    return report;
+  } catch (const nlohmann::json::exception& e) {
+    throw IoError(plora::detail::concat(source, ": malformed ratios file: ", e.what()));
+  }
+}
+
+/// Throws ValueError naming the first site of `report` that `site_names` (a
+/// model's adaptable sites) does not contain.
+inline void check_sites_known(const RatioReport& report, const std::vector<std::string>& site_names,
+                              const std::string& source) {
+  const std::set<std::string> known(site_names.begin(), site_names.end());
+  for (const auto& site : report.sites)
+    check<ValueError>(known.contains(site.name), source, ": site '", site.name,
+                      "' is not an adaptable site of this model (ratios from a different model?)");
+}
+
+/// Writes `report` to `path` atomically.
+inline void save_ratios(const std::filesystem::path& path, const RatioReport& report) {
+  write_file_atomically(path, ratios_to_json(report));
+}
+
+/// Reads `path` and checks every site against `site_names` (the model's
+/// site_names()). IoError for an unreadable or malformed file; ValueError for a
+/// ratio outside (0, 1] or a site the model does not have.
+inline RatioReport load_ratios(const std::filesystem::path& path, const std::vector<std::string>& site_names) {
+  std::ifstream in(path, std::ios::binary);
+  check<IoError>(in.good(), "cannot open ratios file '", path.string(), "'");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  RatioReport report = ratios_from_json(text, "'" + path.string() + "'");
+  check_sites_known(report, site_names, "'" + path.string() + "'");
+  return report;
+}
+
+}  // namespace plora::io

@@ -1,0 +1,519 @@
+#pragma once
+// transformers' DebertaV2ForSequenceClassification (REFERENCE.md §2) with
+// adaptable linear sites:
+//   embeddings  word (+ absolute positions if position_biased_input, + token
+//               types if type_vocab_size > 0, + embed_proj if embedding_size !=
+//               hidden), LayerNorm, padded tokens zeroed
+//   encoder     rel = LayerNorm(rel_embeddings) once per forward; per layer
+//               a = LN(attention.output.dense(DisentangledAttention(x)) + x),
+//               y = LN(output.dense(gelu(intermediate.dense(a))) + a)
+//   head        ContextPooler (token 0 -> pooler.dense -> gelu) -> classifier;
+//               both trained in full (PEFT modules_to_save), randomly
+//               initialised when the checkpoint has none (deberta-v3-base)
+//   loss        cross-entropy, or MSE when num_labels == 1 (STS-B)
+// Runs in eval mode: DeBERTa's hidden and attention dropouts are not applied
+// (adapter dropout follows set_training).
+//
+// Site names are the PEFT module paths: "deberta.encoder.layer.3.attention.self.query_proj".
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "plora/adapters/detail/scratch.hpp"
+#include "plora/backend/concepts.hpp"
+#include "plora/core/error.hpp"
+#include "plora/core/host_matrix.hpp"
+#include "plora/core/parameter.hpp"
+#include "plora/core/rng.hpp"
+#include "plora/models/batches.hpp"
+#include "plora/models/deberta_v2_config.hpp"
+#include "plora/nn/backward_scratch.hpp"
+#include "plora/nn/cross_entropy.hpp"
+#include "plora/nn/disentangled_attention.hpp"
+#include "plora/nn/layernorm.hpp"
+#include "plora/nn/linear_site.hpp"
+#include "plora/nn/mlp.hpp"
+#include "plora/nn/trainable_linear.hpp"
+
+namespace plora {
+
+/// Where a DeBERTa model's weights come from: the tensor stored under a Hugging
+/// Face key as a (rows x cols) matrix, or nullopt when the checkpoint has none.
+using OptionalWeightSource = std::function<std::optional<HostMatrix>(const std::string& hf_key, Index rows, Index cols)>;
+
+/// One post-LN DeBERTa encoder layer (transformers' DebertaV2Layer).
+/// @tparam B  backend
+/// @tparam A  adapter type its sites may carry
+template <Backend B, Adapter A>
+class DebertaV2Layer {
+ public:
+  using Site = LinearSite<B, A>;
+  using View = plora::View<typename B::Space>;
+  using ConstView = plora::ConstView<typename B::Space>;
+
+  /// Site suffixes in the order site_names() lists them; the pos_* sites exist
+  /// only without share_att_key.
+  static constexpr std::array<std::string_view, 8> kSites = {
+      "attention.self.query_proj", "attention.self.key_proj", "attention.self.value_proj",
+      "attention.output.dense",    "intermediate.dense",      "output.dense",
+      "attention.self.pos_key_proj", "attention.self.pos_query_proj"};
+
+  DebertaV2Layer(DisentangledSelfAttention<B, A> attention, Site attention_output, LayerNorm<B> attention_norm,
+                 Mlp<B, A> mlp, LayerNorm<B> output_norm)
+      : attention_(std::move(attention)), attention_output_(std::move(attention_output)),
+        attention_norm_(std::move(attention_norm)), mlp_(std::move(mlp)), output_norm_(std::move(output_norm)) {}
+
+  /// Whether the layer has the site with this suffix.
+  [[nodiscard]] bool has_site(std::string_view suffix) {
+    if (suffix == kSites[6]) return attention_.pos_key().has_value();
+    if (suffix == kSites[7]) return attention_.pos_query().has_value();
+    return std::find(kSites.begin(), kSites.begin() + 6, suffix) != kSites.begin() + 6;
+  }
+  [[nodiscard]] Site& site(std::string_view suffix) {
+    if (suffix == kSites[0]) return attention_.query();
+    if (suffix == kSites[1]) return attention_.key();
+    if (suffix == kSites[2]) return attention_.value();
+    if (suffix == kSites[3]) return attention_output_;
+    if (suffix == kSites[4]) return mlp_.intermediate();
+    if (suffix == kSites[5]) return mlp_.output();
+    check<ValueError>(has_site(suffix), "DeBERTa layer has no site '", suffix, "'");
+    return suffix == kSites[6] ? *attention_.pos_key() : *attention_.pos_query();
+  }
+
+  /// y (rows, hidden) from x (rows, hidden); rel and mask as DisentangledSelfAttention takes them.
+  void forward(View y, ConstView x, ConstView rel, ConstView mask, Index tokens, DisentangledScratch<B>& scratch) {
+    const Index rows = x.rows, hidden = x.cols;
+    const View context = context_.rows(rows, hidden), z1 = z1_.rows(rows, hidden), a = a_.rows(rows, hidden);
+    const View z2 = z2_.rows(rows, hidden);
+    attention_.forward(context, x, rel, mask, tokens, scratch);
+    attention_output_.forward(z1, context, saved_output_);
+    B::axpy(z1, 1.0f, x);  // residual
+    attention_norm_.forward(a, z1);
+    mlp_.forward(z2, a);
+    B::axpy(z2, 1.0f, a);
+    output_norm_.forward(y, z2);
+  }
+
+  /// dx (rows, hidden) from dy; an empty dx skips the input gradient. Site grads accumulate.
+  void backward(View dx, ConstView dy, ConstView x, ConstView rel, BackwardScratch<B>& common,
+                DisentangledScratch<B>& scratch) {
+    const Index rows = x.rows, hidden = x.cols;
+    const View dz = common.d_hidden.rows(rows, hidden), da = common.d_normed.rows(rows, hidden);
+    output_norm_.backward(dz, dy, z2_.rows(rows));  // dz2
+    mlp_.backward(da, dz, a_.rows(rows), common);
+    B::axpy(da, 1.0f, dz);
+    attention_norm_.backward(dz, da, z1_.rows(rows));  // dz1
+    const View d_context = common.d_context.rows(rows, hidden);
+    attention_output_.backward(d_context, dz, context_.rows(rows), saved_output_);
+    attention_.backward(dx, d_context, x, rel, common, scratch);
+    if (!dx.empty()) B::axpy(dx, 1.0f, dz);
+  }
+
+ private:
+  DisentangledSelfAttention<B, A> attention_;
+  Site attention_output_;
+  LayerNorm<B> attention_norm_;
+  Mlp<B, A> mlp_;
+  LayerNorm<B> output_norm_;
+  detail::Scratch<B> context_, z1_, a_, z2_;  // (rows, hidden): attention context, pre-LN sums, LN1 output
+  typename Site::Saved saved_output_;
+};
+
+/// DebertaV2ForSequenceClassification on backend B with adapters of type A.
+/// forward_backward() accumulates gradients (call zero_grad() between steps).
+/// @tparam B  backend
+/// @tparam A  adapter type attachable to every site
+template <Backend B, Adapter A>
+class DebertaV2 {
+ public:
+  using BackendType = B;
+  using Batch = TokenBatch;
+  using Site = LinearSite<B, A>;
+  using Matrix = typename B::Matrix;
+  using View = plora::View<typename B::Space>;
+  using ConstView = plora::ConstView<typename B::Space>;
+
+  static constexpr std::string_view kLayerPrefix = "deberta.encoder.layer.";
+
+  /// Builds the model from `weights` under the Hub keys of
+  /// DebertaV2ForSequenceClassification. Every backbone tensor must be present
+  /// (IoError naming the key otherwise); pooler.dense and classifier are drawn
+  /// like transformers' init (N(0, 0.02) weights, zero biases) from stream
+  /// (seed, key) when absent. Throws ValueError for an unsupported config.
+  DebertaV2(const DebertaV2Config& config, const OptionalWeightSource& weights, std::uint64_t seed = 0)
+      : config_(validated(config)) {
+    const Index hidden = config_.hidden_size, embedding = embedding_size(), inner = config_.intermediate_size;
+    const auto host = [&](const std::string& key, Index rows, Index cols) {
+      std::optional<HostMatrix> m = weights(key, rows, cols);
+      if (m)
+        check<ShapeError>(m->rows() == rows && m->cols() == cols, "DeBERTa weight '", key, "': expected ", rows, " x ",
+                          cols, " for this config, got ", m->rows(), " x ", m->cols());
+      return m;
+    };
+    const auto load = [&](const std::string& key, Index rows, Index cols) {
+      std::optional<HostMatrix> m = host(key, rows, cols);
+      check<IoError>(m.has_value(), "DeBERTa checkpoint has no tensor '", key, "' (needed by this config)");
+      return to_backend<B>(m->view());
+    };
+    const auto layernorm = [&](const std::string& key) {
+      return LayerNorm<B>(key, load(key + ".weight", 1, hidden), load(key + ".bias", 1, hidden), config_.layer_norm_eps);
+    };
+    const auto site = [&](const std::string& key, Index out, Index in) {
+      return Site(key, load(key + ".weight", out, in), load(key + ".bias", 1, out));
+    };
+    const auto head = [&](const std::string& key, Index out, Index in) {
+      std::optional<HostMatrix> w = host(key + ".weight", out, in), b = host(key + ".bias", 1, out);
+      if (!w) {
+        w = HostMatrix(out, in);
+        RandomStream rng(seed, stream_id(key));
+        for (float& v : w->values()) v = 0.02f * rng.normal();
+      }
+      if (!b) b = HostMatrix(1, out);
+      return TrainableLinear<B>(key, to_backend<B>(w->view()), to_backend<B>(b->view()));
+    };
+
+    word_embeddings_ = load("deberta.embeddings.word_embeddings.weight", config_.vocab_size, embedding);
+    if (config_.position_biased_input)
+      position_embeddings_ = load("deberta.embeddings.position_embeddings.weight", config_.max_position_embeddings, embedding);
+    if (config_.type_vocab_size > 0)
+      token_type_embeddings_ = load("deberta.embeddings.token_type_embeddings.weight", config_.type_vocab_size, embedding);
+    if (embedding != hidden) embed_proj_ = load("deberta.embeddings.embed_proj.weight", hidden, embedding);
+    embedding_norm_ = layernorm("deberta.embeddings.LayerNorm");
+
+    const DisentangledOptions options = attention_options();
+    if (options.relative_attention) {
+      rel_embeddings_ = load("deberta.encoder.rel_embeddings.weight", 2 * options.span(), hidden);
+      if (normalise_rel()) rel_norm_ = layernorm("deberta.encoder.LayerNorm");
+    }
+    const bool separate_pos = options.relative_attention && !config_.share_att_key;
+    layers_.reserve(static_cast<std::size_t>(config_.num_hidden_layers));
+    for (Index i = 0; i < config_.num_hidden_layers; ++i) {
+      const std::string p = std::string(kLayerPrefix) + std::to_string(i) + ".";
+      const auto name = [&](std::size_t s) { return p + std::string(DebertaV2Layer<B, A>::kSites[s]); };
+      std::optional<Site> pos_key, pos_query;
+      if (separate_pos && options.c2p) pos_key = site(name(6), hidden, hidden);
+      if (separate_pos && options.p2c) pos_query = site(name(7), hidden, hidden);
+      DisentangledSelfAttention<B, A> attention(site(name(0), hidden, hidden), site(name(1), hidden, hidden),
+                                                site(name(2), hidden, hidden), std::move(pos_key),
+                                                std::move(pos_query), options);
+      layers_.emplace_back(std::move(attention), site(name(3), hidden, hidden),
+                           layernorm(p + "attention.output.LayerNorm"),
+                           Mlp<B, A>(site(name(4), inner, hidden), site(name(5), hidden, inner)),
+                           layernorm(p + "output.LayerNorm"));
+    }
+    pooler_ = head("pooler.dense", hidden, hidden);
+    classifier_ = head("classifier", config_.num_labels, hidden);
+    hidden_.resize(layers_.size() + 1);
+  }
+
+  [[nodiscard]] const DebertaV2Config& config() const { return config_; }
+  [[nodiscard]] TrainableLinear<B>& pooler() { return pooler_; }
+  [[nodiscard]] TrainableLinear<B>& classifier() { return classifier_; }
+  /// Whether the loss is MSE on one output (STS-B) rather than cross-entropy.
+  [[nodiscard]] bool regression() const { return config_.num_labels == 1; }
+
+  /// logits (batch, num_labels), valid until the next forward.
+  ConstView forward(const TokenBatch& batch) {
+    validate(batch);
+    const Index n = batch.batch, tokens = batch.seq_len, rows = n * tokens, hidden = config_.hidden_size;
+    batch_ = n;
+    tokens_ = tokens;
+    embed(hidden_[0].rows(rows, hidden), batch);
+
+    // Padding keys get a large negative score (transformers fills them with the dtype minimum).
+    HostMatrix mask(n, tokens);
+    for (Index i = 0; i < rows; ++i)
+      mask.values()[std::size_t(i)] = batch.attention_mask[std::size_t(i)] != 0 ? 0.0f : kMaskedScore;
+    const View key_mask = mask_.rows(n, tokens);
+    B::upload(key_mask, mask.view());
+
+    ConstView rel;
+    if (attention_options().relative_attention) {
+      rel = rel_embeddings_.view();
+      if (normalise_rel()) {
+        const View normed = rel_normed_.rows(rel.rows, hidden);
+        rel_norm_.forward(normed, rel);
+        rel = normed;
+      }
+    }
+    rel_ = rel;
+    for (std::size_t l = 0; l < layers_.size(); ++l)
+      layers_[l].forward(hidden_[l + 1].rows(rows, hidden), hidden_[l].rows(rows), rel, key_mask, tokens, attn_);
+
+    const View pre = pooled_pre_.rows(n, hidden), pooled = pooled_.rows(n, hidden);
+    pooler_.forward(pre, cls_rows(hidden_.back().rows(rows)));
+    B::gelu_forward(pooled, pre);
+    const View logits = logits_.rows(n, config_.num_labels);
+    classifier_.forward(logits, pooled);
+    return logits;
+  }
+
+  /// Mean loss of the batch (cross-entropy on labels, or MSE on targets when
+  /// num_labels == 1); adds its gradients to parameters().
+  float forward_backward(const TokenBatch& batch) {
+    const Index n = batch.batch;
+    if (regression()) {
+      check<ShapeError>(static_cast<Index>(batch.targets.size()) == n, "DeBERTa batch: ", batch.targets.size(),
+                        " regression targets for ", n, " sequences");
+    } else {
+      check<ShapeError>(static_cast<Index>(batch.labels.size()) == n, "DeBERTa batch: ", batch.labels.size(),
+                        " labels for ", n, " sequences");
+      for (const std::int32_t label : batch.labels)
+        check<ValueError>(label >= 0 && label < config_.num_labels, "DeBERTa batch: label ", label,
+                          " outside [0, ", config_.num_labels, ")");
+    }
+    const ConstView logits = forward(batch);
+    const Index rows = n * tokens_, hidden = config_.hidden_size;
+    const View d_logits = d_logits_.rows(n, config_.num_labels);
+    const float loss = regression() ? mse(d_logits, logits, batch.targets)
+                                    : loss_.forward_backward(d_logits, logits, batch.labels);
+    const View d_pooled = d_pooled_.rows(n, hidden), d_pre = d_pooled_pre_.rows(n, hidden);
+    classifier_.backward(d_pooled, d_logits, pooled_.rows(n));
+    B::gelu_backward(d_pre, d_pooled, pooled_pre_.rows(n));
+
+    View dy = d_stream_[0].rows(rows, hidden);
+    B::fill(dy, 0.0f);  // only token 0 reaches the head
+    pooler_.backward(cls_rows(dy), d_pre, cls_rows(hidden_.back().rows(rows)));
+    for (std::size_t l = layers_.size(); l-- > 0;) {
+      const View dx = l == 0 ? View{} : d_stream_[(layers_.size() - l) % 2].rows(rows, hidden);
+      layers_[l].backward(dx, dy, hidden_[l].rows(rows), rel_, scratch_, attn_);
+      dy = dx;
+    }
+    return loss;
+  }
+
+  /// Trainable tensors: every attached adapter's ("<site>.<param>"), then
+  /// "pooler.dense.{weight,bias}" and "classifier.{weight,bias}".
+  [[nodiscard]] ParameterList<typename B::Space> parameters() {
+    ParameterList<typename B::Space> out;
+    for_each_site([&](Site& s) {
+      if (s.has_adapter()) append_parameters(out, s.name(), s.adapter().parameters());
+    });
+    append_parameters(out, pooler_.name(), pooler_.parameters());
+    append_parameters(out, classifier_.name(), classifier_.parameters());
+    return out;
+  }
+
+  void zero_grad() {
+    for_each_site([](Site& s) {
+      if (s.has_adapter()) s.adapter().zero_grad();
+    });
+    pooler_.zero_grad();
+    classifier_.zero_grad();
+  }
+
+  /// Switches adapter dropout (the model's own dropouts are not implemented; see the file comment).
+  void set_training(bool training) {
+    for_each_site([&](Site& s) {
+      if (s.has_adapter()) s.adapter().set_training(training);
+    });
+  }
+
+  /// Every adaptable site, layer by layer in DebertaV2Layer::kSites order.
+  [[nodiscard]] std::vector<std::string> site_names() const {
+    std::vector<std::string> names;
+    for (std::size_t l = 0; l < layers_.size(); ++l)
+      for (const auto suffix : DebertaV2Layer<B, A>::kSites)
+        if (const_cast<DebertaV2Layer<B, A>&>(layers_[l]).has_site(suffix))
+          names.push_back(std::string(kLayerPrefix) + std::to_string(l) + "." + std::string(suffix));
+    return names;
+  }
+
+  /// The site named "deberta.encoder.layer.<i>.<suffix>"; ValueError for other names.
+  [[nodiscard]] Site& site(const std::string& name) {
+    std::string_view rest(name);
+    Index layer = -1;
+    if (rest.starts_with(kLayerPrefix)) {
+      rest.remove_prefix(kLayerPrefix.size());
+      const auto [end, error] = std::from_chars(rest.data(), rest.data() + rest.size(), layer);
+      rest.remove_prefix(static_cast<std::size_t>(end - rest.data()));
+      if (error != std::errc{} || !rest.starts_with(".")) layer = -1;
+      rest.remove_prefix(rest.empty() ? 0 : 1);
+    }
+    const bool known = layer >= 0 && layer < static_cast<Index>(layers_.size()) &&
+                       layers_[static_cast<std::size_t>(layer)].has_site(rest);
+    check<ValueError>(known, "DeBERTa has no site '", name, "'; sites are ", kLayerPrefix, "<0..",
+                      layers_.size() - 1,
+                      ">.{attention.self.query_proj, attention.self.key_proj, attention.self.value_proj, "
+                      "attention.output.dense, intermediate.dense, output.dense}");
+    return layers_[static_cast<std::size_t>(layer)].site(rest);
+  }
+
+  /// Hidden state i of the last forward, (batch * tokens, hidden): i = 0 the
+  /// embeddings, i = l + 1 the output of layer l (transformers' hidden_states).
+  [[nodiscard]] ConstView hidden_state(Index i) const {
+    check<ValueError>(i >= 0 && i < static_cast<Index>(hidden_.size()), "DeBERTa hidden state ", i,
+                      " is outside [0, ", hidden_.size(), ")");
+    return hidden_[static_cast<std::size_t>(i)].rows(batch_ * tokens_);
+  }
+
+ private:
+  static constexpr float kMaskedScore = -1e30f;
+
+  static DebertaV2Config validated(const DebertaV2Config& c) {
+    check<ValueError>(c.vocab_size > 0 && c.hidden_size > 0 && c.num_hidden_layers >= 0 &&
+                          c.num_attention_heads > 0 && c.intermediate_size > 0 && c.num_labels > 0 &&
+                          c.max_position_embeddings > 0 && c.type_vocab_size >= 0,
+                      "DeBERTa config: sizes must be positive (vocab_size ", c.vocab_size, ", hidden_size ",
+                      c.hidden_size, ", num_hidden_layers ", c.num_hidden_layers, ", num_attention_heads ",
+                      c.num_attention_heads, ", intermediate_size ", c.intermediate_size, ", num_labels ",
+                      c.num_labels, ", max_position_embeddings ", c.max_position_embeddings, ")");
+    check<ValueError>(c.hidden_size % c.num_attention_heads == 0, "DeBERTa config: hidden_size ", c.hidden_size,
+                      " is not divisible by num_attention_heads ", c.num_attention_heads);
+    check<ValueError>(c.hidden_act == "gelu" && c.pooler_hidden_act == "gelu", "DeBERTa config: hidden_act '",
+                      c.hidden_act, "' / pooler_hidden_act '", c.pooler_hidden_act,
+                      "' not supported (only the exact erf \"gelu\")");
+    check<ValueError>(c.pooler_hidden_size < 1 || c.pooler_hidden_size == c.hidden_size,
+                      "DeBERTa config: pooler_hidden_size ", c.pooler_hidden_size, " must equal hidden_size ",
+                      c.hidden_size);
+    for (const auto& t : c.pos_att_type)
+      check<ValueError>(t == "c2p" || t == "p2c", "DeBERTa config: pos_att_type '", t,
+                        "' not supported (only c2p and p2c)");
+    check<ValueError>(c.norm_rel_ebd == "layer_norm" || c.norm_rel_ebd == "none" || c.norm_rel_ebd.empty(),
+                      "DeBERTa config: norm_rel_ebd '", c.norm_rel_ebd, "' not supported (layer_norm or none)");
+    check<ValueError>(c.problem_type.empty() || c.problem_type == "single_label_classification" ||
+                          (c.problem_type == "regression" && c.num_labels == 1),
+                      "DeBERTa config: problem_type '", c.problem_type, "' with num_labels ", c.num_labels,
+                      " not supported");
+    check<ValueError>(c.layer_norm_eps > 0.0f, "DeBERTa config: layer_norm_eps ", c.layer_norm_eps, " must be > 0");
+    return c;
+  }
+
+  [[nodiscard]] Index embedding_size() const {
+    return config_.embedding_size < 1 ? config_.hidden_size : config_.embedding_size;
+  }
+  [[nodiscard]] bool normalise_rel() const { return config_.norm_rel_ebd == "layer_norm"; }
+  [[nodiscard]] DisentangledOptions attention_options() const {
+    DisentangledOptions o;
+    o.heads = config_.num_attention_heads;
+    o.relative_attention = config_.relative_attention;
+    const auto has = [&](const char* t) {
+      return std::find(config_.pos_att_type.begin(), config_.pos_att_type.end(), t) != config_.pos_att_type.end();
+    };
+    o.c2p = has("c2p");
+    o.p2c = has("p2c");
+    o.position_buckets = config_.position_buckets;
+    o.max_relative_positions =
+        config_.max_relative_positions < 1 ? config_.max_position_embeddings : config_.max_relative_positions;
+    return o;
+  }
+
+  void validate(const TokenBatch& b) const {
+    check<ShapeError>(b.batch > 0 && b.seq_len > 0, "DeBERTa batch: empty (", b.batch, " x ", b.seq_len, ")");
+    const auto total = static_cast<std::size_t>(b.batch * b.seq_len);
+    check<ShapeError>(b.input_ids.size() == total && b.attention_mask.size() == total &&
+                          (b.token_type_ids.empty() || b.token_type_ids.size() == total),
+                      "DeBERTa batch: input_ids / attention_mask / token_type_ids must hold ", b.batch, " x ",
+                      b.seq_len, " values, got ", b.input_ids.size(), " / ", b.attention_mask.size(), " / ",
+                      b.token_type_ids.size());
+    check<ValueError>(b.seq_len <= config_.max_position_embeddings, "DeBERTa batch: sequence length ", b.seq_len,
+                      " exceeds max_position_embeddings ", config_.max_position_embeddings);
+    for (std::size_t i = 0; i < total; ++i) {
+      check<ValueError>(b.input_ids[i] >= 0 && b.input_ids[i] < config_.vocab_size, "DeBERTa batch: token id ",
+                        b.input_ids[i], " at sequence ", Index(i) / b.seq_len, " position ", Index(i) % b.seq_len,
+                        " is outside the vocabulary [0, ", config_.vocab_size, ")");
+      if (config_.type_vocab_size > 0 && !b.token_type_ids.empty())
+        check<ValueError>(b.token_type_ids[i] >= 0 && b.token_type_ids[i] < config_.type_vocab_size,
+                          "DeBERTa batch: token type ", b.token_type_ids[i], " outside [0, ",
+                          config_.type_vocab_size, ")");
+    }
+  }
+
+  /// out (rows, hidden) = LayerNorm(word + position + type embeddings [embed_proj]) * mask.
+  void embed(View out, const TokenBatch& b) {
+    const Index rows = b.batch * b.seq_len, embedding = embedding_size();
+    const View sum = embedding != config_.hidden_size ? embedded_.rows(rows, embedding) : out;
+    B::gather_rows(sum, word_embeddings_.view(), B::make_indices(b.input_ids));
+    const auto add_lookup = [&](const Matrix& table, const std::vector<std::int32_t>& ids) {
+      const View looked_up = lookup_.rows(rows, embedding);
+      B::gather_rows(looked_up, table.view(), B::make_indices(ids));
+      B::axpy(sum, 1.0f, looked_up);
+    };
+    if (config_.position_biased_input) {
+      std::vector<std::int32_t> positions(static_cast<std::size_t>(rows));
+      for (Index i = 0; i < rows; ++i) positions[std::size_t(i)] = static_cast<std::int32_t>(i % b.seq_len);
+      add_lookup(position_embeddings_, positions);
+    }
+    if (config_.type_vocab_size > 0)
+      add_lookup(token_type_embeddings_,
+                 b.token_type_ids.empty() ? std::vector<std::int32_t>(std::size_t(rows), 0) : b.token_type_ids);
+    if (embedding != config_.hidden_size) {
+      const View projected = projected_.rows(rows, config_.hidden_size);
+      B::gemm(projected, sum, Op::N, embed_proj_.view(), Op::T, 1.0f, 0.0f);  // (rows, E) -> (rows, hidden)
+      embedding_norm_.forward(out, projected);
+    } else {
+      const View normed = projected_.rows(rows, config_.hidden_size);
+      embedding_norm_.forward(normed, sum);
+      B::copy(out, normed);
+    }
+    // Zero padded tokens, one fill per run of padding.
+    for (Index i = 0; i < rows;) {
+      if (b.attention_mask[std::size_t(i)] != 0) {
+        ++i;
+        continue;
+      }
+      Index end = i;
+      while (end < rows && b.attention_mask[std::size_t(end)] == 0) ++end;
+      B::fill(out.row_block(i, end - i), 0.0f);
+      i = end;
+    }
+  }
+
+  /// Mean squared error of logits (n, 1) against targets; writes its gradient.
+  float mse(View d_logits, ConstView logits, const std::vector<float>& targets) {
+    const Index n = logits.rows;
+    HostMatrix t(n, 1, targets);
+    const View target = targets_.rows(n, 1);
+    B::upload(target, t.view());
+    B::copy(d_logits, logits);
+    B::axpy(d_logits, -1.0f, target);
+    const double loss = B::sum_squares(d_logits) / static_cast<double>(n);
+    B::scale(d_logits, 2.0f / static_cast<float>(n));
+    return static_cast<float>(loss);
+  }
+
+  /// Token 0 of every sequence: (batch, hidden) with a stride of one sequence.
+  template <class T>
+  [[nodiscard]] MatrixView<T, typename B::Space> cls_rows(MatrixView<T, typename B::Space> stream) const {
+    return {stream.data, batch_, stream.cols, tokens_ * stream.ld};
+  }
+
+  template <class F>
+  void for_each_site(F&& f) {
+    for (auto& layer : layers_)
+      for (const auto suffix : DebertaV2Layer<B, A>::kSites)
+        if (layer.has_site(suffix)) f(layer.site(suffix));
+  }
+
+  DebertaV2Config config_;
+  Matrix word_embeddings_, position_embeddings_, token_type_embeddings_, embed_proj_;
+  LayerNorm<B> embedding_norm_;
+  Matrix rel_embeddings_;
+  LayerNorm<B> rel_norm_;
+  std::vector<DebertaV2Layer<B, A>> layers_;
+  TrainableLinear<B> pooler_;
+  TrainableLinear<B> classifier_;
+  CrossEntropy<B> loss_;
+  Index batch_ = 0;   // sequences in the last forward
+  Index tokens_ = 0;  // their padded length
+
+  detail::Scratch<B> embedded_, lookup_;      // (rows, embedding) embedding sums and lookups
+  detail::Scratch<B> projected_;              // (rows, hidden) LayerNorm input or output
+  detail::Scratch<B> mask_;                   // (batch, tokens) additive key scores
+  detail::Scratch<B> rel_normed_;             // (2 span, hidden)
+  ConstView rel_;                             // the relative embeddings the last forward used
+  std::vector<detail::Scratch<B>> hidden_;    // layers + 1 of (rows, hidden)
+  detail::Scratch<B> pooled_pre_, pooled_, logits_, targets_;
+  detail::Scratch<B> d_logits_, d_pooled_, d_pooled_pre_;
+  std::array<detail::Scratch<B>, 2> d_stream_;  // residual-stream gradients, alternating by layer
+  BackwardScratch<B> scratch_;
+  DisentangledScratch<B> attn_;
+};
+
+}  // namespace plora

@@ -1,0 +1,84 @@
+#pragma once
+// Choosing sites the way PEFT chooses target_modules, attaching adapters to
+// them, and counting what is trained. Works for any plora::Model.
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "plora/core/error.hpp"
+#include "plora/models/concepts.hpp"
+
+namespace plora {
+
+/// PEFT's rule for a target_modules entry: the site's full name equals it or
+/// ends with "." + target ("query" matches "vit.encoder.layer.0.attention.attention.query";
+/// "output.dense" matches both "...attention.output.dense" and "...layer.0.output.dense").
+inline bool matches_target(std::string_view site_name, std::string_view target) {
+  if (target.empty()) return false;
+  if (site_name == target) return true;
+  return site_name.size() > target.size() && site_name.ends_with(target) &&
+         site_name[site_name.size() - target.size() - 1] == '.';
+}
+
+/// Whether any of `targets` matches.
+inline bool matches_target(std::string_view site_name, std::span<const std::string> targets) {
+  for (const auto& t : targets)
+    if (matches_target(site_name, t)) return true;
+  return false;
+}
+
+/// The model's sites matched by `targets`, in site_names() order. Throws
+/// ValueError naming a target that matches no site (a typo would otherwise
+/// silently train nothing there).
+template <Model M>
+std::vector<std::string> matched_sites(M& model, std::span<const std::string> targets) {
+  check<ValueError>(!targets.empty(), "target modules: the list is empty");
+  const std::vector<std::string> names = model.site_names();
+  for (const auto& t : targets) {
+    bool found = false;
+    for (const auto& n : names) found = found || matches_target(n, t);
+    check<ValueError>(found, "target module '", t, "' matches none of the model's ", names.size(),
+                      " sites (e.g. '", names.empty() ? std::string() : names.front(), "')");
+  }
+  std::vector<std::string> out;
+  for (const auto& n : names)
+    if (matches_target(n, targets)) out.push_back(n);
+  return out;
+}
+
+/// Attaches `factory(site_name, out_features, in_features)` to every site
+/// matched by `targets` (replacing any adapter there); returns their names.
+template <Model M, class Factory>
+std::vector<std::string> attach_adapters(M& model, std::span<const std::string> targets, Factory&& factory) {
+  std::vector<std::string> names = matched_sites(model, targets);
+  for (const auto& n : names) {
+    auto& site = model.site(n);
+    site.attach(factory(n, site.out_features(), site.in_features()));
+  }
+  return names;
+}
+
+/// Trainable scalars by group: adapters (on sites) and everything else the
+/// model trains (the classification head).
+struct TrainableCount {
+  Index adapters = 0;
+  Index head = 0;
+  [[nodiscard]] Index total() const { return adapters + head; }
+};
+
+template <Model M>
+TrainableCount trainable_count(M& model) {
+  TrainableCount count;
+  Index all = 0;
+  for (const auto& p : model.parameters()) all += p.value.size();
+  for (const auto& n : model.site_names()) {
+    auto& site = model.site(n);
+    if (site.has_adapter()) count.adapters += site.adapter().trainable_count();
+  }
+  count.head = all - count.adapters;
+  return count;
+}
+
+}  // namespace plora

@@ -1,0 +1,325 @@
+#pragma once
+// transformers' ViTForImageClassification (REFERENCE.md §1) with adaptable
+// linear sites: patch + CLS + position embeddings, pre-LN encoder layers
+//   h = x + O(Attn(LN_before(x))),   y = h + W2 gelu(W1 LN_after(h)),
+// the final vit.layernorm on token 0 only (the other tokens' normalised values
+// are never used), and a trainable classifier on it. No pooler.
+//
+// Site names are the full PEFT module paths of a Hub checkpoint, "vit."
+// included: "vit.encoder.layer.3.attention.attention.query". A PEFT adapter
+// file stores "base_model.model." + name + ".lora_A.weight", and the head's
+// parameters are "classifier.weight" / "classifier.bias" as in PEFT's
+// modules_to_save. (transformers >= 5 renames these modules in memory, e.g.
+// "vit.layers.3.attention.q_proj", but still saves the Hub names.)
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "plora/adapters/detail/scratch.hpp"
+#include "plora/backend/concepts.hpp"
+#include "plora/core/error.hpp"
+#include "plora/core/host_matrix.hpp"
+#include "plora/core/parameter.hpp"
+#include "plora/models/batches.hpp"
+#include "plora/models/vit_config.hpp"
+#include "plora/nn/attention.hpp"
+#include "plora/nn/backward_scratch.hpp"
+#include "plora/nn/cross_entropy.hpp"
+#include "plora/nn/layernorm.hpp"
+#include "plora/nn/linear_site.hpp"
+#include "plora/nn/mlp.hpp"
+#include "plora/nn/trainable_linear.hpp"
+#include "plora/nn/vit_embeddings.hpp"
+
+namespace plora {
+
+/// Where a model's frozen weights come from: the tensor stored under a
+/// Hugging Face key, as a (rows x cols) row-major matrix (conv weights and
+/// [1, n, d] embeddings reshaped, 1-D vectors as 1 x n). Throws if it has none.
+using WeightSource = std::function<HostMatrix(const std::string& hf_key, Index rows, Index cols)>;
+
+/// One pre-LN ViT encoder layer (transformers' ViTLayer).
+/// @tparam B  backend
+/// @tparam A  adapter type its six sites may carry
+template <Backend B, Adapter A>
+class VitLayer {
+ public:
+  using Site = LinearSite<B, A>;
+  using View = plora::View<typename B::Space>;
+  using ConstView = plora::ConstView<typename B::Space>;
+
+  /// Site suffixes in the order site_names() lists them.
+  static constexpr std::array<std::string_view, 6> kSites = {
+      "attention.attention.query", "attention.attention.key", "attention.attention.value",
+      "attention.output.dense",    "intermediate.dense",      "output.dense"};
+
+  VitLayer(LayerNorm<B> before, SelfAttention<B, A> attention, LayerNorm<B> after, Mlp<B, A> mlp)
+      : before_(std::move(before)), attention_(std::move(attention)), after_(std::move(after)),
+        mlp_(std::move(mlp)) {}
+
+  /// The site with one of the kSites suffixes.
+  [[nodiscard]] Site& site(std::string_view suffix) {
+    if (suffix == kSites[0]) return attention_.query();
+    if (suffix == kSites[1]) return attention_.key();
+    if (suffix == kSites[2]) return attention_.value();
+    if (suffix == kSites[3]) return attention_.output();
+    if (suffix == kSites[4]) return mlp_.intermediate();
+    check<ValueError>(suffix == kSites[5], "ViT layer has no site '", suffix, "'");
+    return mlp_.output();
+  }
+
+  /// y (rows, hidden) from x (rows, hidden), rows = batch * tokens.
+  void forward(View y, ConstView x, Index tokens) {
+    const Index rows = x.rows, hidden = x.cols;
+    const View normed_before = normed_before_.rows(rows, hidden), h = h_.rows(rows, hidden);
+    const View normed_after = normed_after_.rows(rows, hidden);
+    before_.forward(normed_before, x);
+    attention_.forward(h, normed_before, tokens);
+    B::axpy(h, 1.0f, x);  // h = attention + x
+    after_.forward(normed_after, h);
+    mlp_.forward(y, normed_after);
+    B::axpy(y, 1.0f, h);  // y = mlp + h
+  }
+
+  /// dx (rows, hidden) from dy and the forward input x; an empty dx skips
+  /// everything below the sites (the first layer's input is frozen).
+  void backward(View dx, ConstView dy, ConstView x, BackwardScratch<B>& scratch) {
+    const Index rows = x.rows, hidden = x.cols;
+    const View d_normed = scratch.d_normed.rows(rows, hidden), dh = scratch.d_hidden.rows(rows, hidden);
+    mlp_.backward(d_normed, dy, normed_after_.rows(rows), scratch);
+    after_.backward(dh, d_normed, h_.rows(rows));
+    B::axpy(dh, 1.0f, dy);
+    attention_.backward(dx.empty() ? View{} : d_normed, dh, normed_before_.rows(rows), scratch);
+    if (dx.empty()) return;
+    before_.backward(dx, d_normed, x);
+    B::axpy(dx, 1.0f, dh);
+  }
+
+ private:
+  LayerNorm<B> before_;
+  SelfAttention<B, A> attention_;
+  LayerNorm<B> after_;
+  Mlp<B, A> mlp_;
+  detail::Scratch<B> normed_before_, h_, normed_after_;  // (rows, hidden) each
+};
+
+/// ViTForImageClassification on backend B with adapters of type A.
+/// forward_backward() accumulates gradients (call zero_grad() between steps).
+/// @tparam B  backend
+/// @tparam A  adapter type attachable to every site
+template <Backend B, Adapter A>
+class Vit {
+ public:
+  using BackendType = B;
+  using Batch = ImageBatch;
+  using Site = LinearSite<B, A>;
+  using Matrix = typename B::Matrix;
+  using View = plora::View<typename B::Space>;
+  using ConstView = plora::ConstView<typename B::Space>;
+
+  static constexpr std::string_view kLayerPrefix = "vit.encoder.layer.";
+
+  /// Builds the model from `weights` under the Hub keys ("vit.embeddings...",
+  /// "vit.encoder.layer.<i>...", "vit.layernorm...", "classifier...").
+  /// Throws ValueError for an unsupported config and ShapeError naming the key
+  /// whose tensor disagrees with it.
+  Vit(const ViTConfig& config, const WeightSource& weights) : config_(validated(config)) {
+    const Index hidden = config_.hidden_size, inner = config_.intermediate_size;
+    const auto load = [&](const std::string& key, Index rows, Index cols) {
+      const HostMatrix m = weights(key, rows, cols);
+      check<ShapeError>(m.rows() == rows && m.cols() == cols, "ViT weight '", key, "': expected ", rows, " x ", cols,
+                        " for this config, got ", m.rows(), " x ", m.cols());
+      return to_backend<B>(m.view());
+    };
+    const Index patch_features = config_.num_channels * config_.patch_size * config_.patch_size;
+    PatchEmbedding<B> patch(load("vit.embeddings.patch_embeddings.projection.weight", hidden, patch_features),
+                            load("vit.embeddings.patch_embeddings.projection.bias", 1, hidden), config_.num_channels,
+                            config_.image_size, config_.patch_size);
+    const Index tokens = 1 + patch.patches();
+    embeddings_ = VitEmbeddings<B>(std::move(patch), load("vit.embeddings.cls_token", 1, hidden),
+                                   load("vit.embeddings.position_embeddings", tokens, hidden));
+
+    const auto layernorm = [&](const std::string& key) {
+      return LayerNorm<B>(key, load(key + ".weight", 1, hidden), load(key + ".bias", 1, hidden),
+                          config_.layer_norm_eps);
+    };
+    const auto site = [&](const std::string& key, Index out, Index in, bool bias) {
+      return Site(key, load(key + ".weight", out, in), bias ? load(key + ".bias", 1, out) : Matrix());
+    };
+    layers_.reserve(static_cast<std::size_t>(config_.num_hidden_layers));
+    for (Index i = 0; i < config_.num_hidden_layers; ++i) {
+      const std::string p = std::string(kLayerPrefix) + std::to_string(i) + ".";
+      const auto name = [&](std::size_t s) { return p + std::string(VitLayer<B, A>::kSites[s]); };
+      SelfAttention<B, A> attention(site(name(0), hidden, hidden, config_.qkv_bias),
+                                    site(name(1), hidden, hidden, config_.qkv_bias),
+                                    site(name(2), hidden, hidden, config_.qkv_bias),
+                                    site(name(3), hidden, hidden, true), config_.num_attention_heads);
+      Mlp<B, A> mlp(site(name(4), inner, hidden, true), site(name(5), hidden, inner, true));
+      layers_.emplace_back(layernorm(p + "layernorm_before"), std::move(attention), layernorm(p + "layernorm_after"),
+                           std::move(mlp));
+    }
+    final_norm_ = layernorm("vit.layernorm");
+    classifier_ = TrainableLinear<B>("classifier", load("classifier.weight", config_.num_labels, hidden),
+                                     load("classifier.bias", 1, config_.num_labels));
+    hidden_.resize(layers_.size() + 1);
+  }
+
+  [[nodiscard]] const ViTConfig& config() const { return config_; }
+  /// Tokens per image: CLS + patches.
+  [[nodiscard]] Index tokens() const { return embeddings_.tokens(); }
+  [[nodiscard]] TrainableLinear<B>& classifier() { return classifier_; }
+
+  /// logits (batch, num_labels), valid until the next forward.
+  ConstView forward(const ImageBatch& batch) {
+    const Index n = batch.size(), tokens = this->tokens(), hidden = config_.hidden_size;
+    check<ShapeError>(n > 0, "ViT forward: empty batch");
+    const View pixels = pixels_.rows(n, batch.pixels.cols());
+    B::upload(pixels, batch.pixels.view());
+    batch_ = n;
+    embeddings_.forward(hidden_[0].rows(n * tokens, hidden), pixels);
+    for (std::size_t l = 0; l < layers_.size(); ++l)
+      layers_[l].forward(hidden_[l + 1].rows(n * tokens, hidden), hidden_[l].rows(n * tokens), tokens);
+    const View cls_normed = cls_normed_.rows(n, hidden);
+    final_norm_.forward(cls_normed, cls_rows(hidden_.back().rows(n * tokens)));
+    const View logits = logits_.rows(n, config_.num_labels);
+    classifier_.forward(logits, cls_normed);
+    return logits;
+  }
+
+  /// Mean cross-entropy of the batch; adds its gradients to parameters().
+  float forward_backward(const ImageBatch& batch) {
+    check<ShapeError>(static_cast<Index>(batch.labels.size()) == batch.size(), "ViT batch: ", batch.labels.size(),
+                      " labels for ", batch.size(), " images");
+    const ConstView logits = forward(batch);
+    const Index n = batch_, tokens = this->tokens(), hidden = config_.hidden_size, rows = n * tokens;
+    const View d_logits = d_logits_.rows(n, config_.num_labels);
+    const float loss = loss_.forward_backward(d_logits, logits, batch.labels);
+    const View d_cls = d_cls_.rows(n, hidden);
+    classifier_.backward(d_cls, d_logits, cls_normed_.rows(n));
+
+    View dy = d_stream_[0].rows(rows, hidden);
+    B::fill(dy, 0.0f);  // only token 0 reaches the head
+    final_norm_.backward(cls_rows(dy), d_cls, cls_rows(hidden_.back().rows(rows)));
+    for (std::size_t l = layers_.size(); l-- > 0;) {
+      const View dx = l == 0 ? View{} : d_stream_[(layers_.size() - l) % 2].rows(rows, hidden);
+      layers_[l].backward(dx, dy, hidden_[l].rows(rows), scratch_);
+      dy = dx;
+    }
+    return loss;
+  }
+
+  /// Trainable tensors: every attached adapter's (named "<site>.<param>"), then
+  /// "classifier.weight" and "classifier.bias".
+  [[nodiscard]] ParameterList<typename B::Space> parameters() {
+    ParameterList<typename B::Space> out;
+    for_each_site([&](Site& s) {
+      if (s.has_adapter()) append_parameters(out, s.name(), s.adapter().parameters());
+    });
+    append_parameters(out, classifier_.name(), classifier_.parameters());
+    return out;
+  }
+
+  void zero_grad() {
+    for_each_site([](Site& s) {
+      if (s.has_adapter()) s.adapter().zero_grad();
+    });
+    classifier_.zero_grad();
+  }
+
+  /// Switches adapter dropout (ViT itself has none: transformers' ViT dropouts default to 0).
+  void set_training(bool training) {
+    for_each_site([&](Site& s) {
+      if (s.has_adapter()) s.adapter().set_training(training);
+    });
+  }
+
+  /// Every adaptable site, layer by layer in VitLayer::kSites order.
+  [[nodiscard]] std::vector<std::string> site_names() const {
+    std::vector<std::string> names;
+    for (std::size_t l = 0; l < layers_.size(); ++l)
+      for (const auto suffix : VitLayer<B, A>::kSites)
+        names.push_back(std::string(kLayerPrefix) + std::to_string(l) + "." + std::string(suffix));
+    return names;
+  }
+
+  /// The site named "vit.encoder.layer.<i>.<suffix>"; throws ValueError for other names.
+  [[nodiscard]] Site& site(const std::string& name) {
+    std::string_view rest(name);
+    Index layer = -1;
+    if (rest.starts_with(kLayerPrefix)) {
+      rest.remove_prefix(kLayerPrefix.size());
+      const auto [end, error] = std::from_chars(rest.data(), rest.data() + rest.size(), layer);
+      rest.remove_prefix(static_cast<std::size_t>(end - rest.data()));
+      if (error != std::errc{} || !rest.starts_with(".")) layer = -1;
+      rest.remove_prefix(rest.empty() ? 0 : 1);
+    }
+    const bool known = layer >= 0 && layer < static_cast<Index>(layers_.size()) &&
+                       std::find(VitLayer<B, A>::kSites.begin(), VitLayer<B, A>::kSites.end(), rest) !=
+                           VitLayer<B, A>::kSites.end();
+    check<ValueError>(known, "ViT has no site '", name, "'; sites are ", kLayerPrefix, "<0..", layers_.size() - 1,
+                      ">.{attention.attention.query, attention.attention.key, attention.attention.value, "
+                      "attention.output.dense, intermediate.dense, output.dense}");
+    return layers_[static_cast<std::size_t>(layer)].site(rest);
+  }
+
+  /// Hidden state i of the last forward, (batch * tokens, hidden): i = 0 the
+  /// embeddings, i = l + 1 the output of layer l (before the final LayerNorm),
+  /// as transformers' output_hidden_states.
+  [[nodiscard]] ConstView hidden_state(Index i) const {
+    check<ValueError>(i >= 0 && i < static_cast<Index>(hidden_.size()), "ViT hidden state ", i, " is outside [0, ",
+                      hidden_.size(), ")");
+    return hidden_[static_cast<std::size_t>(i)].rows(batch_ * tokens());
+  }
+
+ private:
+  static ViTConfig validated(const ViTConfig& c) {
+    check<ValueError>(c.hidden_size > 0 && c.num_hidden_layers >= 0 && c.num_attention_heads > 0 &&
+                          c.intermediate_size > 0 && c.num_channels > 0 && c.num_labels > 0,
+                      "ViT config: sizes must be positive (hidden_size ", c.hidden_size, ", num_hidden_layers ",
+                      c.num_hidden_layers, ", num_attention_heads ", c.num_attention_heads, ", intermediate_size ",
+                      c.intermediate_size, ", num_channels ", c.num_channels, ", num_labels ", c.num_labels, ")");
+    check<ValueError>(c.hidden_size % c.num_attention_heads == 0, "ViT config: hidden_size ", c.hidden_size,
+                      " is not divisible by num_attention_heads ", c.num_attention_heads);
+    check<ValueError>(c.patch_size > 0 && c.image_size > 0 && c.image_size % c.patch_size == 0,
+                      "ViT config: image_size ", c.image_size, " is not a positive multiple of patch_size ",
+                      c.patch_size);
+    check<ValueError>(c.hidden_act == "gelu", "ViT config: hidden_act '", c.hidden_act,
+                      "' is not supported (only the exact erf \"gelu\")");
+    check<ValueError>(c.layer_norm_eps > 0.0f, "ViT config: layer_norm_eps ", c.layer_norm_eps, " must be > 0");
+    return c;
+  }
+
+  /// Token 0 of every image: (batch, hidden) with a stride of one sequence.
+  template <class T>
+  [[nodiscard]] MatrixView<T, typename B::Space> cls_rows(MatrixView<T, typename B::Space> stream) const {
+    return {stream.data, batch_, stream.cols, tokens() * stream.ld};
+  }
+
+  template <class F>
+  void for_each_site(F&& f) {
+    for (auto& layer : layers_)
+      for (const auto suffix : VitLayer<B, A>::kSites) f(layer.site(suffix));
+  }
+
+  ViTConfig config_;
+  VitEmbeddings<B> embeddings_;
+  std::vector<VitLayer<B, A>> layers_;
+  LayerNorm<B> final_norm_;
+  TrainableLinear<B> classifier_;
+  CrossEntropy<B> loss_;
+  Index batch_ = 0;  // images in the last forward
+
+  detail::Scratch<B> pixels_;                 // (batch, C S S)
+  std::vector<detail::Scratch<B>> hidden_;    // layers + 1 of (batch * tokens, hidden)
+  detail::Scratch<B> cls_normed_, logits_;    // (batch, hidden), (batch, labels)
+  detail::Scratch<B> d_logits_, d_cls_;       // gradients of the two
+  std::array<detail::Scratch<B>, 2> d_stream_;  // residual-stream gradients, alternating by layer
+  BackwardScratch<B> scratch_;
+};
+
+}  // namespace plora

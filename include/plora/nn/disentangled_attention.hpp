@@ -1,0 +1,311 @@
+#pragma once
+// DeBERTa-v2/v3 disentangled self-attention (He et al., ICLR 2021; transformers'
+// DisentangledSelfAttention, REFERENCE.md §2). Per image n and head h, with
+// Q, K, V the content projections, Kr = key_proj(rel), Qr = query_proj(rel)
+// (or pos_key_proj / pos_query_proj when share_att_key is false) and
+// idx(a, b) = clamp(bucket(a - b) + span, 0, 2 span - 1):
+//   c2p[i, j] = (Q Kr^T)[i, idx(i, j)]
+//   p2c[i, j] = (K Qr^T)[j, clamp(span - bucket(j - i), 0, 2 span - 1)]
+//   P = softmax((Q K^T + c2p + p2c) / sqrt(d (1 + #pos types)) + mask)
+//   context = P V
+// The gathers run once per query (c2p) or key (p2c) position over all
+// (image, head) rows at once: the index vector depends only on the position.
+// p2c is gathered transposed, as transformers does, and added with a GEMM
+// against the identity.
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "plora/adapters/detail/scratch.hpp"
+#include "plora/backend/concepts.hpp"
+#include "plora/core/error.hpp"
+#include "plora/nn/backward_scratch.hpp"
+#include "plora/nn/linear_site.hpp"
+
+namespace plora {
+
+/// transformers' make_log_bucket_position for one relative distance r = i - j:
+/// exact within +-buckets/2, log-spaced beyond, in float32 as PyTorch computes
+/// it. buckets <= 0 disables bucketing (r itself).
+inline Index relative_position_bucket(Index r, Index buckets, Index max_position) {
+  if (buckets <= 0 || max_position <= 0) return r;
+  const Index mid = buckets / 2;
+  const Index abs_pos = (r < mid && r > -mid) ? mid - 1 : (r < 0 ? -r : r);
+  if (abs_pos <= mid) return r;
+  // PyTorch: (abs_pos / mid) in float32; log((max_position - 1) / mid) of a
+  // Python double rounded to float32; times (mid - 1); ceil; + mid.
+  const float ratio = static_cast<float>(abs_pos) / static_cast<float>(mid);
+  const float log_max = std::log(static_cast<float>(static_cast<double>(max_position - 1) / static_cast<double>(mid)));
+  const float log_pos = std::ceil(std::log(ratio) / log_max * static_cast<float>(mid - 1)) + static_cast<float>(mid);
+  return static_cast<Index>(log_pos) * (r > 0 ? 1 : -1);
+}
+
+/// The relative-position settings of one DeBERTa attention (from DebertaV2Config).
+struct DisentangledOptions {
+  Index heads = 12;
+  bool relative_attention = true;
+  bool c2p = true;
+  bool p2c = true;
+  Index position_buckets = 256;        ///< <= 0: no log buckets
+  Index max_relative_positions = 512;  ///< already resolved (config value < 1 -> max_position_embeddings)
+  /// Half the number of relative-embedding rows: buckets when > 0, else max_relative_positions.
+  [[nodiscard]] Index span() const { return position_buckets > 0 ? position_buckets : max_relative_positions; }
+  /// transformers counts pos_att_type in the scale even without relative attention.
+  [[nodiscard]] Index scale_factor() const { return 1 + (c2p ? 1 : 0) + (p2c ? 1 : 0); }
+};
+
+/// Temporaries of the relative-position terms shared by every attention layer
+/// of a model (beside BackwardScratch); each layer uses them only within one call.
+template <Backend B>
+struct DisentangledScratch {
+  detail::Scratch<B> position_scores;         // (batch * heads * tokens, 2 span): Q Kr^T or K Qr^T, or their grads
+  detail::Scratch<B> p2c_transposed;          // (batch * heads * tokens, tokens), or its grad
+  detail::Scratch<B> d_rel_query, d_rel_key;  // (2 span, hidden)
+};
+
+/// @tparam B  backend
+/// @tparam A  adapter type the projection sites may carry
+template <Backend B, Adapter A>
+class DisentangledSelfAttention {
+ public:
+  using Site = LinearSite<B, A>;
+  using Matrix = typename B::Matrix;
+  using View = plora::View<typename B::Space>;
+  using ConstView = plora::ConstView<typename B::Space>;
+
+  DisentangledSelfAttention() = default;
+  /// query, key, value: (hidden x hidden). pos_key / pos_query only when
+  /// share_att_key is false (transformers' pos_key_proj, pos_query_proj).
+  DisentangledSelfAttention(Site query, Site key, Site value, std::optional<Site> pos_key,
+                            std::optional<Site> pos_query, DisentangledOptions options)
+      : query_(std::move(query)), key_(std::move(key)), value_(std::move(value)), pos_key_(std::move(pos_key)),
+        pos_query_(std::move(pos_query)), options_(options) {
+    const Index hidden = query_.out_features();
+    check<ValueError>(options_.heads > 0 && hidden % options_.heads == 0, query_.name(), ": ", hidden,
+                      " features do not split into ", options_.heads, " heads");
+    for (const Site* s : {&key_, &value_})
+      check<ShapeError>(s->out_features() == hidden && s->in_features() == query_.in_features(), s->name(),
+                        ": expected shape ", hidden, " x ", query_.in_features(), ", got ", s->out_features(), " x ",
+                        s->in_features());
+    check<ValueError>(!options_.relative_attention || options_.span() > 0, query_.name(),
+                      ": relative attention needs position_buckets or max_relative_positions > 0");
+  }
+
+  [[nodiscard]] Site& query() { return query_; }
+  [[nodiscard]] Site& key() { return key_; }
+  [[nodiscard]] Site& value() { return value_; }
+  [[nodiscard]] std::optional<Site>& pos_key() { return pos_key_; }
+  [[nodiscard]] std::optional<Site>& pos_query() { return pos_query_; }
+  [[nodiscard]] const DisentangledOptions& options() const { return options_; }
+  [[nodiscard]] Index head_dim() const { return query_.out_features() / options_.heads; }
+
+  /// context (rows, hidden) from x (rows, hidden), rows = batch * tokens. `rel`
+  /// (2 span, hidden) are the normalised relative embeddings (ignored without
+  /// relative attention); `mask` (batch x tokens) holds additive key scores.
+  void forward(View context, ConstView x, ConstView rel, ConstView mask, Index tokens,
+               DisentangledScratch<B>& scratch) {
+    check<ShapeError>(tokens > 0 && x.rows % tokens == 0, query_.name(), ": ", x.rows,
+                      " rows are not a whole number of ", tokens, "-token sequences");
+    tokens_ = tokens;
+    batch_ = x.rows / tokens;
+    require_shape(mask, batch_, tokens, query_.name() + " attention mask");
+    const Index rows = x.rows, hidden = query_.out_features(), heads = options_.heads;
+    ensure_positions(tokens);
+    const View q = q_.rows(rows, hidden), k = k_.rows(rows, hidden), v = v_.rows(rows, hidden);
+    query_.forward(q, x, saved_q_);
+    key_.forward(k, x, saved_k_);
+    value_.forward(v, x, saved_v_);
+
+    const View scores = probs_.rows(batch_ * heads * tokens, tokens);
+    B::fill(scores, 0.0f);
+    if (relative()) {
+      require_shape(rel, 2 * options_.span(), hidden, query_.name() + " relative embeddings");
+      const View rel_k = rel_k_.rows(rel.rows, hidden), rel_q = rel_q_.rows(rel.rows, hidden);
+      if (options_.c2p) rel_key_site().forward(rel_k, rel, saved_rel_k_);
+      if (options_.p2c) rel_query_site().forward(rel_q, rel, saved_rel_q_);
+      const View pos = scratch.position_scores.rows(batch_ * heads * tokens, rel.rows);
+      if (options_.c2p) {
+        for_heads(scores_of(pos), heads_of(cv(q)), Op::N, rel_of(cv(rel_k)), Op::T, 1.0f, 0.0f);  // Q Kr^T
+        for (Index i = 0; i < tokens; ++i) B::gather_cols(position_rows(scores, i), position_rows(cv(pos), i), c2p_index_[i]);
+      }
+      if (options_.p2c) {
+        for_heads(scores_of(pos), heads_of(cv(k)), Op::N, rel_of(cv(rel_q)), Op::T, 1.0f, 0.0f);  // K Qr^T
+        const View transposed = scratch.p2c_transposed.rows(batch_ * heads * tokens, tokens);
+        for (Index j = 0; j < tokens; ++j)
+          B::gather_cols(position_rows(transposed, j), position_rows(cv(pos), j), p2c_index_[j]);
+        for_heads(scores_of(scores), scores_of(cv(transposed)), Op::T, identity_of(), Op::N, 1.0f, 1.0f);
+      }
+    }
+    for_heads(scores_of(scores), heads_of(cv(q)), Op::N, heads_of(cv(k)), Op::T, 1.0f, 1.0f);  // + Q K^T
+    B::scale(scores, inv_scale());
+    for (Index n = 0; n < batch_; ++n)
+      B::add_row_vector(scores.row_block(n * heads * tokens, heads * tokens), mask.row_block(n, 1));
+    B::softmax_rows(scores);
+    for_heads(heads_of(context), scores_of(cv(scores)), Op::N, heads_of(cv(v)), Op::N, 1.0f, 0.0f);  // P V
+  }
+
+  /// dx (rows, hidden) from d_context; adapter (and SNIP weight) gradients of
+  /// all sites accumulate, including through the relative-position paths.
+  void backward(View dx, ConstView d_context, ConstView x, ConstView rel, BackwardScratch<B>& common,
+                DisentangledScratch<B>& scratch) {
+    const Index rows = x.rows, hidden = query_.out_features(), heads = options_.heads, tokens = tokens_;
+    check<ShapeError>(rows == batch_ * tokens_, query_.name(), ": backward got ", rows, " rows but forward saw ",
+                      batch_ * tokens_);
+    const ConstView probs = probs_.rows(batch_ * heads * tokens);
+    const ConstView q = q_.rows(rows), k = k_.rows(rows), v = v_.rows(rows);
+    const View d_probs = common.d_probs.rows(batch_ * heads * tokens, tokens);
+    const View d_value = common.d_value.rows(rows, hidden);
+    for_heads(scores_of(d_probs), heads_of(d_context), Op::N, heads_of(v), Op::T, 1.0f, 0.0f);  // dC V^T
+    for_heads(heads_of(d_value), scores_of(probs), Op::T, heads_of(d_context), Op::N, 1.0f, 0.0f);  // P^T dC
+    const View d_scores = common.d_scores.rows(batch_ * heads * tokens, tokens);
+    B::softmax_rows_backward(d_scores, probs, d_probs);
+    B::scale(d_scores, inv_scale());  // gradient of the pre-scale sum
+    const View d_query = common.d_query.rows(rows, hidden), d_key = common.d_key.rows(rows, hidden);
+    for_heads(heads_of(d_query), scores_of(cv(d_scores)), Op::N, heads_of(k), Op::N, 1.0f, 0.0f);  // dS K
+    for_heads(heads_of(d_key), scores_of(cv(d_scores)), Op::T, heads_of(q), Op::N, 1.0f, 0.0f);   // dS^T Q
+
+    if (relative()) {
+      const Index rel_rows = rel.rows;
+      const View d_pos = scratch.position_scores.rows(batch_ * heads * tokens, rel_rows);
+      if (options_.c2p) {
+        const ConstView rel_k = rel_k_.rows(rel_rows);
+        B::fill(d_pos, 0.0f);
+        for (Index i = 0; i < tokens; ++i)
+          B::scatter_add_cols(position_rows(d_pos, i), position_rows(cv(d_scores), i), c2p_index_[i], 1.0f);
+        for_heads(heads_of(d_query), scores_of(cv(d_pos)), Op::N, rel_of(rel_k), Op::N, 1.0f, 1.0f);  // += dC2 Kr
+        const View d_rel_k = scratch.d_rel_key.rows(rel_rows, hidden);
+        B::fill(d_rel_k, 0.0f);
+        sum_over_images(d_rel_k, cv(d_pos), q);  // dKr_h = sum_n dC2^T Q
+        rel_key_site().backward(View{}, d_rel_k, rel, saved_rel_k_);
+      }
+      if (options_.p2c) {
+        const ConstView rel_q = rel_q_.rows(rel_rows);
+        const View d_transposed = scratch.p2c_transposed.rows(batch_ * heads * tokens, tokens);
+        for_heads(scores_of(d_transposed), scores_of(cv(d_scores)), Op::T, identity_of(), Op::N, 1.0f, 0.0f);
+        B::fill(d_pos, 0.0f);
+        for (Index j = 0; j < tokens; ++j)
+          B::scatter_add_cols(position_rows(d_pos, j), position_rows(cv(d_transposed), j), p2c_index_[j], 1.0f);
+        for_heads(heads_of(d_key), scores_of(cv(d_pos)), Op::N, rel_of(rel_q), Op::N, 1.0f, 1.0f);  // += dD Qr
+        const View d_rel_q = scratch.d_rel_query.rows(rel_rows, hidden);
+        B::fill(d_rel_q, 0.0f);
+        sum_over_images(d_rel_q, cv(d_pos), k);  // dQr_h = sum_n dD^T K
+        rel_query_site().backward(View{}, d_rel_q, rel, saved_rel_q_);
+      }
+    }
+
+    // LinearSite::backward overwrites its dx: sum the three input gradients.
+    const View d_input = dx.empty() ? View{} : common.d_input.rows(rows, x.cols);
+    query_.backward(dx, d_query, x, saved_q_);
+    key_.backward(d_input, d_key, x, saved_k_);
+    if (!dx.empty()) B::axpy(dx, 1.0f, d_input);
+    value_.backward(d_input, d_value, x, saved_v_);
+    if (!dx.empty()) B::axpy(dx, 1.0f, d_input);
+  }
+
+ private:
+  // One operand per head: its (n = 0) block and the element stride to the next image.
+  template <class T>
+  struct PerImage {
+    MatrixView<T, typename B::Space> first;
+    Index stride;
+  };
+
+  [[nodiscard]] bool relative() const { return options_.relative_attention && (options_.c2p || options_.p2c); }
+  Site& rel_key_site() { return pos_key_ ? *pos_key_ : key_; }
+  Site& rel_query_site() { return pos_query_ ? *pos_query_ : query_; }
+  [[nodiscard]] float inv_scale() const {
+    // transformers: sqrt(float32(d) * factor)
+    return 1.0f / std::sqrt(static_cast<float>(head_dim()) * static_cast<float>(options_.scale_factor()));
+  }
+
+  /// Activations (rows, hidden): head h of image n is the (tokens x d) block at (n T, h d).
+  template <class T>
+  [[nodiscard]] auto heads_of(MatrixView<T, typename B::Space> m) const {
+    return [=, this](Index h) {
+      return PerImage<T>{m.block(0, h * head_dim(), tokens_, head_dim()), tokens_ * m.ld};
+    };
+  }
+  /// Scores (batch * heads * tokens, cols), rows ordered (image, head, token).
+  template <class T>
+  [[nodiscard]] auto scores_of(MatrixView<T, typename B::Space> m) const {
+    return [=, this](Index h) {
+      return PerImage<T>{m.block(h * tokens_, 0, tokens_, m.cols), options_.heads * tokens_ * m.ld};
+    };
+  }
+  /// Relative projections (2 span, hidden): the same block for every image.
+  [[nodiscard]] auto rel_of(ConstView m) const {
+    return [=, this](Index h) { return PerImage<const float>{m.block(0, h * head_dim(), m.rows, head_dim()), 0}; };
+  }
+  [[nodiscard]] auto identity_of() const {
+    const ConstView eye = identity_.view();
+    return [=](Index) { return PerImage<const float>{eye, 0}; };
+  }
+  /// The rows of position `p` across every (image, head): a strided view.
+  template <class T>
+  [[nodiscard]] MatrixView<T, typename B::Space> position_rows(MatrixView<T, typename B::Space> m, Index p) const {
+    return {m.data + p * m.ld, batch_ * options_.heads, m.cols, tokens_ * m.ld};
+  }
+
+  /// c(n, h) = alpha op(a(n, h)) op(b(n, h)) + beta c(n, h) for all images and heads.
+  template <class C, class X, class Y>
+  void for_heads(C c, X a, Op op_a, Y b, Op op_b, float alpha, float beta) const {
+    for (Index h = 0; h < options_.heads; ++h) {
+      const auto ch = c(h);
+      const auto ah = a(h);
+      const auto bh = b(h);
+      B::gemm_strided_batched(ch.first, ah.first, op_a, bh.first, op_b, alpha, beta, batch_, ch.stride, ah.stride,
+                              bh.stride);
+    }
+  }
+
+  /// d_rel[:, head h] += sum over images n of d_pos(n, h)^T act(n, h).
+  void sum_over_images(View d_rel, ConstView d_pos, ConstView act) const {
+    for (Index h = 0; h < options_.heads; ++h) {
+      const View out = d_rel.block(0, h * head_dim(), d_rel.rows, head_dim());
+      for (Index n = 0; n < batch_; ++n)
+        B::gemm(out, d_pos.block((n * options_.heads + h) * tokens_, 0, tokens_, d_pos.cols), Op::T,
+                act.block(n * tokens_, h * head_dim(), tokens_, head_dim()), Op::N, 1.0f, 1.0f);
+    }
+  }
+
+  /// Gather indices and the identity for a sequence length (rebuilt when it changes).
+  void ensure_positions(Index tokens) {
+    if (identity_.view().rows == tokens) return;
+    HostMatrix eye(tokens, tokens);
+    for (Index i = 0; i < tokens; ++i) eye(i, i) = 1.0f;
+    identity_ = to_backend<B>(eye.view());
+    c2p_index_.clear();
+    p2c_index_.clear();
+    const Index span = options_.span();
+    const auto clamp = [&](Index value) { return static_cast<std::int32_t>(std::clamp<Index>(value, 0, 2 * span - 1)); };
+    const auto bucket = [&](Index r) {
+      return relative_position_bucket(r, options_.position_buckets, options_.max_relative_positions);
+    };
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(tokens));
+    for (Index a = 0; a < tokens; ++a) {
+      for (Index b = 0; b < tokens; ++b) ids[std::size_t(b)] = clamp(bucket(a - b) + span);  // query a, key b
+      c2p_index_.push_back(B::make_indices(ids));
+      for (Index b = 0; b < tokens; ++b) ids[std::size_t(b)] = clamp(span - bucket(a - b));  // key a, query b
+      p2c_index_.push_back(B::make_indices(ids));
+    }
+  }
+
+  static ConstView cv(ConstView m) { return m; }
+
+  Site query_, key_, value_;
+  std::optional<Site> pos_key_, pos_query_;
+  DisentangledOptions options_;
+  Index tokens_ = 0;  // of the last forward
+  Index batch_ = 0;
+  detail::Scratch<B> q_, k_, v_;  // (rows, hidden)
+  detail::Scratch<B> rel_q_, rel_k_;  // (2 span, hidden)
+  detail::Scratch<B> probs_;      // (batch * heads * tokens, tokens)
+  Matrix identity_;               // (tokens, tokens)
+  std::vector<typename B::Indices> c2p_index_, p2c_index_;  // per position, (tokens) each
+  typename Site::Saved saved_q_, saved_k_, saved_v_, saved_rel_q_, saved_rel_k_;
+};
+
+}  // namespace plora

@@ -1,0 +1,98 @@
+#pragma once
+// AdamW with torch.optim.AdamW semantics (Loshchilov & Hutter 2019): decoupled
+// weight decay p *= 1 - lr wd, bias-corrected first and second moments,
+//   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "plora/backend/concepts.hpp"
+#include "plora/core/error.hpp"
+#include "plora/core/parameter.hpp"
+#include "plora/train/detail/named_buffers.hpp"
+#include "plora/train/optimizer_concepts.hpp"
+
+namespace plora {
+
+struct AdamWConfig {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 1e-2;  ///< torch's default
+  /// Parameters whose name contains one of these get no weight decay (the HF
+  /// Trainer excludes "bias" and LayerNorm weights).
+  std::vector<std::string> no_decay{};
+};
+
+/// @tparam B  backend; the update is one fused B::adamw_step per parameter
+template <Backend B>
+class AdamW {
+ public:
+  using BackendType = B;
+
+  explicit AdamW(AdamWConfig config = {}) : config_(std::move(config)) {
+    check<ValueError>(config_.lr >= 0.0, "AdamW: learning rate ", config_.lr, " is negative");
+    check<ValueError>(config_.beta1 >= 0.0 && config_.beta1 < 1.0, "AdamW: beta1 ", config_.beta1,
+                      " is outside [0, 1)");
+    check<ValueError>(config_.beta2 >= 0.0 && config_.beta2 < 1.0, "AdamW: beta2 ", config_.beta2,
+                      " is outside [0, 1)");
+    check<ValueError>(config_.eps >= 0.0, "AdamW: eps ", config_.eps, " is negative");
+    check<ValueError>(config_.weight_decay >= 0.0, "AdamW: weight decay ", config_.weight_decay, " is negative");
+  }
+
+  void step(ParameterList<typename B::Space>& params) {
+    ++step_;
+    const auto t = static_cast<double>(step_);
+    AdamWStep s;
+    s.lr = static_cast<float>(lr());
+    s.beta1 = static_cast<float>(config_.beta1);
+    s.beta2 = static_cast<float>(config_.beta2);
+    s.eps = static_cast<float>(config_.eps);
+    // The moments decay with the float betas (the kernel forms 1 - beta in
+    // float); bias-correcting with the same betas keeps m_hat and v_hat
+    // unbiased, e.g. v_hat = g^2 exactly at t = 1 (float(0.999) is off by 1e-8,
+    // 1 - float(0.999) by 1.3e-5 relative).
+    s.bias_correction1 = static_cast<float>(1.0 - std::pow(static_cast<double>(s.beta1), t));
+    s.bias_correction2 = static_cast<float>(1.0 - std::pow(static_cast<double>(s.beta2), t));
+    for (auto& param : params) {
+      auto [moments, created] = buffers_.get(param);
+      s.weight_decay = decays(param.name) ? static_cast<float>(config_.weight_decay) : 0.0f;
+      B::adamw_step(param.value, param.grad, moments[0].view(), moments[1].view(), s);
+    }
+  }
+
+  void zero_state() {
+    buffers_.clear();
+    step_ = 0;
+  }
+  [[nodiscard]] OptimizerState export_state() const {
+    OptimizerState state{.step = step_, .tensors = {}};
+    buffers_.export_to(state);
+    return state;
+  }
+  void import_state(const OptimizerState& state) {
+    check<ValueError>(state.step >= 0, "AdamW: negative step count ", state.step);
+    buffers_.import_from(state);
+    step_ = state.step;
+  }
+
+  void set_lr_scale(double scale) { lr_scale_ = scale; }
+  [[nodiscard]] double lr() const { return config_.lr * lr_scale_; }
+  [[nodiscard]] Index step_count() const { return step_; }
+  [[nodiscard]] const AdamWConfig& config() const { return config_; }
+
+ private:
+  [[nodiscard]] bool decays(const std::string& name) const {
+    for (const auto& part : config_.no_decay)
+      if (name.find(part) != std::string::npos) return false;
+    return true;
+  }
+
+  AdamWConfig config_;
+  double lr_scale_ = 1.0;
+  Index step_ = 0;  // one count for all parameters: they always step together
+  detail::NamedBuffers<B, 2> buffers_{"AdamW", {"exp_avg", "exp_avg_sq"}};
+};
+
+}  // namespace plora

@@ -1,0 +1,182 @@
+#pragma once
+// Training checkpoints: every trainable parameter by name, the optimizer state,
+// the trainer's position (seed, epoch, batch in epoch, step) and the offsets of
+// tracked random streams, in one safetensors file:
+//
+//   tensors   "param/<name>"      parameter values
+//             "optimizer/<key>"   optimizer buffers ("<param>.exp_avg", ...)
+//   metadata  "plora.checkpoint"  JSON {format, version, seed, epoch,
+//                                 batch_in_epoch, step, optimizer_step,
+//                                 streams: {name: {seed, stream, offset}}}
+//
+// Files are written to a temporary and renamed over the target, so a crash
+// mid-write leaves the previous checkpoint intact. Needs plora::io.
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "plora/backend/concepts.hpp"
+#include "plora/core/error.hpp"
+#include "plora/core/host_matrix.hpp"
+#include "plora/core/rng.hpp"
+#include "plora/io/safetensors.hpp"
+#include "plora/train/callbacks.hpp"
+#include "plora/train/optimizer_concepts.hpp"
+#include "plora/train/trainer.hpp"
+
+namespace plora {
+
+/// A checkpoint in host memory.
+struct Checkpoint {
+  std::map<std::string, HostMatrix> parameters;
+  OptimizerState optimizer;
+  TrainerState trainer;
+  std::map<std::string, RandomStream> streams;
+};
+
+namespace detail {
+inline constexpr std::string_view kCheckpointKey = "plora.checkpoint";
+inline constexpr std::string_view kParamPrefix = "param/";
+inline constexpr std::string_view kOptimizerPrefix = "optimizer/";
+inline constexpr int kCheckpointVersion = 1;
+}  // namespace detail
+
+inline void write_checkpoint(const std::filesystem::path& path, const Checkpoint& checkpoint) {
+  io::SafetensorsWriter writer;
+  for (const auto& [name, value] : checkpoint.parameters) writer.add(std::string(detail::kParamPrefix) + name, value);
+  for (const auto& [key, value] : checkpoint.optimizer.tensors)
+    writer.add(std::string(detail::kOptimizerPrefix) + key, value);
+  nlohmann::json meta = {{"format", "plora-checkpoint"},
+                         {"version", detail::kCheckpointVersion},
+                         {"seed", checkpoint.trainer.seed},
+                         {"epoch", checkpoint.trainer.epoch},
+                         {"batch_in_epoch", checkpoint.trainer.batch_in_epoch},
+                         {"step", checkpoint.trainer.step},
+                         {"optimizer_step", checkpoint.optimizer.step},
+                         {"streams", nlohmann::json::object()}};
+  for (const auto& [name, stream] : checkpoint.streams)
+    meta["streams"][name] = {{"seed", stream.seed()}, {"stream", stream.stream()}, {"offset", stream.offset()}};
+  writer.set_metadata(std::string(detail::kCheckpointKey), meta.dump());
+  writer.write(path);
+}
+
+inline Checkpoint read_checkpoint(const std::filesystem::path& path) {
+  const auto file = io::SafetensorsFile::open(path);
+  const auto where = "checkpoint '" + path.string() + "'";
+  const auto entry = file.metadata().find(std::string(detail::kCheckpointKey));
+  check<IoError>(entry != file.metadata().end(), where, ": no '", detail::kCheckpointKey,
+                 "' metadata (not a plora checkpoint)");
+  Checkpoint checkpoint;
+  try {
+    const auto meta = nlohmann::json::parse(entry->second);
+    check<IoError>(meta.at("format") == "plora-checkpoint" && meta.at("version") == detail::kCheckpointVersion, where,
+                   ": unsupported format ", meta.at("format").dump(), " version ", meta.at("version").dump());
+    checkpoint.trainer = {.seed = meta.at("seed").get<std::uint64_t>(),
+                          .epoch = meta.at("epoch").get<Index>(),
+                          .batch_in_epoch = meta.at("batch_in_epoch").get<Index>(),
+                          .step = meta.at("step").get<Index>()};
+    checkpoint.optimizer.step = meta.at("optimizer_step").get<Index>();
+    for (const auto& [name, s] : meta.at("streams").items())
+      checkpoint.streams.emplace(name, RandomStream(s.at("seed").get<std::uint64_t>(), s.at("stream").get<std::uint64_t>(),
+                                                    s.at("offset").get<std::uint64_t>()));
+  } catch (const nlohmann::json::exception& error) {
+    throw IoError(plora::detail::concat(where, ": malformed metadata: ", error.what()));
+  }
+  for (const auto& name : file.names()) {
+    if (name.starts_with(detail::kParamPrefix)) {
+      checkpoint.parameters.emplace(name.substr(detail::kParamPrefix.size()), file.load(name));
+    } else if (name.starts_with(detail::kOptimizerPrefix)) {
+      checkpoint.optimizer.tensors.emplace(name.substr(detail::kOptimizerPrefix.size()), file.load(name));
+    } else {
+      throw IoError(plora::detail::concat(where, ": unexpected tensor '", name, "'"));
+    }
+  }
+  return checkpoint;
+}
+
+/// The checkpoint of a trainer's model parameters, optimizer, position and
+/// tracked streams.
+/// @tparam T  a Trainer
+template <class T>
+Checkpoint make_checkpoint(const T& trainer) {
+  using B = typename T::BackendType;
+  Checkpoint checkpoint;
+  for (const auto& param : trainer.model().parameters())
+    checkpoint.parameters.emplace(param.name, to_host<B>(param.value));
+  checkpoint.optimizer = trainer.optimizer().export_state();
+  checkpoint.trainer = trainer.state();
+  for (const auto& [name, stream] : trainer.tracked_streams()) checkpoint.streams.emplace(name, *stream);
+  return checkpoint;
+}
+
+/// Loads `checkpoint` into the trainer's model, optimizer, position and
+/// tracked streams. Everything is checked before anything is changed: every
+/// model parameter and tracked stream must be present and match, and the
+/// checkpoint must hold nothing the model lacks.
+template <class T>
+void apply_checkpoint(T& trainer, const Checkpoint& checkpoint) {
+  using B = typename T::BackendType;
+  auto params = trainer.model().parameters();
+  check<ValueError>(checkpoint.trainer.seed == trainer.config().seed, "checkpoint: made by a run of seed ",
+                    checkpoint.trainer.seed, ", cannot resume under seed ", trainer.config().seed);
+  for (const auto& param : params) {
+    const auto it = checkpoint.parameters.find(param.name);
+    check<ValueError>(it != checkpoint.parameters.end(), "checkpoint: no value for parameter '", param.name, "'");
+    require_shape(it->second.view(), param.value.rows, param.value.cols, "checkpoint parameter '" + param.name + "'");
+  }
+  check<ValueError>(checkpoint.parameters.size() == params.size(), "checkpoint: holds ", checkpoint.parameters.size(),
+                    " parameters but the model has ", params.size(), " (another adapter configuration?)");
+  for (const auto& [name, stream] : trainer.tracked_streams()) {
+    const auto it = checkpoint.streams.find(name);
+    check<ValueError>(it != checkpoint.streams.end(), "checkpoint: no offset for random stream '", name, "'");
+    check<ValueError>(it->second.seed() == stream->seed() && it->second.stream() == stream->stream(),
+                      "checkpoint: random stream '", name, "' has another seed or stream id");
+  }
+
+  trainer.optimizer().import_state(checkpoint.optimizer);
+  for (auto& param : params) B::upload(param.value, checkpoint.parameters.at(param.name).view());
+  for (const auto& [name, stream] : trainer.tracked_streams()) stream->set_offset(checkpoint.streams.at(name).offset());
+  trainer.restore(checkpoint.trainer);
+}
+
+template <class T>
+void save_checkpoint(const std::filesystem::path& path, const T& trainer) {
+  write_checkpoint(path, make_checkpoint(trainer));
+}
+
+template <class T>
+void load_checkpoint(const std::filesystem::path& path, T& trainer) {
+  apply_checkpoint(trainer, read_checkpoint(path));
+}
+
+/// Callback: saves a checkpoint of `trainer` to `path` every `every_steps`
+/// steps (replacing the previous one atomically) and, if asked, at every
+/// epoch end.
+/// @tparam T  a Trainer
+template <class T>
+class Checkpointing {
+ public:
+  Checkpointing(const T& trainer, std::filesystem::path path, Index every_steps, bool each_epoch = false)
+      : trainer_(&trainer), path_(std::move(path)), every_steps_(every_steps), each_epoch_(each_epoch) {
+    check<ValueError>(every_steps >= 0, "Checkpointing: every_steps ", every_steps, " is negative");
+  }
+
+  void on_step_end(TrainContext&, float, Index step) {
+    if (every_steps_ > 0 && step % every_steps_ == 0) save_checkpoint(path_, *trainer_);
+  }
+  void on_epoch_end(TrainContext&) {
+    if (each_epoch_) save_checkpoint(path_, *trainer_);
+  }
+
+ private:
+  const T* trainer_;
+  std::filesystem::path path_;
+  Index every_steps_;
+  bool each_epoch_;
+};
+
+}  // namespace plora

@@ -1,0 +1,82 @@
+#pragma once
+// SGD with torch.optim.SGD semantics: L2 weight decay added to the gradient,
+// momentum buffer b = mu b + (1 - dampening) d (b = d on the first step),
+// Nesterov d + mu b, then p -= lr d.
+#include "plora/backend/concepts.hpp"
+#include "plora/core/error.hpp"
+#include "plora/core/parameter.hpp"
+#include "plora/train/detail/named_buffers.hpp"
+#include "plora/train/optimizer_concepts.hpp"
+
+namespace plora {
+
+struct SgdConfig {
+  double lr = 1e-2;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+};
+
+/// @tparam B  backend; the update is one fused B::sgd_step per parameter
+template <Backend B>
+class Sgd {
+ public:
+  using BackendType = B;
+
+  explicit Sgd(SgdConfig config = {}) : config_(config) {
+    check<ValueError>(config_.lr >= 0.0, "Sgd: learning rate ", config_.lr, " is negative");
+    check<ValueError>(config_.momentum >= 0.0, "Sgd: momentum ", config_.momentum, " is negative");
+    check<ValueError>(config_.weight_decay >= 0.0, "Sgd: weight decay ", config_.weight_decay, " is negative");
+    check<ValueError>(!config_.nesterov || (config_.momentum > 0.0 && config_.dampening == 0.0),
+                      "Sgd: Nesterov momentum needs momentum > 0 and zero dampening");
+  }
+
+  void step(ParameterList<typename B::Space>& params) {
+    ++step_;
+    SgdStep s;
+    s.lr = static_cast<float>(lr());
+    s.momentum = static_cast<float>(config_.momentum);
+    s.dampening = static_cast<float>(config_.dampening);
+    s.weight_decay = static_cast<float>(config_.weight_decay);
+    s.nesterov = config_.nesterov;
+    for (auto& param : params) {
+      if (config_.momentum == 0.0) {
+        // Without momentum no buffer is kept; the op ignores its buffer argument.
+        B::sgd_step(param.value, param.grad, param.value, s);
+        continue;
+      }
+      auto [buffer, created] = buffers_.get(param);
+      s.first_step = created;
+      B::sgd_step(param.value, param.grad, buffer[0].view(), s);
+    }
+  }
+
+  void zero_state() {
+    buffers_.clear();
+    step_ = 0;
+  }
+  [[nodiscard]] OptimizerState export_state() const {
+    OptimizerState state{.step = step_, .tensors = {}};
+    buffers_.export_to(state);
+    return state;
+  }
+  void import_state(const OptimizerState& state) {
+    check<ValueError>(state.step >= 0, "Sgd: negative step count ", state.step);
+    buffers_.import_from(state);
+    step_ = state.step;
+  }
+
+  void set_lr_scale(double scale) { lr_scale_ = scale; }
+  [[nodiscard]] double lr() const { return config_.lr * lr_scale_; }
+  [[nodiscard]] Index step_count() const { return step_; }
+  [[nodiscard]] const SgdConfig& config() const { return config_; }
+
+ private:
+  SgdConfig config_;
+  double lr_scale_ = 1.0;
+  Index step_ = 0;
+  detail::NamedBuffers<B, 1> buffers_{"Sgd", {"momentum_buffer"}};
+};
+
+}  // namespace plora

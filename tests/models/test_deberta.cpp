@@ -1,0 +1,316 @@
+// DebertaV2 against transformers / PEFT reference outputs and gradients
+// (tests/data/deberta_*.safetensors from tools/make_deberta_fixtures.py), the
+// disentangled attention against finite differences, and bad inputs.
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "plora/adapters/lora.hpp"
+#include "plora/backend/cpu/cpu.hpp"
+#include "plora/io/deberta_checkpoint.hpp"
+#include "plora/models/concepts.hpp"
+#include "plora/models/deberta_v2.hpp"
+#include "plora/models/sites.hpp"
+#include "support/numeric.hpp"
+
+using namespace plora;
+using plora::test::finite_difference;
+using plora::test::max_abs_diff;
+using plora::test::random_matrix;
+using plora::test::relative_error;
+using plora::test::weighted_sum;
+
+using Deberta = DebertaV2<cpu, Lora<cpu>>;
+static_assert(plora::Model<Deberta>);
+
+namespace {
+const std::string kData = PLORA_TEST_DATA_DIR;
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  REQUIRE(in.good());
+  return nlohmann::json::parse(in);
+}
+
+// The fixture's config.json fields (what io/hf_config.hpp parses for runners).
+DebertaV2Config fixture_config(const nlohmann::json& j) {
+  DebertaV2Config c;
+  c.vocab_size = j["vocab_size"];
+  c.hidden_size = j["hidden_size"];
+  c.num_hidden_layers = j["num_hidden_layers"];
+  c.num_attention_heads = j["num_attention_heads"];
+  c.intermediate_size = j["intermediate_size"];
+  c.max_position_embeddings = j["max_position_embeddings"];
+  c.type_vocab_size = j["type_vocab_size"];
+  c.layer_norm_eps = j["layer_norm_eps"];
+  c.relative_attention = j["relative_attention"];
+  c.max_relative_positions = j["max_relative_positions"];
+  c.position_buckets = j["position_buckets"];
+  c.share_att_key = j["share_att_key"];
+  c.pos_att_type = j["pos_att_type"].get<std::vector<std::string>>();
+  c.norm_rel_ebd = j["norm_rel_ebd"];
+  c.position_biased_input = j["position_biased_input"];
+  c.embedding_size = j.value("embedding_size", Index{-1});
+  c.pooler_hidden_size = j["pooler_hidden_size"];
+  c.num_labels = static_cast<Index>(j["id2label"].size());
+  return c;
+}
+
+std::vector<std::int32_t> ints(const io::SafetensorsFile& f, const std::string& name) {
+  const auto v = f.load_ints(name);
+  return {v.begin(), v.end()};
+}
+
+TokenBatch fixture_batch(const io::SafetensorsFile& f, bool regression) {
+  TokenBatch b;
+  const auto& shape = f.info("ref.input_ids").shape;
+  b.batch = shape[0];
+  b.seq_len = shape[1];
+  b.input_ids = ints(f, "ref.input_ids");
+  b.attention_mask = ints(f, "ref.attention_mask");
+  b.token_type_ids = ints(f, "ref.token_type_ids");
+  if (regression) {
+    b.targets = f.load("ref.labels").values();
+  } else {
+    b.labels = ints(f, "ref.labels");
+  }
+  return b;
+}
+
+/// max |a - b| over the rows of real (unpadded) tokens.
+double real_token_diff(ConstHostView a, ConstHostView b, const std::vector<std::int32_t>& mask) {
+  double worst = 0.0;
+  for (Index r = 0; r < a.rows; ++r)
+    if (mask[std::size_t(r)] != 0) worst = std::max(worst, max_abs_diff(a.row_block(r, 1), b.row_block(r, 1)));
+  return worst;
+}
+
+struct Fixture {
+  std::string name;
+  nlohmann::json json;
+  DebertaV2Config config;
+  io::SafetensorsFile file;
+  explicit Fixture(const std::string& n)
+      : name(n), json(read_json(kData + "/deberta_" + n + ".json")), config(fixture_config(json)),
+        file(io::SafetensorsFile::open(kData + "/deberta_" + n + ".safetensors")) {}
+  [[nodiscard]] std::string path() const { return kData + "/deberta_" + name + ".safetensors"; }
+};
+
+/// Attaches LoRA (r 4, alpha 8) to the fixture's target sites with PEFT's A and B values.
+void attach_fixture_lora(Deberta& model, const Fixture& fx) {
+  const auto targets = fx.json["lora_targets"].get<std::vector<std::string>>();
+  const auto sites = attach_adapters(model, targets, [](const std::string& name, Index out, Index in) {
+    return Lora<cpu>(out, in, LoraConfig{4, 8.0f}, RandomStream(0, stream_id(name)));
+  });
+  REQUIRE(sites.size() == 2 * targets.size());  // two layers
+  for (const auto& s : sites) {
+    auto& lora = model.site(s).adapter();
+    cpu::copy(lora.lora_A(), fx.file.load("lora." + s + ".lora_A").view());
+    cpu::copy(lora.lora_B(), fx.file.load("lora." + s + ".lora_B").view());
+  }
+}
+}  // namespace
+
+TEST_CASE("log-bucket relative positions equal PyTorch's float32 table (v3-base: 256 buckets, 512 positions)") {
+  const auto file = io::SafetensorsFile::open(kData + "/deberta_rel.safetensors");
+  const auto expected = file.load_ints("ref.buckets_v3");
+  REQUIRE(expected.size() == 1023);
+  int mismatches = 0;
+  for (Index r = -511; r <= 511; ++r)
+    mismatches += relative_position_bucket(r, 256, 512) != expected[std::size_t(r + 511)] ? 1 : 0;
+  CHECK(mismatches == 0);
+  CHECK(relative_position_bucket(511, 256, 512) == 255);  // log ratio exactly 127 before ceil
+  CHECK(relative_position_bucket(-3, 8, 64) == -3);
+}
+
+TEST_CASE("DeBERTa-v2 forward equals transformers: logits and per-layer hidden states") {
+  for (const std::string name : {"rel", "abs"}) {
+    INFO("fixture deberta_", name);
+    const Fixture fx(name);
+    Deberta model = load_deberta_v2<cpu, Lora<cpu>>(fx.path(), fx.config);
+    const TokenBatch batch = fixture_batch(fx.file, model.regression());
+    const HostMatrix logits = to_host<cpu>(model.forward(batch));
+    // fp32 through a 2-layer model of width <= 32 with O(1) activations: the
+    // two implementations differ only by summation order, ~1e-6; 1e-4 leaves margin.
+    CHECK(max_abs_diff(logits.view(), fx.file.load("ref.logits").view()) <= 1e-4);
+    for (Index i = 0; i <= fx.config.num_hidden_layers; ++i) {
+      INFO("hidden state ", i);
+      const HostMatrix h = to_host<cpu>(model.hidden_state(i));
+      CHECK(real_token_diff(h.view(), fx.file.load("ref.hidden." + std::to_string(i)).view(), batch.attention_mask) <=
+            1e-4);
+    }
+  }
+}
+
+TEST_CASE("DeBERTa-v2 + LoRA: loss, logits, LoRA and head gradients equal PEFT's") {
+  for (const std::string name : {"rel", "abs"}) {
+    INFO("fixture deberta_", name);
+    const Fixture fx(name);
+    Deberta model = load_deberta_v2<cpu, Lora<cpu>>(fx.path(), fx.config);
+    attach_fixture_lora(model, fx);
+    const TokenBatch batch = fixture_batch(fx.file, model.regression());
+    model.zero_grad();
+    const float loss = model.forward_backward(batch);
+    CHECK(std::abs(loss - fx.file.load("ref.loss_lora")(0, 0)) <= 1e-4);
+    CHECK(max_abs_diff(to_host<cpu>(model.forward(batch)).view(), fx.file.load("ref.logits_lora").view()) <= 1e-4);
+
+    Index compared = 0;
+    for (const auto& p : model.parameters()) {
+      INFO("parameter ", p.name);
+      const std::string key = "grad." + p.name;
+      REQUIRE(fx.file.contains(key));
+      const HostMatrix expected = fx.file.load(key, p.grad.rows, p.grad.cols);
+      // fp32 backward through attention softmax and two LayerNorms: relative
+      // error ~1e-5 expected from summation order; the bound is 1e-3.
+      CHECK(relative_error(to_host<cpu>(p.grad).view(), expected.view()) <= 1e-3);
+      ++compared;
+    }
+    // Every adapter (A and B per site, two layers) and the four head tensors.
+    CHECK(compared == 2 * 2 * static_cast<Index>(fx.json["lora_targets"].size()) + 4);
+  }
+}
+
+TEST_CASE("disentangled attention backward equals finite differences (input and LoRA on the shared projections)") {
+  // 2 sequences of 5 tokens, width 8, 2 heads, 4 buckets (so log buckets and clamping occur).
+  const Index tokens = 5, batch = 2, hidden = 8, rows = batch * tokens;
+  DisentangledOptions options;
+  options.heads = 2;
+  options.position_buckets = 4;
+  options.max_relative_positions = 16;
+  using Site = LinearSite<cpu, Lora<cpu>>;
+  const auto site = [&](const std::string& name, std::uint64_t seed) {
+    return Site(name, random_matrix(hidden, hidden, seed, -0.5f, 0.5f), random_matrix(1, hidden, seed + 100));
+  };
+  DisentangledSelfAttention<cpu, Lora<cpu>> attention(site("q", 1), site("k", 2), site("v", 3), std::nullopt,
+                                                      std::nullopt, options);
+  for (Site* s : {&attention.query(), &attention.key()}) {
+    Lora<cpu> lora(hidden, hidden, LoraConfig{2, 4.0f}, RandomStream(9, stream_id(s->name())));
+    cpu::copy(lora.lora_B(), random_matrix(hidden, 2, 11, -0.5f, 0.5f).view());  // B != 0
+    s->attach(std::move(lora));
+  }
+  HostMatrix x = random_matrix(rows, hidden, 4);
+  const HostMatrix rel = random_matrix(2 * options.span(), hidden, 5);
+  HostMatrix mask(batch, tokens);
+  mask(1, 4) = -1e30f;  // one padded key
+  const HostMatrix weights = random_matrix(rows, hidden, 6);
+  DisentangledScratch<cpu> scratch;
+  BackwardScratch<cpu> common;
+  HostMatrix context(rows, hidden);
+  const auto loss = [&] {
+    attention.forward(context.view(), x.view(), rel.view(), mask.view(), tokens, scratch);
+    return weighted_sum(context.view(), weights.view());
+  };
+  (void)loss();
+  HostMatrix dx(rows, hidden);
+  attention.backward(dx.view(), weights.view(), x.view(), rel.view(), common, scratch);
+
+  // Central differences, h = 1e-2 on O(1) inputs: truncation ~h^2 and rounding
+  // ~1e-7 |loss| / h, both below 1e-3 of the gradients' scale; we allow 5e-3.
+  CHECK(relative_error(dx.view(), finite_difference(x.view(), loss).view()) <= 5e-3);
+  for (Site* s : {&attention.query(), &attention.key()}) {
+    INFO("site ", s->name());
+    const HostMatrix grad_b(s->adapter().lora_B_grad());
+    const HostMatrix grad_a(s->adapter().lora_A_grad());
+    CHECK(relative_error(grad_b.view(), finite_difference(s->adapter().lora_B(), loss).view()) <= 5e-3);
+    CHECK(relative_error(grad_a.view(), finite_difference(s->adapter().lora_A(), loss).view()) <= 5e-3);
+  }
+}
+
+TEST_CASE("DeBERTa-v2 layer gradients equal finite differences through the full model (abs config)") {
+  const Fixture fx("abs");
+  Deberta model = load_deberta_v2<cpu, Lora<cpu>>(fx.path(), fx.config);
+  attach_fixture_lora(model, fx);
+  const TokenBatch batch = fixture_batch(fx.file, true);
+  model.zero_grad();
+  (void)model.forward_backward(batch);
+  // The layer-0 pos_key_proj adapter: its gradient crosses layer 1, the pooler,
+  // the GELU and the MSE head. Loss values O(10), h = 1e-2: rounding ~1e-4 / grad scale.
+  auto& lora = model.site("deberta.encoder.layer.0.attention.self.pos_key_proj").adapter();
+  const HostMatrix analytic(lora.lora_B_grad());
+  Deberta probe = load_deberta_v2<cpu, Lora<cpu>>(fx.path(), fx.config);
+  attach_fixture_lora(probe, fx);
+  auto& probe_lora = probe.site("deberta.encoder.layer.0.attention.self.pos_key_proj").adapter();
+  const auto loss = [&] {
+    probe.zero_grad();
+    return double(probe.forward_backward(batch));
+  };
+  CHECK(relative_error(analytic.view(), finite_difference(probe_lora.lora_B(), loss).view()) <= 1e-2);
+}
+
+TEST_CASE("DeBERTa-v2 bad inputs and checkpoints give clear errors") {
+  const Fixture fx("rel");
+  Deberta model = load_deberta_v2<cpu, Lora<cpu>>(fx.path(), fx.config);
+  TokenBatch batch = fixture_batch(fx.file, false);
+
+  TokenBatch out_of_vocab = batch;
+  out_of_vocab.input_ids[5] = static_cast<std::int32_t>(fx.config.vocab_size);
+  CHECK_THROWS_WITH_AS((void)model.forward(out_of_vocab), doctest::Contains("outside the vocabulary"), ValueError);
+
+  TokenBatch too_long;
+  too_long.batch = 1;
+  too_long.seq_len = fx.config.max_position_embeddings + 1;
+  too_long.input_ids.assign(std::size_t(too_long.seq_len), 5);
+  too_long.attention_mask.assign(std::size_t(too_long.seq_len), 1);
+  CHECK_THROWS_WITH_AS((void)model.forward(too_long), doctest::Contains("max_position_embeddings"), ValueError);
+
+  TokenBatch bad_label = batch;
+  bad_label.labels[0] = 7;
+  CHECK_THROWS_AS((void)model.forward_backward(bad_label), ValueError);
+  TokenBatch short_mask = batch;
+  short_mask.attention_mask.pop_back();
+  CHECK_THROWS_AS((void)model.forward(short_mask), ShapeError);
+
+  CHECK_THROWS_WITH_AS((void)model.site("deberta.encoder.layer.9.attention.self.query_proj"),
+                       doctest::Contains("no site"), ValueError);
+  const auto load_missing = [&] { return load_deberta_v2<cpu, Lora<cpu>>(kData + "/no_such_checkpoint", fx.config); };
+  CHECK_THROWS_WITH_AS(load_missing(), doctest::Contains("no_such_checkpoint"), IoError);
+
+  // A checkpoint without one backbone tensor: the error names it.
+  const auto without = [&](const std::string& hidden_key) {
+    return [&, hidden_key](const std::string& key, Index rows, Index cols) -> std::optional<HostMatrix> {
+      if (key == hidden_key || !fx.file.contains(key)) return std::nullopt;
+      return fx.file.load(key, rows, cols);
+    };
+  };
+  const std::string missing = "deberta.encoder.layer.1.attention.self.key_proj.bias";
+  CHECK_THROWS_WITH_AS(Deberta(fx.config, without(missing)), doctest::Contains(missing.c_str()), IoError);
+  CHECK_THROWS_WITH_AS(Deberta(fx.config, without("deberta.encoder.rel_embeddings.weight")),
+                       doctest::Contains("rel_embeddings"), IoError);
+
+  // No pooler / classifier in the checkpoint (deberta-v3-base): drawn N(0, 0.02), zero biases.
+  Deberta fresh(fx.config, without("pooler.dense.weight"), 3);
+  const HostMatrix pooler(fresh.pooler().weight());
+  double sum_squares = 0.0;
+  for (const float v : pooler.values()) sum_squares += double(v) * v;
+  const double std_dev = std::sqrt(sum_squares / double(pooler.size()));
+  CHECK(std_dev == doctest::Approx(0.02).epsilon(0.15));  // 1024 draws: std error ~2%
+
+  DebertaV2Config bad = fx.config;
+  bad.hidden_act = "gelu_new";
+  CHECK_THROWS_WITH_AS(Deberta(bad, without("")), doctest::Contains("gelu_new"), ValueError);
+  bad = fx.config;
+  bad.num_attention_heads = 5;
+  CHECK_THROWS_AS(Deberta(bad, without("")), ValueError);
+}
+
+TEST_CASE("DEBUG repeat") {
+  const Fixture fx("abs");
+  Deberta model = load_deberta_v2<cpu, Lora<cpu>>(fx.path(), fx.config);
+  attach_fixture_lora(model, fx);
+  const TokenBatch batch = fixture_batch(fx.file, true);
+  const HostMatrix ref = fx.file.load("ref.logits_lora");
+  std::vector<HostMatrix> h1;
+  HostMatrix l1 = to_host<cpu>(model.forward(batch));
+  for (Index i = 0; i <= 2; ++i) h1.push_back(to_host<cpu>(model.hidden_state(i)));
+  MESSAGE("f1 ", max_abs_diff(l1.view(), ref.view()));
+  HostMatrix l2 = to_host<cpu>(model.forward(batch));
+  MESSAGE("f2 ", max_abs_diff(l2.view(), ref.view()));
+  for (Index i = 0; i <= 2; ++i) MESSAGE("h", i, " ", max_abs_diff(h1[i].view(), to_host<cpu>(model.hidden_state(i)).view()));
+  (void)model.forward_backward(batch);
+  HostMatrix l3 = to_host<cpu>(model.forward(batch));
+  MESSAGE("f3 ", max_abs_diff(l3.view(), ref.view()));
+  for (Index i = 0; i <= 2; ++i) MESSAGE("h", i, " ", max_abs_diff(h1[i].view(), to_host<cpu>(model.hidden_state(i)).view()));
+}

@@ -1,0 +1,239 @@
+// plora's ViT against transformers / PEFT (fixtures from tools/make_fixtures.py,
+// references computed in float64 from the same float32 weights): logits and
+// every hidden state, then a PEFT LoRA (r 4, alpha 8, query + value, classifier
+// trained) with non-zero B: logits, loss and every trainable gradient.
+//
+// Tolerances: plora computes in float32. Hidden states are O(1..10) after
+// <= 4 layers of 64-wide sums; float32 rounding accumulates to ~1e-6 relative,
+// i.e. ~1e-5 absolute, so 1e-4 absolute (the bound) has a 10x margin.
+// Gradients pass back through the same layers; 1e-3 relative error is ~100x
+// float32 rounding and far below the O(1) error of any wrong term.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "plora/adapters/lora.hpp"
+#include "plora/backend/cpu/cpu.hpp"
+#include "plora/io/safetensors.hpp"
+#include "plora/io/vit_checkpoint.hpp"
+#include "plora/models/concepts.hpp"
+#include "plora/models/sites.hpp"
+#include "plora/models/vit.hpp"
+#include "support/numeric.hpp"
+
+using namespace plora;
+using plora::test::max_abs;
+using plora::test::max_abs_diff;
+using plora::test::relative_error;
+
+namespace {
+using LoraVit = Vit<cpu, Lora<cpu>>;
+static_assert(Model<LoraVit>);
+
+// One template argument list, so the doctest macros see no top-level comma.
+LoraVit load_lora_vit(const std::filesystem::path& path, const ViTConfig& config) {
+  return load_vit<cpu, Lora<cpu>>(path, config);
+}
+
+const std::filesystem::path kData = PLORA_TEST_DATA_DIR;
+
+ImageBatch reference_batch(const io::SafetensorsFile& reference, const ViTConfig& c) {
+  ImageBatch batch;
+  const Index n = reference.info("pixel_values").shape.front();
+  batch.pixels = reference.load("pixel_values", n, c.num_channels * c.image_size * c.image_size);
+  const HostMatrix labels = reference.load("labels");
+  for (const float label : labels.values()) batch.labels.push_back(static_cast<std::int32_t>(label));
+  return batch;
+}
+
+/// The whole comparison for one checkpoint directory written by make_fixtures.py.
+void check_against_reference(const std::filesystem::path& dir) {
+  INFO("checkpoint ", dir.string());
+  LoraVit model = load_vit_checkpoint<cpu, Lora<cpu>>(dir);
+  const ViTConfig& c = model.config();
+  const io::SafetensorsFile reference = io::SafetensorsFile::open(dir / "reference.safetensors");
+  const ImageBatch batch = reference_batch(reference, c);
+  const Index n = batch.size(), rows = n * model.tokens();
+
+  const HostMatrix logits = to_host<cpu>(model.forward(batch));
+  CHECK(max_abs_diff(logits.view(), reference.load("logits", n, c.num_labels).view()) <= 1e-4);
+  for (Index i = 0; i <= c.num_hidden_layers; ++i) {
+    INFO("hidden state ", i);
+    const HostMatrix expected = reference.load("hidden_states." + std::to_string(i), rows, c.hidden_size);
+    CHECK(max_abs_diff(model.hidden_state(i), expected.view()) <= 1e-4);
+  }
+
+  // PEFT's LoRA on query and value with the fixture's values of A and B.
+  const std::vector<std::string> targets = {"query", "value"};
+  const auto attached = attach_adapters(model, targets, [&](const std::string& site, Index out, Index in) {
+    Lora<cpu> lora(out, in, LoraConfig{.rank = 4, .alpha = 8.0f}, RandomStream(0, stream_id(site)));
+    cpu::copy(lora.lora_A(), reference.load("lora." + site + ".lora_A", 4, in).view());
+    cpu::copy(lora.lora_B(), reference.load("lora." + site + ".lora_B", out, 4).view());
+    return lora;
+  });
+  CHECK(attached.size() == static_cast<std::size_t>(2 * c.num_hidden_layers));
+  const TrainableCount count = trainable_count(model);
+  CHECK(count.adapters == c.num_hidden_layers * 2 * 4 * (c.hidden_size + c.hidden_size));
+  CHECK(count.head == c.num_labels * (c.hidden_size + 1));
+
+  model.zero_grad();
+  const float loss = model.forward_backward(batch);
+  CHECK(max_abs_diff(to_host<cpu>(model.forward(batch)).view(), reference.load("lora.logits", n, c.num_labels).view()) <=
+        1e-4);
+  // An O(1) mean of float32 log-softmax values: ~1e-6 absolute.
+  CHECK(std::abs(loss - reference.load("lora.loss")(0, 0)) <= 1e-5);
+
+  // Every trainable parameter has a PEFT gradient under the same name, and back.
+  std::set<std::string> expected_names;
+  for (const auto& key : reference.names())
+    if (key.starts_with("grad.")) expected_names.insert(key.substr(5));
+  std::set<std::string> names;
+  for (const auto& p : model.parameters()) {
+    names.insert(p.name);
+    INFO("gradient of ", p.name);
+    REQUIRE(reference.contains("grad." + p.name));
+    const HostMatrix expected = reference.load("grad." + p.name, p.grad.rows, p.grad.cols);
+    CHECK(relative_error(to_host<cpu>(p.grad).view(), expected.view()) <= 1e-3);
+  }
+  CHECK(names == expected_names);
+}
+}  // namespace
+
+TEST_CASE("ViT fixture A (vit.-prefixed keys) matches transformers and PEFT") { check_against_reference(kData / "vit_a"); }
+
+TEST_CASE("ViT fixture B (odd sizes, eps 1e-6, no qkv bias, unprefixed keys + pooler) matches transformers and PEFT") {
+  check_against_reference(kData / "vit_b");
+}
+
+TEST_CASE("a full-size checkpoint from `make_fixtures.py --full` (PLORA_VIT_REFERENCE_DIR)") {
+  const char* dir = std::getenv("PLORA_VIT_REFERENCE_DIR");
+  if (dir == nullptr) {
+    MESSAGE("PLORA_VIT_REFERENCE_DIR not set: skipped (see docs/reference-checks.md)");
+    return;
+  }
+  check_against_reference(dir);
+}
+
+TEST_CASE("gradients accumulate until zero_grad") {
+  LoraVit model = load_vit_checkpoint<cpu, Lora<cpu>>(kData / "vit_b");
+  const io::SafetensorsFile reference = io::SafetensorsFile::open(kData / "vit_b" / "reference.safetensors");
+  const ImageBatch batch = reference_batch(reference, model.config());
+  model.zero_grad();
+  model.forward_backward(batch);
+  const HostMatrix once = to_host<cpu>(model.parameters().back().grad);
+  model.forward_backward(batch);
+  HostMatrix twice = to_host<cpu>(model.parameters().back().grad);
+  cpu::scale(twice.view(), 0.5f);
+  CHECK(max_abs_diff(twice.view(), once.view()) <= 1e-6 * std::max(1.0, max_abs(once.view())));
+  model.zero_grad();
+  CHECK(max_abs(to_host<cpu>(model.parameters().back().grad).view()) == 0.0);
+}
+
+TEST_CASE("a checkpoint for another number of labels gets a new head, the backbone is unchanged") {
+  const std::filesystem::path dir = kData / "vit_a";
+  CHECK(vit_head_matches(io::SafetensorsFile::open(dir / "model.safetensors"), 10));
+  CHECK_FALSE(vit_head_matches(io::SafetensorsFile::open(dir / "model.safetensors"), 5));
+  LoraVit model = load_vit_checkpoint<cpu, Lora<cpu>>(dir, 5, 7);
+  CHECK(model.config().num_labels == 5);
+  CHECK(model.config().id2label.empty());
+  const io::SafetensorsFile reference = io::SafetensorsFile::open(dir / "reference.safetensors");
+  const ImageBatch batch = reference_batch(reference, model.config());
+  const ConstHostView logits = model.forward(batch);
+  CHECK(logits.rows == batch.size());
+  CHECK(logits.cols == 5);
+  const Index layers = model.config().num_hidden_layers, rows = batch.size() * model.tokens();
+  CHECK(max_abs_diff(model.hidden_state(layers),
+                     reference.load("hidden_states." + std::to_string(layers), rows, 64).view()) <= 1e-4);
+  auto& head = model.classifier();
+  CHECK(max_abs(head.bias()) == 0.0);
+  double sum_squares = 0.0;
+  for (Index r = 0; r < 5; ++r)
+    for (Index col = 0; col < 64; ++col) sum_squares += double(head.weight()(r, col)) * head.weight()(r, col);
+  // 320 draws of N(0, 0.02^2): the sample std is within 15% of 0.02 with overwhelming probability.
+  CHECK(std::sqrt(sum_squares / 320.0) == doctest::Approx(0.02).epsilon(0.15));
+}
+
+TEST_CASE("bad checkpoints and configs fail with errors naming the key") {
+  const std::filesystem::path a = kData / "vit_a", b = kData / "vit_b";
+  ViTConfig config = load_vit_checkpoint_config(a);
+
+  SUBCASE("a tensor whose shape disagrees with the config") {
+    config.intermediate_size = 100;
+    CHECK_THROWS_WITH_AS(load_lora_vit(a, config),
+                         doctest::Contains("vit.encoder.layer.0.intermediate.dense.weight"), ShapeError);
+  }
+  SUBCASE("a layer the checkpoint does not have") {
+    config.num_hidden_layers = 5;
+    CHECK_THROWS_WITH_AS(load_lora_vit(a, config), doctest::Contains("vit.encoder.layer.4."), IoError);
+  }
+  SUBCASE("a bias the checkpoint does not have (fixture B has qkv_bias false)") {
+    ViTConfig with_bias = load_vit_checkpoint_config(b);
+    CHECK_FALSE(with_bias.qkv_bias);
+    with_bias.qkv_bias = true;
+    CHECK_THROWS_WITH_AS(load_lora_vit(b, with_bias),
+                         doctest::Contains("encoder.layer.0.attention.attention.query.bias"), IoError);
+  }
+  SUBCASE("a weight source returning the wrong shape") {
+    const io::SafetensorsFile file = io::SafetensorsFile::open(a / "model.safetensors");
+    const WeightSource sloppy = [&](const std::string& key, Index rows, Index cols) {
+      return key == "vit.layernorm.bias" ? HostMatrix(1, cols + 1) : file.load(key, rows, cols);
+    };
+    CHECK_THROWS_WITH_AS(LoraVit(config, sloppy), doctest::Contains("vit.layernorm.bias"), ShapeError);
+  }
+  SUBCASE("unsupported configs") {
+    config.hidden_act = "gelu_new";
+    CHECK_THROWS_WITH_AS(load_lora_vit(a, config), doctest::Contains("gelu_new"), ValueError);
+  }
+  SUBCASE("a missing checkpoint file") {
+    CHECK_THROWS_AS(load_lora_vit(kData / "no_such_checkpoint", config), IoError);
+  }
+}
+
+TEST_CASE("bad batches and site names fail clearly") {
+  LoraVit model = load_vit_checkpoint<cpu, Lora<cpu>>(kData / "vit_b");
+  ImageBatch batch{HostMatrix(2, 3 * 20 * 20 - 1), {0, 1}};
+  CHECK_THROWS_WITH_AS(model.forward(batch), doctest::Contains("1200"), ShapeError);
+  batch.pixels = HostMatrix(2, 3 * 20 * 20);
+  batch.labels = {0};
+  CHECK_THROWS_WITH_AS(model.forward_backward(batch), doctest::Contains("1 labels for 2 images"), ShapeError);
+  batch.labels = {0, 7};
+  CHECK_THROWS_AS(model.forward_backward(batch), ValueError);  // 7 labels: ids 0..6
+  CHECK_THROWS_AS((void)model.site("vit.encoder.layer.3.attention.attention.query"), ValueError);  // 3 layers
+  CHECK_THROWS_AS((void)model.site("encoder.layer.0.attention.attention.query"), ValueError);     // the prefix is part
+  CHECK_THROWS_AS((void)model.site("vit.encoder.layer.0.attention.query"), ValueError);
+  CHECK(model.site("vit.encoder.layer.2.output.dense").in_features() == 96);
+}
+
+TEST_CASE("site names and PEFT target matching") {
+  CHECK(matches_target("vit.encoder.layer.0.attention.attention.query", "query"));
+  CHECK(matches_target("vit.encoder.layer.0.attention.attention.query", "attention.query"));
+  CHECK(matches_target("vit.encoder.layer.0.attention.attention.query", "vit.encoder.layer.0.attention.attention.query"));
+  CHECK_FALSE(matches_target("vit.encoder.layer.0.attention.attention.query", "uery"));
+  CHECK_FALSE(matches_target("vit.encoder.layer.0.attention.attention.query", ""));
+  CHECK_FALSE(matches_target("query", "attention.query"));
+
+  LoraVit model = load_vit_checkpoint<cpu, Lora<cpu>>(kData / "vit_b");
+  const std::vector<std::string> names = model.site_names();
+  REQUIRE(names.size() == 3u * 6u);
+  CHECK(names[0] == "vit.encoder.layer.0.attention.attention.query");
+  CHECK(names[3] == "vit.encoder.layer.0.attention.output.dense");
+  CHECK(names[17] == "vit.encoder.layer.2.output.dense");
+  for (const auto& name : names) CHECK(model.site(name).name() == name);
+
+  // "output.dense" is a suffix of both attention.output.dense and output.dense, as in PEFT.
+  const std::vector<std::string> dense = {"output.dense"};
+  const auto matched = matched_sites(model, dense);
+  CHECK(matched.size() == 6u);
+  const std::vector<std::string> typo = {"query", "vaule"};
+  CHECK_THROWS_WITH_AS(attach_adapters(model, typo, [](const std::string&, Index out, Index in) {
+                         return Lora<cpu>(out, in, LoraConfig{}, RandomStream(0, 0));
+                       }),
+                       doctest::Contains("vaule"), ValueError);
+  CHECK(trainable_count(model).adapters == 0);  // nothing attached by the failed call
+  CHECK(trainable_count(model).head == 7 * (48 + 1));
+}

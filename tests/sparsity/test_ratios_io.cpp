@@ -1,0 +1,189 @@
+// ratios.json (deterministic bytes, round trip, validation) and the mask plans
+// built on a report.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <numeric>
+#include <string>
+#include <unistd.h>
+
+#include "plora/io/ratios_json.hpp"
+#include "plora/sparsity/sparsity.hpp"
+#include "sparsity/fixtures.hpp"
+
+using namespace plora;
+using plora::test::make_batches;
+using plora::test::RankProblem;
+using plora::test::TinyModel;
+
+namespace {
+
+RatioReport extract_two_sites(std::uint64_t seed) {
+  const RankProblem problem;
+  TinyModel model = problem.two_site_model();
+  const auto [x, labels] = problem.data(96, 7);
+  ExtractionConfig config;
+  config.seed = seed;
+  return extract_ratios(Svd{}, model, make_batches(x, labels, 32), config);
+}
+
+std::string read_bytes(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// A fresh scratch directory per test process.
+std::filesystem::path scratch_dir() {
+  const auto dir = std::filesystem::temp_directory_path() / ("plora_test_sparsity_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+const std::vector<std::string> kSites{"layer.0.query", "layer.0.value"};
+
+}  // namespace
+
+TEST_CASE("same seed, same ratios.json bytes; the file round-trips exactly") {
+  const auto dir = scratch_dir();
+  const RatioReport report = extract_two_sites(3);
+  io::save_ratios(dir / "a.json", report);
+  io::save_ratios(dir / "b.json", extract_two_sites(3));
+  const std::string bytes = read_bytes(dir / "a.json");
+  CHECK(bytes == read_bytes(dir / "b.json"));
+  CHECK(bytes.find("\"format\": \"plora.ratios\"") != std::string::npos);
+  CHECK(bytes.find("seconds") == std::string::npos);  // wall time would break byte identity
+
+  const RatioReport loaded = io::load_ratios(dir / "a.json", kSites);
+  CHECK(loaded.extractor == report.extractor);
+  CHECK(loaded.metric == report.metric);
+  CHECK(loaded.tau == report.tau);
+  CHECK(loaded.resolution == report.resolution);
+  CHECK(loaded.reference_metric == report.reference_metric);
+  CHECK(loaded.seed == 3);
+  REQUIRE(loaded.sites.size() == report.sites.size());
+  for (std::size_t i = 0; i < report.sites.size(); ++i) {
+    const SiteRatio &a = report.sites[i], &b = loaded.sites[i];
+    CHECK(a.name == b.name);
+    CHECK(a.out_features == b.out_features);
+    CHECK(a.in_features == b.in_features);
+    CHECK(a.ratio == b.ratio);
+    CHECK(a.outcome == b.outcome);
+    CHECK(a.evaluations == b.evaluations);
+    REQUIRE(a.probes.size() == b.probes.size());
+    for (std::size_t p = 0; p < a.probes.size(); ++p) {
+      CHECK(a.probes[p].q == b.probes[p].q);
+      CHECK(a.probes[p].density == b.probes[p].density);
+      CHECK(a.probes[p].metric == b.probes[p].metric);
+    }
+    CHECK(a.row_scores == b.row_scores);  // bit-exact floats
+    CHECK(a.col_scores == b.col_scores);
+    CHECK(a.top_rows == b.top_rows);
+    CHECK(a.top_cols == b.top_cols);
+  }
+  CHECK(io::ratios_to_json(loaded) == bytes);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("scores are written in their shortest float form") {
+  RatioReport report;
+  report.extractor = "svd";
+  report.sites.push_back({"s", 1, 2, 0.5, SearchOutcome::Found, 1, {{0.5, 0.5, 1.0}}, {0.1f}, {0.3f, 1e-20f}, {0}, {1}});
+  const std::string text = io::ratios_to_json(report);
+  CHECK(text.find("\"row_scores\":[0.1]") != std::string::npos);
+  CHECK(text.find("0.10000000149011612") == std::string::npos);
+  const RatioReport back = io::ratios_from_json(text, "text");
+  CHECK(back.sites[0].row_scores[0] == 0.1f);
+  CHECK(back.sites[0].col_scores[1] == 1e-20f);
+}
+
+TEST_CASE("loading rejects unknown sites, bad ratios and malformed files") {
+  const auto dir = scratch_dir();
+  const RatioReport report = extract_two_sites(0);
+  io::save_ratios(dir / "ratios.json", report);
+  CHECK_THROWS_WITH_AS(io::load_ratios(dir / "ratios.json", {"layer.0.query", "layer.0.key"}),
+                       doctest::Contains("'layer.0.value' is not an adaptable site"), ValueError);
+
+  for (const double bad : {0.0, 1.5, -0.25}) {
+    RatioReport broken = report;
+    broken.sites[1].ratio = bad;
+    io::save_ratios(dir / "bad.json", broken);
+    CHECK_THROWS_WITH_AS(io::load_ratios(dir / "bad.json", kSites), doctest::Contains("outside (0, 1]"), ValueError);
+  }
+  RatioReport bad_tau = report;
+  bad_tau.tau = 0.0;
+  CHECK_THROWS_AS(io::ratios_from_json(io::ratios_to_json(bad_tau), "x"), ValueError);
+
+  CHECK_THROWS_AS(io::load_ratios(dir / "missing.json", kSites), IoError);
+  CHECK_THROWS_WITH_AS(io::ratios_from_json("{", "broken.json"), doctest::Contains("broken.json"), IoError);
+  CHECK_THROWS_AS(io::ratios_from_json("{\"format\": \"other\"}", "x"), IoError);
+  std::string text = io::ratios_to_json(report);
+  const auto version = text.find("\"version\": 1");
+  REQUIRE(version != std::string::npos);
+  CHECK_THROWS_WITH_AS(io::ratios_from_json(std::string(text).replace(version, 12, "\"version\": 9"), "x"),
+                       doctest::Contains("version 9"), IoError);
+  RatioReport short_scores = report;
+  short_scores.sites[0].row_scores.pop_back();
+  CHECK_THROWS_WITH_AS(io::ratios_from_json(io::ratios_to_json(short_scores), "x"),
+                       doctest::Contains("row and"), IoError);
+  RatioReport twice = report;
+  twice.sites[1].name = twice.sites[0].name;
+  CHECK_THROWS_WITH_AS(io::ratios_from_json(io::ratios_to_json(twice), "x"), doctest::Contains("twice"), IoError);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("mask plans: partial, targeted, stochastic and uniform") {
+  const RatioReport report = extract_two_sites(0);
+  const MaskPlan partial = plan_masks(report, PartialMask{}, 11);
+  REQUIRE(partial.size() == 2);
+  for (const auto& site : report.sites) {
+    CAPTURE(site.name);
+    const PlannedMask& planned = partial.at(site.name);
+    CHECK(planned.ratio == site.ratio);
+    // Wired as a direct Bernoulli sample of (seed, stream of the site name).
+    MaskRequest request{site.out_features, site.in_features, site.ratio, {}, {}, 11, stream_id(site.name), {}};
+    const RowColMask direct = PartialMask{}.sample(request);
+    CHECK(planned.mask.rows == direct.rows);
+    CHECK(planned.mask.cols == direct.cols);
+  }
+  // Same seed, same masks; another seed, other masks.
+  const MaskPlan again = plan_masks(report, PartialMask{}, 11);
+  const MaskPlan other = plan_masks(report, PartialMask{}, 12);
+  bool any_difference = false;
+  for (const auto& [name, planned] : partial) {
+    CHECK(again.at(name).mask.rows == planned.mask.rows);
+    CHECK(again.at(name).mask.cols == planned.mask.cols);
+    any_difference |= other.at(name).mask.rows != planned.mask.rows || other.at(name).mask.cols != planned.mask.cols;
+  }
+  CHECK(any_difference);
+
+  // Targeted = the report's extracted subnetwork.
+  const MaskPlan targeted = plan_masks(report, TargetedMask{}, 11);
+  for (const auto& site : report.sites) {
+    CHECK(targeted.at(site.name).mask.rows == site.top_rows);
+    CHECK(targeted.at(site.name).mask.cols == site.top_cols);
+  }
+  // Stochastic-targeted keeps the same counts.
+  const MaskPlan stochastic = plan_masks(report, StochasticTargetedMask{}, 11);
+  for (const auto& site : report.sites) {
+    CHECK(stochastic.at(site.name).mask.rows.size() == site.top_rows.size());
+    CHECK(stochastic.at(site.name).mask.cols.size() == site.top_cols.size());
+  }
+
+  // Uniform: the mean ratio, or a given one, for every site.
+  const double mean = (report.sites[0].ratio + report.sites[1].ratio) / 2.0;
+  for (const auto& [name, planned] : plan_masks(report, PartialMask{}, 11, uniform_ratios(report.ratios())))
+    CHECK(planned.ratio == doctest::Approx(mean).epsilon(1e-15));
+  for (const auto& [name, planned] : plan_masks(report, PartialMask{}, 11, uniform_ratios(report.ratios(), 0.5)))
+    CHECK(planned.ratio == 0.5);
+
+  auto ratios = report.ratios();
+  ratios["layer.9.key"] = 0.5;
+  CHECK_THROWS_WITH_AS(plan_masks(report, PartialMask{}, 11, ratios), doctest::Contains("'layer.9.key'"), ValueError);
+  ratios = report.ratios();
+  ratios.erase("layer.0.value");
+  CHECK_THROWS_WITH_AS(plan_masks(report, PartialMask{}, 11, ratios), doctest::Contains("'layer.0.value'"),
+                       ValueError);
+}

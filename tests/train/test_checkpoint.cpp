@@ -1,0 +1,192 @@
+// Checkpoints: resuming continues bitwise exactly; a failed write leaves the
+// previous checkpoint loadable; mismatched models, seeds and files are refused.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <unistd.h>
+
+#include "plora/io/safetensors.hpp"
+#include "plora/train/checkpoint.hpp"
+#include "plora/train/train.hpp"
+#include "train/toy_model.hpp"
+
+using namespace plora;
+using plora::test::ToyModel;
+using plora::test::ToySource;
+
+namespace {
+constexpr Index kTotal = 13, kBatches = 4;
+
+/// A fresh scratch directory per test.
+std::filesystem::path scratch_dir(const std::string& name) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("plora_test_checkpoint_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+/// Model (LoRA with input dropout, whose stream the trainer tracks), AdamW,
+/// cosine schedule and clipping: every piece of state a resume must restore.
+struct Run {
+  using TrainerType = Trainer<ToyModel, AdamW<cpu>, CosineWarmupDecay>;
+  ToyModel model{1, 2, 0.25f};
+  AdamW<cpu> adamw{{.lr = 0.05, .weight_decay = 0.01}};
+  TrainerType trainer;
+
+  explicit Run(Index max_steps, std::uint64_t seed = 3)
+      : trainer(model, adamw, {.epochs = 10, .max_steps = max_steps, .grad_clip = 0.5, .seed = seed},
+                CosineWarmupDecay(3, kTotal)) {
+    trainer.track_stream("toy.proj.dropout", model.adapter().dropout_stream());
+  }
+};
+
+const ToySource& source() {
+  static const ToySource s(1, 2, kBatches, 4);
+  return s;
+}
+
+void check_same_state(Run& a, Run& b) {
+  const auto pa = a.model.parameters(), pb = b.model.parameters();
+  REQUIRE(pa.size() == pb.size());
+  for (std::size_t i = 0; i < pa.size(); ++i) {
+    CAPTURE(pa[i].name);
+    CHECK(HostMatrix(pa[i].value).values() == HostMatrix(pb[i].value).values());
+  }
+  const OptimizerState sa = a.adamw.export_state(), sb = b.adamw.export_state();
+  CHECK(sa.step == sb.step);
+  REQUIRE(sa.tensors.size() == sb.tensors.size());
+  for (const auto& [key, value] : sa.tensors) {
+    CAPTURE(key);
+    CHECK(value.values() == sb.tensors.at(key).values());
+  }
+  CHECK(a.model.adapter().dropout_stream().offset() == b.model.adapter().dropout_stream().offset());
+  CHECK(a.trainer.state().step == b.trainer.state().step);
+  CHECK(a.trainer.state().epoch == b.trainer.state().epoch);
+  CHECK(a.trainer.state().batch_in_epoch == b.trainer.state().batch_in_epoch);
+}
+}  // namespace
+
+TEST_CASE("N steps equal k steps + checkpoint + fresh objects + N - k steps, bit for bit") {
+  const auto dir = scratch_dir("resume");
+  Run straight(kTotal);
+  straight.trainer.fit(source());
+  REQUIRE(straight.trainer.state().step == kTotal);
+
+  // k = 6 (mid-epoch, saved by the Checkpointing callback while the run goes
+  // on to step 7) and k = 8 (an epoch boundary, saved after fit returns).
+  for (const Index k : {Index{6}, Index{8}}) {
+    CAPTURE(k);
+    const auto path = dir / ("k" + std::to_string(k) + ".safetensors");
+    {
+      Run first(k == 6 ? 7 : k);
+      Checkpointing checkpointing(first.trainer, path, 6);
+      first.trainer.fit(source(), checkpointing);
+      if (k == 8) save_checkpoint(path, first.trainer);
+    }
+    Run resumed(kTotal);
+    load_checkpoint(path, resumed.trainer);
+    CHECK(resumed.trainer.state().step == k);
+    CHECK(resumed.adamw.step_count() == k);
+    resumed.trainer.fit(source());
+    check_same_state(straight, resumed);
+  }
+
+  // The dropout stream matters: a resume that forgets its offset diverges.
+  Run forgetful(kTotal);
+  const auto path = dir / "k6.safetensors";
+  Checkpoint checkpoint = read_checkpoint(path);
+  checkpoint.streams.at("toy.proj.dropout").set_offset(0);
+  apply_checkpoint(forgetful.trainer, checkpoint);
+  forgetful.trainer.fit(source());
+  CHECK(HostMatrix(forgetful.model.adapter().lora_A()).values() !=
+        HostMatrix(straight.model.adapter().lora_A()).values());
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("checkpoint contents: parameter and optimizer tensors, position metadata") {
+  const auto dir = scratch_dir("contents");
+  const auto path = dir / "ckpt.safetensors";
+  Run run(5);
+  run.trainer.fit(source());
+  save_checkpoint(path, run.trainer);
+  const auto file = io::SafetensorsFile::open(path);
+  const std::vector<std::string> names{"optimizer/toy.proj.lora_A.exp_avg", "optimizer/toy.proj.lora_A.exp_avg_sq",
+                                       "optimizer/toy.proj.lora_B.exp_avg", "optimizer/toy.proj.lora_B.exp_avg_sq",
+                                       "param/toy.proj.lora_A", "param/toy.proj.lora_B"};
+  CHECK(file.names() == names);
+  CHECK(file.load("param/toy.proj.lora_B").values() == HostMatrix(run.model.adapter().lora_B()).values());
+  const Checkpoint back = read_checkpoint(path);
+  CHECK(back.trainer.seed == 3);
+  CHECK(back.trainer.step == 5);
+  CHECK(back.trainer.epoch == 1);
+  CHECK(back.trainer.batch_in_epoch == 1);
+  CHECK(back.optimizer.step == 5);
+  // 5 forwards of 4 rows x 6 inputs, one dropout draw per element.
+  CHECK(back.streams.at("toy.proj.dropout").offset() == 5 * 4 * 6);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a failed or interrupted write leaves the previous checkpoint loadable") {
+  const auto dir = scratch_dir("atomic");
+  const auto path = dir / "ckpt.safetensors";
+  Run run(7);
+  Checkpointing checkpointing(run.trainer, path, 3);
+  // The writer's temporary is "<path>.tmp-<pid>"; a directory in its place
+  // makes the write at step 6 fail after the one at step 3 succeeded.
+  struct BlockTemp {
+    std::filesystem::path temp;
+    void on_step_end(TrainContext&, float, Index step) {
+      if (step == 4) std::filesystem::create_directory(temp);
+    }
+  } block{path.string() + ".tmp-" + std::to_string(::getpid())};
+  CHECK_THROWS_AS(run.trainer.fit(source(), block, checkpointing), IoError);
+  CHECK(run.trainer.state().step == 6);
+  CHECK(read_checkpoint(path).trainer.step == 3);
+  std::filesystem::remove(block.temp);
+
+  // A stale temporary of a crashed writer (another pid) is ignored by readers.
+  std::ofstream(path.string() + ".tmp-1") << "half a checkpoint";
+  Run resumed(kTotal);
+  load_checkpoint(path, resumed.trainer);
+  CHECK(resumed.trainer.state().step == 3);
+  save_checkpoint(path, resumed.trainer);
+  CHECK(read_checkpoint(path).trainer.step == 3);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("checkpoints of another run, model or format are refused before anything changes") {
+  const auto dir = scratch_dir("mismatch");
+  const auto path = dir / "ckpt.safetensors";
+  Run run(4);
+  run.trainer.fit(source());
+  save_checkpoint(path, run.trainer);
+
+  Run other_seed(kTotal, 99);
+  CHECK_THROWS_WITH_AS(load_checkpoint(path, other_seed.trainer), doctest::Contains("seed"), ValueError);
+
+  // A rank-3 adapter: lora_A is 3 x 6, not 2 x 6.
+  ToyModel wide(1, 3, 0.25f);
+  AdamW<cpu> adamw;
+  Trainer wide_trainer(wide, adamw, {.epochs = 1, .seed = 3});
+  const HostMatrix before(wide.adapter().lora_A());
+  CHECK_THROWS_WITH_AS(load_checkpoint(path, wide_trainer), doctest::Contains("toy.proj.lora_A"), ShapeError);
+  CHECK(HostMatrix(wide.adapter().lora_A()).values() == before.values());
+  CHECK(wide_trainer.state().step == 0);
+
+  Run untracked(kTotal);
+  Trainer plain(untracked.model, untracked.adamw, {.epochs = 1, .seed = 3});
+  plain.track_stream("some.other.stream", untracked.model.adapter().dropout_stream());
+  CHECK_THROWS_WITH_AS(load_checkpoint(path, plain), doctest::Contains("some.other.stream"), ValueError);
+
+  io::SafetensorsWriter foreign;
+  foreign.add("weight", HostMatrix(2, 2));
+  foreign.write(dir / "foreign.safetensors");
+  CHECK_THROWS_WITH_AS(read_checkpoint(dir / "foreign.safetensors"), doctest::Contains("not a plora checkpoint"),
+                       IoError);
+  CHECK_THROWS_AS(read_checkpoint(dir / "missing.safetensors"), IoError);
+  std::filesystem::remove_all(dir);
+}
