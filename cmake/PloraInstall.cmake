@@ -2,7 +2,11 @@
 # consumed with find_package(plora CONFIG REQUIRED) + plora::plora / plora::io.
 include(CMakePackageConfigHelpers)
 install(DIRECTORY include/plora DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-install(TARGETS plora plora_io EXPORT ploraTargets)
+set(plora_installed_targets plora plora_io)
+if(TARGET plora_cuda)
+  list(APPEND plora_installed_targets plora_cuda)
+endif()
+install(TARGETS ${plora_installed_targets} EXPORT ploraTargets)
 install(EXPORT ploraTargets NAMESPACE plora:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/plora)
 configure_package_config_file(cmake/ploraConfig.cmake.in ${CMAKE_CURRENT_BINARY_DIR}/ploraConfig.cmake
                               INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/plora)

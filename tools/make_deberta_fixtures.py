@@ -46,6 +46,7 @@ PAIRS = [
     ("Is the second sentence a paraphrase of the first one?", "The cat sat on the mat."),
     ("The premise entails the hypothesis.", "Nobody expected the ending, which made the story memorable."),
     ("A", "B"),
+    ("The cat sat on the mat.", "The cat sat on the mat."),  # equal lengths: the tie rule
 ]  # No empty second text: transformers drops an empty pair in single calls but not in batches.
 MAX_LENGTHS = [64, 12, 9, 8, 5]
 

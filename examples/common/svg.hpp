@@ -44,7 +44,10 @@ inline std::string ramp_colour(double t) {
 inline std::string heatmap_svg(const std::string& title, const std::vector<std::string>& row_labels,
                                const std::vector<std::string>& col_labels,
                                const std::vector<std::vector<double>>& values) {
-  const int cell_w = 86, cell_h = 26, left = 70, top = 56;
+  // Cells widen to fit the longest column label (about 7 px per character at 12 px).
+  std::size_t longest = 0;
+  for (const auto& label : col_labels) longest = std::max(longest, label.size());
+  const int cell_w = std::max(86, 7 * static_cast<int>(longest) + 12), cell_h = 26, left = 70, top = 56;
   const int width = left + cell_w * static_cast<int>(col_labels.size()) + 20;
   const int height = top + cell_h * static_cast<int>(row_labels.size()) + 46;
   std::ostringstream svg;

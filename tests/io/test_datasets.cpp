@@ -6,7 +6,7 @@
 #include <set>
 
 #include "io/io_support.hpp"
-#include "plora/io/datasets.hpp"
+#include "plora/io/io.hpp"  // the umbrella, to check it compiles on its own
 #include "plora/train/concepts.hpp"
 
 using namespace plora;

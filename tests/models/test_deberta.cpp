@@ -155,7 +155,7 @@ TEST_CASE("DeBERTa-v2 + LoRA: loss, logits, LoRA and head gradients equal PEFT's
     model.zero_grad();
     const float loss = model.forward_backward(batch);
     CHECK(std::abs(loss - fx.file.load("ref.loss_lora")(0, 0)) <= 1e-4);
-    CHECK(max_abs_diff(to_host<cpu>(model.forward(batch)).view(), fx.file.load("ref.logits_lora").view()) <= 1e-4);
+    CHECK(max_abs_diff(to_host<cpu>(model.forward(batch)).view(), fx.file.load("ref.logits_lora", batch.batch, fx.config.num_labels).view()) <= 1e-4);
 
     Index compared = 0;
     for (const auto& p : model.parameters()) {
@@ -221,23 +221,33 @@ TEST_CASE("disentangled attention backward equals finite differences (input and 
 
 TEST_CASE("DeBERTa-v2 layer gradients equal finite differences through the full model (abs config)") {
   const Fixture fx("abs");
-  Deberta model = load_deberta_v2<cpu, Lora<cpu>>(fx.path(), fx.config);
-  attach_fixture_lora(model, fx);
   const TokenBatch batch = fixture_batch(fx.file, true);
+  // The fixture's N(0, 0.02) head makes backbone gradients ~1e-3, where float
+  // rounding swamps finite differences; a 10x larger pooler and classifier
+  // raise them ~100x (loss O(1)) so central differences with h = 1e-2 resolve
+  // them to ~1e-3 relative.
+  const auto make = [&] {
+    Deberta m = load_deberta_v2<cpu, Lora<cpu>>(fx.path(), fx.config);
+    attach_fixture_lora(m, fx);
+    cpu::scale(m.pooler().weight(), 10.0f);
+    cpu::scale(m.classifier().weight(), 10.0f);
+    return m;
+  };
+  Deberta model = make(), probe = make();
   model.zero_grad();
   (void)model.forward_backward(batch);
-  // The layer-0 pos_key_proj adapter: its gradient crosses layer 1, the pooler,
-  // the GELU and the MSE head. Loss values O(10), h = 1e-2: rounding ~1e-4 / grad scale.
-  auto& lora = model.site("deberta.encoder.layer.0.attention.self.pos_key_proj").adapter();
-  const HostMatrix analytic(lora.lora_B_grad());
-  Deberta probe = load_deberta_v2<cpu, Lora<cpu>>(fx.path(), fx.config);
-  attach_fixture_lora(probe, fx);
-  auto& probe_lora = probe.site("deberta.encoder.layer.0.attention.self.pos_key_proj").adapter();
   const auto loss = [&] {
     probe.zero_grad();
     return double(probe.forward_backward(batch));
   };
-  CHECK(relative_error(analytic.view(), finite_difference(probe_lora.lora_B(), loss).view()) <= 1e-2);
+  // Layer-0 adapters: their gradients cross layer 1, the pooler, the GELU and
+  // the MSE head; pos_key_proj acts only through the c2p relative-position path.
+  for (const std::string site : {"deberta.encoder.layer.0.attention.self.pos_key_proj",
+                                 "deberta.encoder.layer.0.attention.self.query_proj"}) {
+    INFO("site ", site);
+    const HostMatrix analytic(model.site(site).adapter().lora_B_grad());
+    CHECK(relative_error(analytic.view(), finite_difference(probe.site(site).adapter().lora_B(), loss).view()) <= 1e-2);
+  }
 }
 
 TEST_CASE("DeBERTa-v2 bad inputs and checkpoints give clear errors") {
@@ -296,21 +306,3 @@ TEST_CASE("DeBERTa-v2 bad inputs and checkpoints give clear errors") {
   CHECK_THROWS_AS(Deberta(bad, without("")), ValueError);
 }
 
-TEST_CASE("DEBUG repeat") {
-  const Fixture fx("abs");
-  Deberta model = load_deberta_v2<cpu, Lora<cpu>>(fx.path(), fx.config);
-  attach_fixture_lora(model, fx);
-  const TokenBatch batch = fixture_batch(fx.file, true);
-  const HostMatrix ref = fx.file.load("ref.logits_lora");
-  std::vector<HostMatrix> h1;
-  HostMatrix l1 = to_host<cpu>(model.forward(batch));
-  for (Index i = 0; i <= 2; ++i) h1.push_back(to_host<cpu>(model.hidden_state(i)));
-  MESSAGE("f1 ", max_abs_diff(l1.view(), ref.view()));
-  HostMatrix l2 = to_host<cpu>(model.forward(batch));
-  MESSAGE("f2 ", max_abs_diff(l2.view(), ref.view()));
-  for (Index i = 0; i <= 2; ++i) MESSAGE("h", i, " ", max_abs_diff(h1[i].view(), to_host<cpu>(model.hidden_state(i)).view()));
-  (void)model.forward_backward(batch);
-  HostMatrix l3 = to_host<cpu>(model.forward(batch));
-  MESSAGE("f3 ", max_abs_diff(l3.view(), ref.view()));
-  for (Index i = 0; i <= 2; ++i) MESSAGE("h", i, " ", max_abs_diff(h1[i].view(), to_host<cpu>(model.hidden_state(i)).view()));
-}

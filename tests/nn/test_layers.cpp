@@ -102,7 +102,8 @@ HostMatrix naive_attention(const HostMatrix& x, Index tokens, Index heads, const
         for (Index c = 0; c < d; ++c) {
           double acc = 0.0;
           for (Index j = 0; j < tokens; ++j)
-            acc += s[static_cast<std::size_t>(j)] / total * v[static_cast<std::size_t>((n * tokens + j) * hidden + h * d + c)];
+            acc += s[static_cast<std::size_t>(j)] / total *
+                   v[static_cast<std::size_t>((n * tokens + j) * hidden + h * d + c)];
           context[static_cast<std::size_t>((n * tokens + i) * hidden + h * d + c)] = acc;
         }
       }
@@ -165,7 +166,8 @@ TEST_CASE("self-attention forward equals a naive double-precision reference") {
                                             Site("o", wo, bo), c.heads);
     HostMatrix y(rows, out);
     attention.forward(y.view(), x.view(), c.tokens);
-    const HostMatrix expected = naive_attention(x, c.tokens, c.heads, wq, bq, wk, bk, wv, HostMatrix(), wo, bo, nullptr);
+    const HostMatrix expected =
+        naive_attention(x, c.tokens, c.heads, wq, bq, wk, bk, wv, HostMatrix(), wo, bo, nullptr);
     INFO("batch ", c.batch, " tokens ", c.tokens, " heads ", c.heads);
     // Sums of <= 6 O(1) float products and a float softmax: a few ulps of O(1).
     CHECK(max_abs_diff(y.view(), expected.view()) < 1e-5);

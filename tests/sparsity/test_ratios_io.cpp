@@ -124,6 +124,10 @@ TEST_CASE("loading rejects unknown sites, bad ratios and malformed files") {
   REQUIRE(version != std::string::npos);
   CHECK_THROWS_WITH_AS(io::ratios_from_json(std::string(text).replace(version, 12, "\"version\": 9"), "x"),
                        doctest::Contains("version 9"), IoError);
+  const auto outcome = text.find("\"outcome\":\"found\"");
+  REQUIRE(outcome != std::string::npos);
+  CHECK_THROWS_WITH_AS(io::ratios_from_json(std::string(text).replace(outcome, 17, "\"outcome\":\"maybe\""), "x"),
+                       doctest::Contains("'maybe'"), IoError);
   RatioReport short_scores = report;
   short_scores.sites[0].row_scores.pop_back();
   CHECK_THROWS_WITH_AS(io::ratios_from_json(io::ratios_to_json(short_scores), "x"),

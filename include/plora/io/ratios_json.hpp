@@ -16,7 +16,6 @@
 //     ]
 //   }
 #include <charconv>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -45,7 +44,9 @@ namespace detail {
 inline double shortest_float(float value) {
   char buffer[32];
   const auto end = std::to_chars(buffer, buffer + sizeof(buffer), value).ptr;
-  return std::strtod(std::string(buffer, end).c_str(), nullptr);
+  double out = 0.0;
+  std::from_chars(buffer, end, out);  // locale-independent, unlike strtod
+  return out;
 }
 
 inline nlohmann::ordered_json float_array(const std::vector<float>& values) {
@@ -86,7 +87,11 @@ inline SiteRatio site_from_json(const nlohmann::json& j, const std::string& sour
                  site.in_features, " must be positive");
   site.ratio = j.at("ratio").get<double>();
   check<ValueError>(site.ratio > 0.0 && site.ratio <= 1.0, where, ": ratio ", site.ratio, " is outside (0, 1]");
-  site.outcome = parse_outcome(j.at("outcome").get<std::string>());
+  try {
+    site.outcome = parse_outcome(j.at("outcome").get<std::string>());
+  } catch (const ValueError& e) {
+    throw IoError(where + ": " + e.what());
+  }
   site.evaluations = j.at("evaluations").get<int>();
   for (const auto& p : j.at("probes"))
     site.probes.push_back({p.at("q").get<double>(), p.at("density").get<double>(), p.at("metric").get<double>()});

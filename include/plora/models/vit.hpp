@@ -136,36 +136,47 @@ class Vit {
                         " for this config, got ", m.rows(), " x ", m.cols());
       return to_backend<B>(m.view());
     };
+    // Tensors load one statement at a time, in checkpoint order, so the first
+    // bad key is the one reported (argument evaluation order is unspecified).
     const Index patch_features = config_.num_channels * config_.patch_size * config_.patch_size;
-    PatchEmbedding<B> patch(load("vit.embeddings.patch_embeddings.projection.weight", hidden, patch_features),
-                            load("vit.embeddings.patch_embeddings.projection.bias", 1, hidden), config_.num_channels,
-                            config_.image_size, config_.patch_size);
-    const Index tokens = 1 + patch.patches();
-    embeddings_ = VitEmbeddings<B>(std::move(patch), load("vit.embeddings.cls_token", 1, hidden),
-                                   load("vit.embeddings.position_embeddings", tokens, hidden));
+    Matrix patch_weight = load("vit.embeddings.patch_embeddings.projection.weight", hidden, patch_features);
+    Matrix patch_bias = load("vit.embeddings.patch_embeddings.projection.bias", 1, hidden);
+    PatchEmbedding<B> patch(std::move(patch_weight), std::move(patch_bias), config_.num_channels, config_.image_size,
+                            config_.patch_size);
+    Matrix cls = load("vit.embeddings.cls_token", 1, hidden);
+    Matrix positions = load("vit.embeddings.position_embeddings", 1 + patch.patches(), hidden);
+    embeddings_ = VitEmbeddings<B>(std::move(patch), std::move(cls), std::move(positions));
 
     const auto layernorm = [&](const std::string& key) {
-      return LayerNorm<B>(key, load(key + ".weight", 1, hidden), load(key + ".bias", 1, hidden),
-                          config_.layer_norm_eps);
+      Matrix gamma = load(key + ".weight", 1, hidden);
+      Matrix beta = load(key + ".bias", 1, hidden);
+      return LayerNorm<B>(key, std::move(gamma), std::move(beta), config_.layer_norm_eps);
     };
     const auto site = [&](const std::string& key, Index out, Index in, bool bias) {
-      return Site(key, load(key + ".weight", out, in), bias ? load(key + ".bias", 1, out) : Matrix());
+      Matrix weight = load(key + ".weight", out, in);
+      return Site(key, std::move(weight), bias ? load(key + ".bias", 1, out) : Matrix());
     };
     layers_.reserve(static_cast<std::size_t>(config_.num_hidden_layers));
     for (Index i = 0; i < config_.num_hidden_layers; ++i) {
       const std::string p = std::string(kLayerPrefix) + std::to_string(i) + ".";
       const auto name = [&](std::size_t s) { return p + std::string(VitLayer<B, A>::kSites[s]); };
-      SelfAttention<B, A> attention(site(name(0), hidden, hidden, config_.qkv_bias),
-                                    site(name(1), hidden, hidden, config_.qkv_bias),
-                                    site(name(2), hidden, hidden, config_.qkv_bias),
-                                    site(name(3), hidden, hidden, true), config_.num_attention_heads);
-      Mlp<B, A> mlp(site(name(4), inner, hidden, true), site(name(5), hidden, inner, true));
-      layers_.emplace_back(layernorm(p + "layernorm_before"), std::move(attention), layernorm(p + "layernorm_after"),
-                           std::move(mlp));
+      Site query = site(name(0), hidden, hidden, config_.qkv_bias);
+      Site key = site(name(1), hidden, hidden, config_.qkv_bias);
+      Site value = site(name(2), hidden, hidden, config_.qkv_bias);
+      Site attention_output = site(name(3), hidden, hidden, true);
+      SelfAttention<B, A> attention(std::move(query), std::move(key), std::move(value), std::move(attention_output),
+                                    config_.num_attention_heads);
+      Site intermediate = site(name(4), inner, hidden, true);
+      Site output = site(name(5), hidden, inner, true);
+      LayerNorm<B> before = layernorm(p + "layernorm_before");
+      LayerNorm<B> after = layernorm(p + "layernorm_after");
+      layers_.emplace_back(std::move(before), std::move(attention), std::move(after),
+                           Mlp<B, A>(std::move(intermediate), std::move(output)));
     }
     final_norm_ = layernorm("vit.layernorm");
-    classifier_ = TrainableLinear<B>("classifier", load("classifier.weight", config_.num_labels, hidden),
-                                     load("classifier.bias", 1, config_.num_labels));
+    Matrix head_weight = load("classifier.weight", config_.num_labels, hidden);
+    Matrix head_bias = load("classifier.bias", 1, config_.num_labels);
+    classifier_ = TrainableLinear<B>("classifier", std::move(head_weight), std::move(head_bias));
     hidden_.resize(layers_.size() + 1);
   }
 

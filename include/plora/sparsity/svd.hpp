@@ -49,12 +49,18 @@ class SvdPruner {
                    std::vector<float>(static_cast<std::size_t>(vt.cols()))};
     for (Index i = 0; i < u.rows(); ++i) {
       double sum = 0.0;
-      for (Index j = 0; j < k; ++j) sum += std::pow(double(u(i, j)) * double(s(0, j)), 2);
+      for (Index j = 0; j < k; ++j) {
+        const double entry = double(u(i, j)) * double(s(0, j));
+        sum += entry * entry;
+      }
       out.rows[static_cast<std::size_t>(i)] = static_cast<float>(std::sqrt(sum));
     }
     for (Index i = 0; i < vt.cols(); ++i) {
       double sum = 0.0;
-      for (Index j = 0; j < k; ++j) sum += std::pow(double(vt(j, i)) * double(s(0, j)), 2);
+      for (Index j = 0; j < k; ++j) {
+        const double entry = double(vt(j, i)) * double(s(0, j));
+        sum += entry * entry;
+      }
       out.cols[static_cast<std::size_t>(i)] = static_cast<float>(std::sqrt(sum));
     }
     return out;

@@ -1,0 +1,174 @@
+#pragma once
+// Helpers the model, sparsity and side-by-side benchmarks share: random
+// weights laid out like a freshly initialised Hugging Face model, peak RSS,
+// the GEMM work of a ViT step counted from its shapes, and the measured SGEMM
+// peak the achieved rate is compared with.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "plora/backend/cpu/cpu.hpp"
+#include "plora/core/host_matrix.hpp"
+#include "plora/core/rng.hpp"
+#include "plora/models/batches.hpp"
+#include "plora/models/vit_config.hpp"
+
+namespace plora::bench {
+
+/// transformers' _init_weights for ViT / DeBERTa: LayerNorm weight 1 and bias
+/// 0, other biases 0, every other tensor N(0, 0.02), each key from its own
+/// stream so a tensor never depends on the order it is asked for.
+inline HostMatrix hf_init(const std::string& key, Index rows, Index cols) {
+  HostMatrix m(rows, cols);
+  const bool norm = key.find("layernorm") != std::string::npos || key.find("LayerNorm") != std::string::npos;
+  if (key.ends_with(".bias")) return m;
+  if (norm) {
+    std::fill(m.values().begin(), m.values().end(), 1.0f);
+    return m;
+  }
+  RandomStream rng(0, stream_id(key));
+  for (float& v : m.values()) v = 0.02f * rng.normal();
+  return m;
+}
+
+/// Random images in [-1, 1] (the range of ViT's normalised pixels) and labels.
+inline ImageBatch random_images(const ViTConfig& config, Index batch, std::uint64_t seed) {
+  ImageBatch out{HostMatrix(batch, config.num_channels * config.image_size * config.image_size), {}};
+  RandomStream rng(seed, 0);
+  for (float& v : out.pixels.values()) v = rng.uniform(-1.0f, 1.0f);
+  for (Index i = 0; i < batch; ++i)
+    out.labels.push_back(static_cast<std::int32_t>(rng.below(static_cast<std::uint32_t>(config.num_labels))));
+  return out;
+}
+
+/// ViT-B/16 (the paper's vision model) and ViT-S/16 (DeiT-S's shape: same
+/// layout, half the width and heads).
+inline ViTConfig vit_base_config(Index num_labels = 10) {
+  ViTConfig c;
+  c.num_labels = num_labels;
+  return c;
+}
+inline ViTConfig vit_small_config(Index num_labels = 10) {
+  ViTConfig c;
+  c.hidden_size = 384;
+  c.num_attention_heads = 6;
+  c.intermediate_size = 1536;
+  c.num_labels = num_labels;
+  return c;
+}
+
+/// Peak resident set size of this process in MiB (getrusage's ru_maxrss).
+inline double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;
+}
+
+/// Resets the kernel's peak-RSS mark to the current RSS (Linux >= 4.0,
+/// /proc/self/clear_refs "5"), so that peak_rss_mib() afterwards is the peak of
+/// what follows. Returns false where the kernel does not allow it.
+inline bool reset_peak_rss() {
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";
+  clear.flush();
+  return static_cast<bool>(clear);
+}
+
+/// Which adapters a ViT training step carries, for counting its GEMM work.
+enum class StepKind { Forward, LowRank, FullDelta };
+
+/// Where rank-r adapters sit: kept output rows and input columns summed over
+/// every adapted site, and the kept columns of layer 0's sites alone (whose
+/// input gradient is skipped). Dense LoRA on q and v of 12 layers of width
+/// 768: rows = cols = 24 * 768, layer0_cols = 2 * 768.
+struct AdapterExtent {
+  Index rank = 8;
+  double rows = 0.0;
+  double cols = 0.0;
+  double layer0_cols = 0.0;
+};
+
+/// GEMM FLOPs of one ViT forward (eval) or training step.
+struct VitWork {
+  double forward = 0.0;  ///< of the forward
+  double step = 0.0;     ///< of forward + backward
+};
+
+/// Counted from the shapes, as the GEMMs an implementation that skips
+/// frozen-weight gradients has to do:
+///   forward : patch embedding; per layer q k v o (4 · 2Rd²), MLP (2 · 2Rdf),
+///             attention Q K^T and P V (2 · 2NT²d); classifier; adapters
+///             (LoRA: 2Rr(rows + cols) per site).
+///   backward: input gradients of every frozen linear except layer 0's q, k, v
+///             (nothing below them needs a gradient), the four attention GEMMs
+///             (dP, dV, dQ, dK), adapter gradients (dB and d(down) on the kept
+///             rows, dA and dx on the kept columns). No frozen-weight dW.
+/// FullDelta (full fine-tuning on all six sites of every layer, as plora runs
+/// it: W and ΔW applied separately) adds per site the ΔW product forward and
+/// dΔW + dx backward, so it is 5 GEMMs per site where a merged W' needs 3.
+inline VitWork vit_work(const ViTConfig& c, Index batch, StepKind kind, const AdapterExtent& adapters = {}) {
+  const double n = static_cast<double>(batch), d = static_cast<double>(c.hidden_size),
+               f = static_cast<double>(c.intermediate_size), layers = static_cast<double>(c.num_hidden_layers);
+  const double patches = static_cast<double>((c.image_size / c.patch_size) * (c.image_size / c.patch_size));
+  const double t = patches + 1.0, rows = n * t, r = static_cast<double>(adapters.rank);
+  const double patch_features = static_cast<double>(c.num_channels * c.patch_size * c.patch_size);
+  const double linear = 4.0 * 2.0 * rows * d * d + 2.0 * 2.0 * rows * d * f;  // per layer, frozen weights
+  const double attention = 2.0 * 2.0 * n * t * t * d;                        // per layer, Q K^T and P V
+  const double head = 2.0 * n * d * static_cast<double>(c.num_labels);
+  const double layer0_qkv = 3.0 * 2.0 * rows * d * d;
+  VitWork w;
+  w.forward = 2.0 * n * patches * patch_features * d + layers * (linear + attention) + head;
+  if (kind == StepKind::Forward) return w;
+  double backward = layers * (linear + 2.0 * attention) - layer0_qkv + 2.0 * head;
+  if (kind == StepKind::LowRank) {
+    w.forward += 2.0 * rows * r * (adapters.rows + adapters.cols);
+    backward += 2.0 * rows * r * (2.0 * adapters.rows + 2.0 * adapters.cols - adapters.layer0_cols);
+  } else {
+    w.forward += layers * linear;
+    backward += 2.0 * layers * linear - layer0_qkv;
+  }
+  w.step = w.forward + backward;
+  return w;
+}
+
+/// Median of a list of seconds.
+inline double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  return n == 0 ? 0.0 : (n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]));
+}
+
+/// The machine's practical SGEMM rate in GFLOP/s: the best median of five
+/// plora::cpu::gemm calls over the ViT-B/16 shapes (1576 x 768 x 768,
+/// 1576 x 3072 x 768, 1576 x 768 x 3072), measured once per process, or the
+/// value of PLORA_SGEMM_PEAK_GFLOPS when set (to share one bench_gemm figure).
+inline double sgemm_peak_gflops() {
+  static const double peak = [] {
+    if (const char* given = std::getenv("PLORA_SGEMM_PEAK_GFLOPS")) return std::atof(given);
+    double best = 0.0;
+    const Index shapes[3][3] = {{1576, 768, 768}, {1576, 3072, 768}, {1576, 768, 3072}};
+    for (const auto& s : shapes) {
+      HostMatrix a(s[0], s[2]), b(s[1], s[2]), c(s[0], s[1]);
+      std::fill(a.values().begin(), a.values().end(), 0.5f);
+      std::fill(b.values().begin(), b.values().end(), 0.25f);
+      std::vector<double> seconds;
+      for (int i = 0; i < 6; ++i) {
+        const auto start = std::chrono::steady_clock::now();
+        cpu::gemm(c.view(), a.view(), Op::N, b.view(), Op::T, 1.0f, 0.0f);
+        if (i > 0) seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      }
+      best = std::max(best, 2.0 * static_cast<double>(s[0] * s[1] * s[2]) / median(seconds) / 1e9);
+    }
+    return best;
+  }();
+  return peak;
+}
+
+}  // namespace plora::bench

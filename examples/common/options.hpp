@@ -1,0 +1,170 @@
+#pragma once
+// The command-line options every runner shares (adapter, ratios, training,
+// output), bound to a CLI11 app, and their validation. Model- and data-specific
+// options (checkpoint, dataset) are added by each runner.
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "plora/core/error.hpp"
+#include "plora/core/view.hpp"
+
+namespace plora::runner {
+
+/// Everything the shared pipeline (pipeline.hpp) reads; defaults are the
+/// runners' defaults.
+struct RunOptions {
+  // adapter
+  std::string adapter = "partial-lora";
+  Index rank = 8;
+  float alpha = 16.0f;
+  std::vector<std::string> targets{"query", "value"};
+  Index target_rank = 0;  ///< AdaLoRA's final average rank; 0 = 2/3 of --rank
+  // ratios and masks
+  std::optional<double> ratio;
+  std::filesystem::path ratios_file;
+  std::string extractor = "svd";
+  double tau = 0.9;
+  double resolution = 1.0 / 64.0;
+  Index shots = 10;
+  Index probe_epochs = 20;
+  std::string mask = "partial";
+  std::optional<double> density;
+  // training
+  Index epochs = 10;
+  double lr = 5e-3;
+  Index batch = 32;
+  double warmup = 0.1;
+  double weight_decay = 0.01;
+  std::uint64_t seed = 0;
+  int threads = 1;
+  // output
+  std::filesystem::path output = "out/run";
+  bool quiet = false;
+};
+
+inline const std::vector<std::string> kAdapterNames = {"lora", "adalora", "partial-lora", "partial-adalora", "full",
+                                                        "random-masking"};
+
+/// Adds the shared options to `app`, writing into `options`.
+inline void add_run_options(CLI::App& app, RunOptions& options) {
+  app.option_defaults()->always_capture_default();
+  const std::string adapter_group = "Adapter";
+  app.add_option("--adapter", options.adapter,
+                 "Fine-tuning method: lora (PEFT LoRA), adalora (PEFT AdaLoRA with its rank allocator), "
+                 "partial-lora / partial-adalora (the method: LoRA / AdaLoRA restricted to rows and columns "
+                 "masked by per-layer sparsity ratios), full (every entry of the target weights), "
+                 "random-masking (a random subset of the entries of the target weights)")
+      ->check(CLI::IsMember(kAdapterNames))
+      ->group(adapter_group);
+  app.add_option("--rank", options.rank, "LoRA rank r (AdaLoRA: the initial rank init_r)")
+      ->check(CLI::PositiveNumber)
+      ->group(adapter_group);
+  app.add_option("--alpha", options.alpha,
+                 "LoRA scaling numerator: LoRA scales by alpha / r, AdaLoRA by alpha / (r + 1e-5)")
+      ->check(CLI::PositiveNumber)
+      ->group(adapter_group);
+  app.add_option("--targets", options.targets,
+                 "Comma-separated target modules, matched like PEFT's target_modules (a site's full name "
+                 "equals the entry or ends with '.' + entry), e.g. query,key,value,output.dense")
+      ->delimiter(',')
+      ->group(adapter_group);
+  app.add_option("--target-rank", options.target_rank,
+                 "AdaLoRA only: final average rank per matrix (target_r); 0 = two thirds of --rank")
+      ->check(CLI::NonNegativeNumber)
+      ->group(adapter_group);
+
+  const std::string ratio_group = "Sparsity ratios (partial-lora, partial-adalora, random-masking)";
+  auto* ratio = app.add_option_function<double>(
+                       "--ratio", [&options](const double& value) { options.ratio = value; },
+                       "One sparsity ratio (kept density of each ΔW, in (0, 1]) for every target site, instead "
+                       "of extracting per-layer ratios")
+                    ->type_name("FLOAT")
+                    ->group(ratio_group);
+  app.add_option("--ratios", options.ratios_file,
+                 "ratios.json with per-site ratios and scores from an earlier run (its output dir), instead of "
+                 "extracting them")
+      ->type_name("FILE")
+      ->excludes(ratio)
+      ->group(ratio_group);
+  app.add_option("--ratio-extractor", options.extractor,
+                 "How ratios are extracted when neither --ratio nor --ratios is given: svd (truncated SVD, "
+                 "forward passes only; the paper's default), snip (|W * dL/dW|), imp (iterative magnitude "
+                 "pruning)")
+      ->check(CLI::IsMember({"svd", "snip", "imp"}))
+      ->group(ratio_group);
+  app.add_option("--tau", options.tau,
+                 "Extraction threshold: each site's ratio is the smallest density keeping the few-shot metric "
+                 ">= tau * the unpruned metric, tau in (0, 1]")
+      ->group(ratio_group);
+  app.add_option("--resolution", options.resolution, "Grid step of the extraction's keep-fraction search, in (0, 1)")
+      ->group(ratio_group);
+  app.add_option("--shots", options.shots, "Few-shot examples per class for the linear probe and the extraction")
+      ->check(CLI::PositiveNumber)
+      ->group(ratio_group);
+  app.add_option("--probe-epochs", options.probe_epochs,
+                 "Epochs of the linear-probe warm-up of the new head before extraction")
+      ->check(CLI::PositiveNumber)
+      ->group(ratio_group);
+  app.add_option("--mask", options.mask,
+                 "Mask policy on top of the ratios: partial (random rows/columns, the method), targeted (the "
+                 "top-scored rows/columns), stochastic (rows/columns sampled in proportion to their scores), "
+                 "uniform (random, with the mean ratio at every site)")
+      ->check(CLI::IsMember({"partial", "targeted", "stochastic", "uniform"}))
+      ->group(ratio_group);
+  app.add_option_function<double>(
+         "--density", [&options](const double& value) { options.density = value; },
+         "random-masking only: fraction of trained entries of each target weight, in (0, 1]; default: the "
+         "density that matches the partial-lora parameter count of the (given or extracted) ratios")
+      ->type_name("FLOAT")
+      ->group(ratio_group);
+
+  const std::string train_group = "Training";
+  app.add_option("--epochs", options.epochs, "Training epochs")->check(CLI::PositiveNumber)->group(train_group);
+  app.add_option("--lr", options.lr, "Peak learning rate of AdamW")->check(CLI::PositiveNumber)->group(train_group);
+  app.add_option("--batch", options.batch, "Batch size")->check(CLI::PositiveNumber)->group(train_group);
+  app.add_option("--warmup", options.warmup,
+                 "Fraction of the training steps spent warming the learning rate up linearly from 0 (then it "
+                 "decays linearly to 0), in [0, 1)")
+      ->group(train_group);
+  app.add_option("--weight-decay", options.weight_decay, "AdamW decoupled weight decay (not applied to biases)")
+      ->check(CLI::NonNegativeNumber)
+      ->group(train_group);
+  app.add_option("--seed", options.seed, "Seed of initialisation, masks, few-shot subset and batch order")
+      ->group(train_group);
+  app.add_option("--threads", options.threads,
+                 "CPU threads for the GEMMs and for the extraction's parallel loop over weights; 0 = all cores")
+      ->check(CLI::NonNegativeNumber)
+      ->group(train_group);
+
+  const std::string output_group = "Output";
+  app.add_option("--output", options.output,
+                 "Output directory: report.json, adapter_model.safetensors + adapter_config.json, ratios.json, "
+                 "SVG pictures")
+      ->type_name("DIR")
+      ->group(output_group);
+  app.add_flag("--quiet", options.quiet, "No progress bar, only the final summary")->group(output_group);
+}
+
+/// Cross-field checks CLI11 cannot express; ValueError naming the option.
+inline void validate(const RunOptions& o) {
+  check<ValueError>(!o.targets.empty(), "--targets: the list is empty");
+  check<ValueError>(!o.ratio || (*o.ratio > 0.0 && *o.ratio <= 1.0), "--ratio ", o.ratio.value_or(0.0),
+                    " is outside (0, 1]");
+  check<ValueError>(!o.density || (*o.density > 0.0 && *o.density <= 1.0), "--density ", o.density.value_or(0.0),
+                    " is outside (0, 1]");
+  check<ValueError>(!o.density || o.adapter == "random-masking", "--density applies only to --adapter random-masking, not ",
+                    o.adapter);
+  check<ValueError>(o.tau > 0.0 && o.tau <= 1.0, "--tau ", o.tau, " is outside (0, 1]");
+  check<ValueError>(o.resolution > 0.0 && o.resolution < 1.0, "--resolution ", o.resolution, " is outside (0, 1)");
+  check<ValueError>(o.warmup >= 0.0 && o.warmup < 1.0, "--warmup ", o.warmup, " is outside [0, 1)");
+  check<ValueError>(o.target_rank <= o.rank, "--target-rank ", o.target_rank, " exceeds --rank ", o.rank);
+  check<ValueError>(o.ratios_file.empty() || std::filesystem::is_regular_file(o.ratios_file), "--ratios: file '",
+                    o.ratios_file.string(), "' does not exist");
+}
+
+}  // namespace plora::runner

@@ -1,0 +1,443 @@
+#pragma once
+// The runners' shared pipeline, generic over the model and the backend:
+//
+//   1. sparsity ratios, when the method needs them: --ratios FILE, one --ratio
+//      for every site, or extracted (METHOD.md §2): linear probe of the new
+//      head on a few-shot subset, then SVD / SNIP / IMP, saved as ratios.json
+//   2. the mask plan on top of the ratios (--mask)
+//   3. a fresh model with the adapter attached to every --targets site
+//   4. AdamW + linear warm-up / decay, progress bar, evaluation per epoch
+//      (AdaLoRA: orthogonality regulariser and rank allocator)
+//   5. outputs: report.json, adapter_model.safetensors + adapter_config.json,
+//      ratios.svg (per-site ratios), params.svg (trainable parameters per method)
+//
+// A Task supplies the model and the data for backend B (see vit_runner/vit_task.hpp):
+//   template <Adapter A> using Model = ...;         a plora::Model
+//   template <Adapter A> Model<A> load_model();     fresh from the checkpoint, head per the task
+//   using Source = ...;                             a BatchSource of the model's batches
+//   const Source& train();  const Source& test();
+//   const Source& few_shot(Index per_class, std::uint64_t seed);
+//   metrics::Metric metric() const;
+//   std::vector<std::string> head_prefixes() const; parameters trained in full (modules_to_save)
+//   Index base_parameters() const;                  scalars of the last loaded model's own weights
+//   std::string checkpoint() const;                 for base_model_name_or_path
+//   nlohmann::ordered_json describe() const;        model and data, for the report
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <iomanip>
+#include <map>
+#include <optional>
+#include <ostream>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/adapter_kinds.hpp"
+#include "common/options.hpp"
+#include "common/report.hpp"
+#include "common/svg.hpp"
+#include "plora/adapters/adapters.hpp"
+#include "plora/io/ratios_json.hpp"
+#include "plora/io/safetensors.hpp"
+#include "plora/masks/masks.hpp"
+#include "plora/models/sites.hpp"
+#include "plora/sparsity/sparsity.hpp"
+#include "plora/train/adamw.hpp"
+#include "plora/train/callbacks.hpp"
+#include "plora/train/schedule.hpp"
+#include "plora/train/trainer.hpp"
+
+namespace plora::runner {
+
+using Clock = std::chrono::steady_clock;
+
+inline double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+/// Sets the backend's thread count where it has one (the CPU backend's GEMMs).
+template <Backend B>
+void set_backend_threads(int threads) {
+  if constexpr (requires { B::set_threads(threads); })
+    B::set_threads(threads == 0 ? static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) : threads);
+}
+
+/// Where the run's ratios came from and what obtaining them cost.
+struct RatioSource {
+  RatioReport report;         ///< restricted to the target sites, in model order
+  std::string origin;         ///< "extracted", the --ratios file, or "--ratio"
+  double probe_seconds = 0.0;
+  double extraction_seconds = 0.0;
+};
+
+/// Whether the run needs sparsity ratios: Partial-* always, Random Masking to
+/// match the Partial-LoRA parameter count when no --density is given.
+inline bool needs_ratios(const RunOptions& o) {
+  return is_partial(o.adapter) || (o.adapter == "random-masking" && !o.density);
+}
+
+namespace detail {
+/// Linear probe + extraction (METHOD.md §2) on a model of the task.
+template <Backend B, class Task, class Model>
+RatioSource extract(const RunOptions& o, Task& task, Model& model, std::ostream& log) {
+  RatioSource result;
+  result.origin = "extracted";
+  const auto& shots = task.few_shot(o.shots, o.seed);
+  const auto probe_start = Clock::now();
+  const LinearProbeConfig probe{.epochs = static_cast<int>(o.probe_epochs),
+                                .optimizer = {.lr = 1e-2, .weight_decay = 0.0},
+                                .head_prefixes = task.head_prefixes()};
+  const std::vector<float> losses = fit_linear_probe(model, shots, probe);
+  result.probe_seconds = seconds_since(probe_start);
+  const ExtractionConfig config{.tau = o.tau,
+                                .resolution = o.resolution,
+                                .metric = task.metric(),
+                                .threads = o.threads,
+                                .seed = o.seed,
+                                .targets = o.targets};
+  if (!o.quiet)
+    log << "linear probe: " << o.probe_epochs << " epochs on " << o.shots << " shots per class, loss "
+        << losses.front() << " -> " << losses.back() << "\nextracting ratios (" << o.extractor << ", tau " << o.tau
+        << ") ..." << std::flush;
+  if (o.extractor == "snip") {
+    result.report = extract_ratios(Snip{}, model, shots, config);
+  } else if (o.extractor == "imp") {
+    result.report = extract_ratios(Imp{}, model, shots, config);
+  } else {
+    result.report = extract_ratios(Svd{}, model, shots, config);
+  }
+  result.extraction_seconds = result.report.seconds;
+  io::save_ratios(o.output / "ratios.json", result.report);
+  if (!o.quiet)
+    log << " done in " << std::setprecision(3) << result.extraction_seconds << " s (few-shot "
+        << metrics::metric_name(task.metric()) << " M0 = " << result.report.reference_metric << ")\n";
+  return result;
+}
+}  // namespace detail
+
+/// The run's ratios (see RatioSource), or nullopt when the method needs none.
+template <Backend B, class Task>
+std::optional<RatioSource> obtain_ratios(const RunOptions& o, Task& task, std::ostream& log) {
+  if (!needs_ratios(o)) return std::nullopt;
+  auto model = task.template load_model<Lora<B>>();
+  const std::vector<std::string> targets = matched_sites(model, o.targets);
+  RatioSource source;
+  if (!o.ratios_file.empty()) {
+    source.report = io::load_ratios(o.ratios_file, model.site_names());
+    source.origin = o.ratios_file.string();
+  } else if (o.ratio) {
+    source.origin = "--ratio";
+    source.report.extractor = "uniform";
+    source.report.seed = o.seed;
+    for (const auto& name : targets) {
+      SiteRatio site;
+      site.name = name;
+      site.out_features = model.site(name).out_features();
+      site.in_features = model.site(name).in_features();
+      site.ratio = *o.ratio;
+      site.outcome = SearchOutcome::Found;
+      source.report.sites.push_back(std::move(site));
+    }
+  } else {
+    source = detail::extract<B>(o, task, model, log);
+  }
+  std::vector<SiteRatio> kept;
+  for (const auto& name : targets) kept.push_back(source.report.site(name));  // ValueError naming a missing site
+  source.report.sites = std::move(kept);
+  return source;
+}
+
+/// The masks of --mask on top of the ratios (METHOD.md §3).
+inline MaskPlan plan_for(const RunOptions& o, const RatioReport& report) {
+  const bool scored = std::all_of(report.sites.begin(), report.sites.end(),
+                                  [](const SiteRatio& s) { return !s.row_scores.empty() && !s.col_scores.empty(); });
+  check<ValueError>(scored || o.mask == "partial" || o.mask == "uniform", "--mask ", o.mask,
+                    " chooses rows and columns by their scores, which --ratio does not give; extract the ratios "
+                    "or pass --ratios");
+  if (o.mask == "targeted") return plan_masks(report, TargetedMask{}, o.seed);
+  if (o.mask == "stochastic") return plan_masks(report, StochasticTargetedMask{}, o.seed);
+  if (o.mask == "uniform") return plan_masks(report, PartialMask{}, o.seed, uniform_ratios(report.ratios()));
+  return plan_masks(report, PartialMask{}, o.seed);
+}
+
+/// Trainable scalars of Partial-LoRA at `rank` under `plan`: r (|R| + |C|) per site.
+inline Index partial_lora_parameters(const MaskPlan& plan, Index rank) {
+  Index total = 0;
+  for (const auto& [name, planned] : plan)
+    total += rank * static_cast<Index>(planned.mask.rows.size() + planned.mask.cols.size());
+  return total;
+}
+
+/// Progress on the console: the trainer's ProgressBar, and each evaluation's
+/// metric appended to the bar's line (which it then ends).
+class ConsoleProgress {
+ public:
+  ConsoleProgress(std::ostream& out, bool quiet) : out_(&out), bar_(out), quiet_(quiet) {}
+  void on_train_begin(TrainContext& ctx) {
+    if (!quiet_) bar_.on_train_begin(ctx);
+  }
+  void on_step_end(TrainContext& ctx, float loss, Index step) {
+    if (!quiet_) bar_.on_step_end(ctx, loss, step);
+  }
+  void on_evaluate(TrainContext&, const Metrics& metrics) {
+    if (quiet_) return;
+    for (const auto& [name, value] : metrics) *out_ << "  " << name << ' ' << std::fixed << std::setprecision(4) << value;
+    *out_ << '\n' << std::flush;
+    out_->unsetf(std::ios::floatfield);
+  }
+
+ private:
+  std::ostream* out_;
+  ProgressBar bar_;
+  bool quiet_;
+};
+
+/// AdaLoRA's training hooks (REFERENCE.md §4): the orthogonality regulariser
+/// before each optimizer step and the rank allocator after it. A no-op
+/// without AdaLoRA adapters.
+template <Backend B>
+class AdaLoraHooks {
+ public:
+  AdaLoraHooks(std::vector<AdaLora<B>*> adapters, const AdaLoraConfig& config)
+      : adapters_(std::move(adapters)), orth_reg_weight_(config.orth_reg_weight) {
+    if (!adapters_.empty()) allocator_.emplace(adapters_, config);
+  }
+  void on_gradients(TrainContext& ctx) {
+    if (allocator_) ctx.loss += static_cast<float>(adalora_orthogonal_regularization(adapters_, orth_reg_weight_));
+  }
+  /// PEFT calls update_and_allocate(global_step) with the 0-based index of the step just taken.
+  void on_step_end(TrainContext&, float, Index step) {
+    if (allocator_) allocator_->update_and_mask(step - 1);
+  }
+  [[nodiscard]] const RankAllocator<B>* allocator() const { return allocator_ ? &*allocator_ : nullptr; }
+
+ private:
+  std::vector<AdaLora<B>*> adapters_;
+  float orth_reg_weight_;
+  std::optional<RankAllocator<B>> allocator_;
+};
+
+/// The AdaLoRA factors inside the attached adapters (Partial-AdaLoRA: the compact ones).
+template <Backend B, class A, class Model>
+std::vector<AdaLora<B>*> adalora_factors(Model& model, const std::vector<std::string>& sites) {
+  std::vector<AdaLora<B>*> out;
+  for (const auto& name : sites) {
+    if constexpr (std::same_as<A, AdaLora<B>>) out.push_back(&model.site(name).adapter());
+    if constexpr (std::same_as<A, PartialAdaLora<B>>) out.push_back(&model.site(name).adapter().inner());
+  }
+  return out;
+}
+
+/// The adapter settings of the run (AdaLoRA's schedule needs the total number of steps).
+inline AdapterSettings adapter_settings(const RunOptions& o, Index total_steps, const MaskPlan* plan,
+                                        double density) {
+  AdapterSettings s;
+  s.lora = LoraConfig{.rank = o.rank, .alpha = o.alpha};
+  s.adalora.init_r = o.rank;
+  s.adalora.target_r = o.target_rank > 0 ? o.target_rank : std::max<Index>(1, 2 * o.rank / 3);
+  s.adalora.alpha = o.alpha;
+  // PEFT needs tinit < total_step - tfinal: warm-up at full budget for 10% of the
+  // steps, fix the final pattern for the last 20%.
+  s.adalora.tinit = total_steps / 10;
+  s.adalora.tfinal = total_steps / 5;
+  s.adalora.total_step = total_steps;
+  s.random_masking.density = density;
+  s.plan = plan;
+  s.seed = o.seed;
+  return s;
+}
+
+/// Fine-tunes a fresh model of `task` with adapter type A and writes every
+/// output of the run into o.output. Returns the report.
+template <Backend B, Adapter A, class Task>
+nlohmann::ordered_json fine_tune(const RunOptions& o, Task& task, const std::optional<RatioSource>& ratios,
+                                 nlohmann::ordered_json report, Clock::time_point start, std::ostream& log) {
+  using Traits = AdapterTraits<A>;
+  const auto& train = task.train();
+  const TrainerConfig trainer_config{.epochs = o.epochs, .log_every = train.batches_per_epoch(), .seed = o.seed};
+  const Index total_steps = planned_steps(trainer_config, train.batches_per_epoch());
+
+  std::optional<MaskPlan> plan;
+  if (ratios) plan = plan_for(o, ratios->report);
+  auto model = task.template load_model<A>();
+  const std::vector<std::string> sites = matched_sites(model, o.targets);
+  Index dense_lora = 0, full = 0;
+  for (const auto& name : sites) {
+    const auto& site = model.site(name);
+    dense_lora += o.rank * (site.in_features() + site.out_features());
+    full += site.in_features() * site.out_features();
+  }
+  const double density = o.density ? *o.density
+                         : plan    ? std::clamp(static_cast<double>(partial_lora_parameters(*plan, o.rank)) /
+                                                    static_cast<double>(full),
+                                                1e-9, 1.0)
+                                   : 1.0;
+  const AdapterSettings settings = adapter_settings(o, total_steps, plan ? &*plan : nullptr, density);
+  attach_adapters(model, o.targets, [&](const std::string& name, Index out, Index in) {
+    return Traits::make(settings, name, out, in);
+  });
+  const TrainableCount count = trainable_count(model);
+  if (!o.quiet)
+    log << Traits::name << " on " << sites.size() << " sites: " << count.adapters << " adapter + " << count.head
+        << " head parameters trainable (dense LoRA r=" << o.rank << ": " << dense_lora << ")\n";
+
+  // ---- training -----------------------------------------------------------
+  AdamW<B> optimizer(AdamWConfig{.lr = o.lr, .weight_decay = o.weight_decay, .no_decay = {"bias"}});
+  const auto warmup_steps = static_cast<Index>(o.warmup * static_cast<double>(total_steps));
+  Trainer trainer(model, optimizer, trainer_config, LinearWarmupDecay(warmup_steps, total_steps));
+  std::vector<typename Task::Source::Batch> test_batches;
+  for (Index i = 0; i < task.test().batches_per_epoch(); ++i) test_batches.push_back(task.test().batch(0, i));
+  const std::string metric = metrics::metric_name(task.metric());
+  PeriodicEvaluation evaluation(
+      [&] {
+        return Metrics{{metric, evaluate_metric(model, std::span<const typename Task::Source::Batch>(test_batches),
+                                                task.metric())}};
+      },
+      0, true);
+  AdaLoraHooks<B> adalora(adalora_factors<B, A>(model, sites), settings.adalora);
+  ConsoleProgress progress(log, o.quiet);
+  const auto train_start = Clock::now();
+  const TrainResult result = trainer.fit(train, progress, evaluation, adalora);
+  const double train_seconds = seconds_since(train_start);
+  check<ValueError>(!result.evaluations.empty(), "training ended before its first evaluation");
+  const double final_metric = result.evaluations.back().metrics.at(metric);
+  double best_metric = final_metric;
+  for (const auto& e : result.evaluations) best_metric = std::max(best_metric, e.metrics.at(metric));
+
+  // ---- adapter + head in PEFT's layout -------------------------------------
+  io::SafetensorsWriter writer;
+  writer.set_metadata("format", "pt");
+  for (const auto& name : sites) Traits::add_tensors(writer, "base_model.model." + name, model.site(name).adapter());
+  const std::vector<std::string> heads = task.head_prefixes();
+  for (const auto& p : model.parameters())
+    if (std::any_of(heads.begin(), heads.end(), [&](const std::string& h) { return p.name.starts_with(h); }))
+      writer.add("base_model.model." + p.name, to_host<B>(p.value));
+  writer.write(o.output / "adapter_model.safetensors");
+  nlohmann::ordered_json sidecar = Traits::config(settings, o.targets);
+  sidecar["modules_to_save"] = heads;
+  sidecar["base_model_name_or_path"] = task.checkpoint();
+  sidecar["plora_method"] = Traits::name;
+  write_json(o.output / "adapter_config.json", sidecar);
+
+  // ---- report.json ---------------------------------------------------------
+  nlohmann::ordered_json site_rows = nlohmann::ordered_json::array();
+  std::map<std::string, double> used_ratios;
+  for (const auto& name : sites) {
+    const auto& site = model.site(name);
+    nlohmann::ordered_json row{{"name", name},
+                               {"out_features", site.out_features()},
+                               {"in_features", site.in_features()},
+                               {"trainable", site.adapter().trainable_count()}};
+    if (plan) {
+      const PlannedMask& planned = plan->at(name);
+      used_ratios[name] = planned.ratio;
+      row["ratio"] = planned.ratio;
+      row["extracted_ratio"] = ratios->report.site(name).ratio;
+      if constexpr (requires { site.adapter().kept_rows(); }) {
+        row["kept_rows"] = site.adapter().kept_rows().size();
+        row["kept_cols"] = site.adapter().kept_cols().size();
+        row["rows"] = site.adapter().kept_rows();
+        row["cols"] = site.adapter().kept_cols();
+      }
+    }
+    if constexpr (requires { site.adapter().mask(); }) row["density"] = density;
+    site_rows.push_back(std::move(row));
+  }
+  nlohmann::ordered_json history = nlohmann::ordered_json::array();
+  for (std::size_t i = 0; i < result.evaluations.size(); ++i) {
+    nlohmann::ordered_json entry{{"epoch", result.evaluations[i].epoch + 1}};
+    if (i < result.log.size()) entry["train_loss"] = result.log[i].loss;
+    entry[metric] = result.evaluations[i].metrics.at(metric);
+    history.push_back(std::move(entry));
+  }
+  report["method"] = Traits::name;
+  report["metric"] = metric;
+  report[metric] = final_metric;
+  report["best_" + metric] = best_metric;
+  report["trainable_params"] = {{"adapters", count.adapters}, {"head", count.head}, {"total", count.total()}};
+  report["dense_lora_params"] = dense_lora;
+  report["total_params"] = task.base_parameters() + count.adapters;
+  report["train_seconds"] = train_seconds;
+  if (ratios) {
+    report["ratios"] = {{"origin", ratios->origin},
+                        {"extractor", ratios->report.extractor},
+                        {"mask", o.mask},
+                        {"reference_metric", ratios->report.reference_metric},
+                        {"probe_seconds", ratios->probe_seconds},
+                        {"extraction_seconds", ratios->extraction_seconds}};
+    if (!is_partial(o.adapter)) report["ratios"]["matched_density"] = density;
+  }
+  if (const auto* allocator = adalora.allocator()) report["adalora_final_budget"] = allocator->target_budget();
+  report["history"] = std::move(history);
+  report["sites"] = std::move(site_rows);
+  report["wall_seconds"] = seconds_since(start);
+  report["peak_rss_mib"] = peak_rss_mib();
+  write_json(o.output / "report.json", report);
+
+  // ---- pictures --------------------------------------------------------------
+  if (plan) {
+    std::ostringstream title;
+    title << "Sparsity ratio per site (" << ratios->report.extractor << ", mask " << o.mask << ")";
+    io::write_file_atomically(o.output / "ratios.svg", ratio_heatmap_svg(title.str(), used_ratios));
+  }
+  const Index adalora_r = settings.adalora.init_r;
+  std::vector<std::string> labels{"full (" + std::to_string(sites.size()) + " weights)",
+                                  "lora r=" + std::to_string(o.rank), "adalora r=" + std::to_string(adalora_r)};
+  std::vector<double> values{static_cast<double>(full), static_cast<double>(dense_lora),
+                             static_cast<double>(dense_lora + adalora_r * static_cast<Index>(sites.size()))};
+  const std::vector<std::string_view> listed{"full", "lora", "adalora"};
+  const auto at = std::find(listed.begin(), listed.end(), Traits::name);
+  if (at == listed.end()) {
+    labels.push_back(std::string(Traits::name) + " (this run)");
+    values.push_back(static_cast<double>(count.adapters));
+  } else {
+    labels[static_cast<std::size_t>(at - listed.begin())] += " (this run)";
+  }
+  io::write_file_atomically(o.output / "params.svg",
+                            bar_chart_svg("Trainable adapter parameters (targets: " + std::to_string(sites.size()) +
+                                              " weights; head excluded)",
+                                          labels, values, "params"));
+  return report;
+}
+
+/// Runs the whole pipeline for `task` and prints a summary to `log`.
+template <Backend B, class Task>
+nlohmann::ordered_json run_pipeline(const RunOptions& o, Task& task, nlohmann::ordered_json report,
+                                    Clock::time_point start, std::ostream& log) {
+  validate(o);
+  std::filesystem::create_directories(o.output);
+  const std::optional<RatioSource> ratios = obtain_ratios<B>(o, task, log);
+  nlohmann::ordered_json config{{"adapter", o.adapter},       {"rank", o.rank},
+                                {"alpha", o.alpha},           {"targets", o.targets},
+                                {"ratio", nullptr},           {"ratios_file", o.ratios_file.string()},
+                                {"ratio_extractor", o.extractor}, {"tau", o.tau},
+                                {"resolution", o.resolution}, {"shots", o.shots},
+                                {"mask", o.mask},             {"density", nullptr},
+                                {"epochs", o.epochs},         {"lr", o.lr},
+                                {"batch", o.batch},           {"warmup", o.warmup},
+                                {"weight_decay", o.weight_decay}, {"seed", o.seed},
+                                {"threads", o.threads}};
+  if (o.ratio) config["ratio"] = *o.ratio;
+  if (o.density) config["density"] = *o.density;
+  report["task"] = task.describe();
+  report["config"] = std::move(config);
+  report = with_adapter_type<B>(o.adapter, [&]<class A>() {
+    return fine_tune<B, A>(o, task, ratios, std::move(report), start, log);
+  });
+  const std::string metric = report["metric"];
+  log << report["method"].get<std::string>() << ": " << metric << ' ' << std::fixed << std::setprecision(4)
+      << report[metric].get<double>() << ", trainable " << report["trainable_params"]["adapters"].get<Index>()
+      << " adapter + " << report["trainable_params"]["head"].get<Index>() << " head parameters, "
+      << std::setprecision(1) << report["wall_seconds"].get<double>() << " s, peak RSS "
+      << report["peak_rss_mib"].get<double>() << " MiB\n";
+  log.unsetf(std::ios::floatfield);
+  log << "report: " << (o.output / "report.json").string() << '\n';
+  return report;
+}
+
+}  // namespace plora::runner

@@ -1,0 +1,109 @@
+#pragma once
+// The ViT runner's Task (common/pipeline.hpp): a Hugging Face ViT checkpoint
+// directory and an image dataset already split into train and test.
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "plora/io/datasets.hpp"
+#include "plora/io/safetensors.hpp"
+#include "plora/io/vit_checkpoint.hpp"
+#include "plora/models/vit.hpp"
+#include "plora/train/metrics.hpp"
+
+namespace plora::runner {
+
+/// @tparam B  backend the models run on
+template <Backend B>
+class VitTask {
+ public:
+  template <Adapter A>
+  using Model = Vit<B, A>;
+  using Source = io::ImageBatches;
+
+  /// @param config     the checkpoint's config with num_labels = the dataset's classes
+  /// @param keep_head  reuse the checkpoint's classifier when it has num_labels rows;
+  ///                   otherwise every model gets a new N(0, 0.02) head drawn from `seed`
+  /// @param data       describes the dataset in the report
+  VitTask(std::filesystem::path checkpoint, ViTConfig config, io::ImageDataset train, io::ImageDataset test,
+          Index batch, std::uint64_t seed, bool keep_head, nlohmann::ordered_json data)
+      : checkpoint_(std::move(checkpoint)),
+        weights_(io::SafetensorsFile::open(plora::detail::vit_weights_file(checkpoint_))),
+        config_(std::move(config)), train_data_(std::move(train)), test_data_(std::move(test)), batch_(batch),
+        seed_(seed), keep_head_(keep_head), data_(std::move(data)),
+        train_(train_data_, batch, seed, io::ImageBatches::Order::Shuffled),
+        test_(test_data_, batch, seed, io::ImageBatches::Order::Sequential) {}
+  VitTask(const VitTask&) = delete;  // the batch sources point into the datasets
+  VitTask& operator=(const VitTask&) = delete;
+
+  template <Adapter A>
+  Vit<B, A> load_model() {
+    // vit_weight_source keeps the file's head only when it has `labels` rows; 0 never matches.
+    const Index labels = keep_head_ ? config_.num_labels : 0;
+    const WeightSource file = vit_weight_source(weights_, labels, seed_);
+    base_parameters_ = 0;
+    return Vit<B, A>(config_, [&](const std::string& key, Index rows, Index cols) {
+      base_parameters_ += rows * cols;
+      return file(key, rows, cols);
+    });
+  }
+
+  [[nodiscard]] const Source& train() const { return train_; }
+  [[nodiscard]] const Source& test() const { return test_; }
+  /// k training examples per class (seeded), rebuilt when (k, seed) changes.
+  const Source& few_shot(Index per_class, std::uint64_t seed) {
+    if (!few_shot_ || few_shot_key_ != std::pair{per_class, seed}) {
+      few_shot_.reset();
+      few_shot_data_ = io::few_shot(train_data_, per_class, seed);
+      few_shot_.emplace(few_shot_data_, batch_, seed, io::ImageBatches::Order::Shuffled);
+      few_shot_key_ = {per_class, seed};
+    }
+    return *few_shot_;
+  }
+  [[nodiscard]] metrics::Metric metric() const { return metrics::Metric::Accuracy; }
+  [[nodiscard]] std::vector<std::string> head_prefixes() const { return {"classifier"}; }
+  [[nodiscard]] Index base_parameters() const { return base_parameters_; }
+  [[nodiscard]] std::string checkpoint() const { return checkpoint_.string(); }
+
+  [[nodiscard]] nlohmann::ordered_json describe() const {
+    const ViTConfig& c = config_;
+    nlohmann::ordered_json data = data_;
+    data["train_examples"] = train_data_.size();
+    data["test_examples"] = test_data_.size();
+    data["classes"] = train_data_.class_names;
+    return {{"checkpoint", checkpoint_.string()},
+            {"model",
+             {{"type", "vit"},
+              {"hidden_size", c.hidden_size},
+              {"num_hidden_layers", c.num_hidden_layers},
+              {"num_attention_heads", c.num_attention_heads},
+              {"intermediate_size", c.intermediate_size},
+              {"image_size", c.image_size},
+              {"patch_size", c.patch_size},
+              {"num_channels", c.num_channels},
+              {"num_labels", c.num_labels},
+              {"head", keep_head_ ? "checkpoint's when it fits, else new" : "new"}}},
+            {"dataset", std::move(data)}};
+  }
+
+ private:
+  std::filesystem::path checkpoint_;
+  io::SafetensorsFile weights_;
+  ViTConfig config_;
+  io::ImageDataset train_data_, test_data_, few_shot_data_;
+  Index batch_;
+  std::uint64_t seed_;
+  bool keep_head_;
+  nlohmann::ordered_json data_;
+  Source train_, test_;
+  std::optional<Source> few_shot_;
+  std::pair<Index, std::uint64_t> few_shot_key_{};
+  Index base_parameters_ = 0;
+};
+
+}  // namespace plora::runner
