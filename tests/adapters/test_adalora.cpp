@@ -289,7 +289,8 @@ TEST_CASE("RankAllocator on Partial<AdaLora>: triplet means over kept entries on
   PartialAdaLora<cpu> partial(3, 3, {c, {0, 2}, {1}}, RandomStream(4, 5));
   AdaLora<cpu>& inner = partial.inner();
   for (auto& p : inner.parameters()) cpu::fill(p.value, 1.0f);
-  // I_A = [[2], [1]] -> means over 1 kept column: 4, 1; I_B = [[1, 0], [1, 2]] -> means over 2 kept rows: 1, 2; E grads 0.
+  // I_A = [[2], [1]] -> means of I^2 over the 1 kept column: 4, 1;
+  // I_B = [[1, 0], [1, 2]] -> means over the 2 kept rows: 1, 2; E grads 0.
   // Scores (x 1/8): 5/8 and 3/8. Budget at step 5: int(1 * 0.125 + 1) = 1 -> mask one triplet (the second).
   set(param(inner, "lora_A").grad, {2, 1});
   set(param(inner, "lora_E").grad, {0, 0});
@@ -304,7 +305,8 @@ TEST_CASE("RankAllocator on Partial<AdaLora>: triplet means over kept entries on
 
 TEST_CASE("AdaLora and RankAllocator reject bad configs with messages naming them") {
   const RandomStream init(1, 2);
-  CHECK_THROWS_WITH_AS(AdaLora<cpu>(kOut, kIn, config(0), init), doctest::Contains("init_r = 0 is outside [1, min(out, in)] = [1, 6]"), ValueError);
+  CHECK_THROWS_WITH_AS(AdaLora<cpu>(kOut, kIn, config(0), init),
+                       doctest::Contains("init_r = 0 is outside [1, min(out, in)] = [1, 6]"), ValueError);
   CHECK_THROWS_WITH_AS(AdaLora<cpu>(kOut, kIn, config(7), init), doctest::Contains("init_r = 7"), ValueError);
   CHECK_THROWS_WITH_AS(AdaLora<cpu>(kOut, kIn, config(3, 8.0f, 1.5f), init), doctest::Contains("dropout = 1.5"),
                        ValueError);

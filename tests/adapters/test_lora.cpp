@@ -175,7 +175,8 @@ TEST_CASE("Lora Saved buffers are reused when shapes repeat or shrink") {
 
 TEST_CASE("Lora rejects bad configs and shapes with messages naming them") {
   const RandomStream init(1, 2);
-  CHECK_THROWS_WITH_AS(Lora<cpu>(kOut, kIn, config(0), init), doctest::Contains("rank = 0 is outside [1, min(out, in)] = [1, 6]"), ValueError);
+  CHECK_THROWS_WITH_AS(Lora<cpu>(kOut, kIn, config(0), init),
+                       doctest::Contains("rank = 0 is outside [1, min(out, in)] = [1, 6]"), ValueError);
   CHECK_THROWS_WITH_AS(Lora<cpu>(kOut, kIn, config(7), init), doctest::Contains("rank = 7 is outside"), ValueError);
   CHECK_THROWS_WITH_AS(Lora<cpu>(kOut, kIn, config(3, 0.0f), init), doctest::Contains("alpha = 0"), ValueError);
   CHECK_THROWS_WITH_AS(Lora<cpu>(kOut, kIn, config(3, 6.0f, 1.0f), init),

@@ -113,7 +113,9 @@ void check_partial_equals_masked_dense(const typename Dense::Config& config) {
       if (!contains(kRows, r) || !contains(kCols, c)) CHECK(padded(r, c) == 0.0f);
 }
 
-LoraConfig lora_config(float dropout = 0.0f) { return {.rank = 3, .alpha = 6.0f, .use_rslora = false, .dropout = dropout}; }
+LoraConfig lora_config(float dropout = 0.0f) {
+  return {.rank = 3, .alpha = 6.0f, .use_rslora = false, .dropout = dropout};
+}
 AdaLoraConfig adalora_config() {
   AdaLoraConfig c;
   c.init_r = 3;

@@ -3,6 +3,7 @@
 // disentangled attention against finite differences, and bad inputs.
 #include <doctest/doctest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -11,6 +12,7 @@
 #include "plora/adapters/lora.hpp"
 #include "plora/backend/cpu/cpu.hpp"
 #include "plora/io/deberta_checkpoint.hpp"
+#include "plora/io/hf_config.hpp"
 #include "plora/models/concepts.hpp"
 #include "plora/models/deberta_v2.hpp"
 #include "plora/models/sites.hpp"
@@ -33,30 +35,6 @@ nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);
   REQUIRE(in.good());
   return nlohmann::json::parse(in);
-}
-
-// The fixture's config.json fields (what io/hf_config.hpp parses for runners).
-DebertaV2Config fixture_config(const nlohmann::json& j) {
-  DebertaV2Config c;
-  c.vocab_size = j["vocab_size"];
-  c.hidden_size = j["hidden_size"];
-  c.num_hidden_layers = j["num_hidden_layers"];
-  c.num_attention_heads = j["num_attention_heads"];
-  c.intermediate_size = j["intermediate_size"];
-  c.max_position_embeddings = j["max_position_embeddings"];
-  c.type_vocab_size = j["type_vocab_size"];
-  c.layer_norm_eps = j["layer_norm_eps"];
-  c.relative_attention = j["relative_attention"];
-  c.max_relative_positions = j["max_relative_positions"];
-  c.position_buckets = j["position_buckets"];
-  c.share_att_key = j["share_att_key"];
-  c.pos_att_type = j["pos_att_type"].get<std::vector<std::string>>();
-  c.norm_rel_ebd = j["norm_rel_ebd"];
-  c.position_biased_input = j["position_biased_input"];
-  c.embedding_size = j.value("embedding_size", Index{-1});
-  c.pooler_hidden_size = j["pooler_hidden_size"];
-  c.num_labels = static_cast<Index>(j["id2label"].size());
-  return c;
 }
 
 std::vector<std::int32_t> ints(const io::SafetensorsFile& f, const std::string& name) {
@@ -94,7 +72,7 @@ struct Fixture {
   DebertaV2Config config;
   io::SafetensorsFile file;
   explicit Fixture(const std::string& n)
-      : name(n), json(read_json(kData + "/deberta_" + n + ".json")), config(fixture_config(json)),
+      : name(n), json(read_json(kData + "/deberta_" + n + ".json")), config(io::parse_deberta_v2_config(json, "deberta_" + n + ".json")),
         file(io::SafetensorsFile::open(kData + "/deberta_" + n + ".safetensors")) {}
   [[nodiscard]] std::string path() const { return kData + "/deberta_" + name + ".safetensors"; }
 };
@@ -143,6 +121,22 @@ TEST_CASE("DeBERTa-v2 forward equals transformers: logits and per-layer hidden s
             1e-4);
     }
   }
+}
+
+TEST_CASE("a checkpoint directory (config.json + model.safetensors) loads the same model") {
+  const Fixture fx("rel");
+  const auto dir = std::filesystem::temp_directory_path() / "plora_test_deberta_checkpoint";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(kData + "/deberta_rel.json", dir / "config.json");
+  std::filesystem::copy_file(fx.path(), dir / "model.safetensors");
+  Deberta model = load_deberta_v2<cpu, Lora<cpu>>(dir);
+  CHECK(model.config().position_buckets == 8);
+  const TokenBatch batch = fixture_batch(fx.file, false);
+  CHECK(max_abs_diff(to_host<cpu>(model.forward(batch)).view(), fx.file.load("ref.logits").view()) <= 1e-4);
+  CHECK(model.site_names().size() == 2 * 6);
+  CHECK(model.site_names().front() == "deberta.encoder.layer.0.attention.self.query_proj");
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("DeBERTa-v2 + LoRA: loss, logits, LoRA and head gradients equal PEFT's") {

@@ -157,6 +157,12 @@ TEST_CASE("SNIP scores are |W ⊙ dL/dW| with dL/dW matching finite differences"
   }
   // The head's gradients were zeroed afterwards.
   for (auto& p : model.parameters()) CHECK(plora::test::max_abs(p.grad) == 0.0);
+
+  // A zero head passes no gradient back: the scores would be meaningless.
+  TinyModel blind({{"layer.0.query", random_matrix(8, 6, 11)}}, HostMatrix(3, 8), random_matrix(1, 3, 14));
+  CHECK_THROWS_WITH_AS(snip_scores(blind, "layer.0.query", std::span<const ImageBatch>(shots.batches)),
+                       doctest::Contains("all zero"), ValueError);
+  CHECK_FALSE(blind.site("layer.0.query").weight_grad().has_value());
 }
 
 TEST_CASE("SNIP extraction keeps the top-scored entries and finds a minimal ratio") {

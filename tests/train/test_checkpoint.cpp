@@ -80,7 +80,7 @@ TEST_CASE("N steps equal k steps + checkpoint + fresh objects + N - k steps, bit
   // on to step 7) and k = 8 (an epoch boundary, saved after fit returns).
   for (const Index k : {Index{6}, Index{8}}) {
     CAPTURE(k);
-    const auto path = dir / ("k" + std::to_string(k) + ".safetensors");
+    const auto path = dir / plora::detail::concat("k", k, ".safetensors");
     {
       Run first(k == 6 ? 7 : k);
       Checkpointing checkpointing(first.trainer, path, 6);

@@ -5,12 +5,14 @@
 // the model does not use (lm_predictions.*, mask_predictions.*) are ignored;
 // pooler and classifier are initialised randomly when absent (deberta-v3-base
 // ships neither). The config comes from config.json (io/hf_config.hpp).
+// A loaded model's site names match PEFT's target_modules paths (deberta.encoder.layer.<i>....).
 #include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
 
 #include "plora/core/error.hpp"
+#include "plora/io/hf_config.hpp"
 #include "plora/io/safetensors.hpp"
 #include "plora/models/deberta_v2.hpp"
 
@@ -39,6 +41,12 @@ DebertaV2<B, A> load_deberta_v2(const std::filesystem::path& path, const Deberta
   } catch (const IoError& e) {
     throw IoError(detail::concat("'", file.string(), "': ", e.what()));
   }
+}
+
+/// A checkpoint directory with config.json and model.safetensors.
+template <Backend B, Adapter A>
+DebertaV2<B, A> load_deberta_v2(const std::filesystem::path& directory, std::uint64_t seed = 0) {
+  return load_deberta_v2<B, A>(directory, io::load_deberta_v2_config(directory / "config.json"), seed);
 }
 
 }  // namespace plora

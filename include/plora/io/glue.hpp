@@ -9,7 +9,6 @@
 // order of the HF `glue` dataset (MNLI: entailment, neutral, contradiction).
 // Only labelled splits (train / dev) are supported.
 #include <algorithm>
-#include <array>
 #include <cctype>
 #include <cstdint>
 #include <filesystem>

@@ -70,9 +70,9 @@ class DebertaV2Layer {
         attention_norm_(std::move(attention_norm)), mlp_(std::move(mlp)), output_norm_(std::move(output_norm)) {}
 
   /// Whether the layer has the site with this suffix.
-  [[nodiscard]] bool has_site(std::string_view suffix) {
-    if (suffix == kSites[6]) return attention_.pos_key().has_value();
-    if (suffix == kSites[7]) return attention_.pos_query().has_value();
+  [[nodiscard]] bool has_site(std::string_view suffix) const {
+    if (suffix == kSites[6]) return attention_.has_pos_key();
+    if (suffix == kSites[7]) return attention_.has_pos_query();
     return std::find(kSites.begin(), kSites.begin() + 6, suffix) != kSites.begin() + 6;
   }
   [[nodiscard]] Site& site(std::string_view suffix) {
@@ -320,7 +320,7 @@ class DebertaV2 {
     std::vector<std::string> names;
     for (std::size_t l = 0; l < layers_.size(); ++l)
       for (const auto suffix : DebertaV2Layer<B, A>::kSites)
-        if (const_cast<DebertaV2Layer<B, A>&>(layers_[l]).has_site(suffix))
+        if (layers_[l].has_site(suffix))
           names.push_back(std::string(kLayerPrefix) + std::to_string(l) + "." + std::string(suffix));
     return names;
   }
@@ -375,8 +375,6 @@ class DebertaV2 {
     for (const auto& t : c.pos_att_type)
       check<ValueError>(t == "c2p" || t == "p2c", "DeBERTa config: pos_att_type '", t,
                         "' not supported (only c2p and p2c)");
-    check<ValueError>(c.norm_rel_ebd == "layer_norm" || c.norm_rel_ebd == "none" || c.norm_rel_ebd.empty(),
-                      "DeBERTa config: norm_rel_ebd '", c.norm_rel_ebd, "' not supported (layer_norm or none)");
     check<ValueError>(c.problem_type.empty() || c.problem_type == "single_label_classification" ||
                           (c.problem_type == "regression" && c.num_labels == 1),
                       "DeBERTa config: problem_type '", c.problem_type, "' with num_labels ", c.num_labels,
@@ -388,7 +386,8 @@ class DebertaV2 {
   [[nodiscard]] Index embedding_size() const {
     return config_.embedding_size < 1 ? config_.hidden_size : config_.embedding_size;
   }
-  [[nodiscard]] bool normalise_rel() const { return config_.norm_rel_ebd == "layer_norm"; }
+  /// transformers splits norm_rel_ebd on '|' and looks for "layer_norm".
+  [[nodiscard]] bool normalise_rel() const { return config_.norm_rel_ebd.find("layer_norm") != std::string::npos; }
   [[nodiscard]] DisentangledOptions attention_options() const {
     DisentangledOptions o;
     o.heads = config_.num_attention_heads;

@@ -99,6 +99,8 @@ class DisentangledSelfAttention {
   [[nodiscard]] Site& value() { return value_; }
   [[nodiscard]] std::optional<Site>& pos_key() { return pos_key_; }
   [[nodiscard]] std::optional<Site>& pos_query() { return pos_query_; }
+  [[nodiscard]] bool has_pos_key() const { return pos_key_.has_value(); }
+  [[nodiscard]] bool has_pos_query() const { return pos_query_.has_value(); }
   [[nodiscard]] const DisentangledOptions& options() const { return options_; }
   [[nodiscard]] Index head_dim() const { return query_.out_features() / options_.heads; }
 

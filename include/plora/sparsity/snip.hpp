@@ -21,6 +21,8 @@ namespace plora {
 /// |W ⊙ dL/dW| of site `site_name` (out x in), dL/dW summed over the batches of
 /// `shots` (each batch's mean loss), in eval mode. The site's dL/dW is switched
 /// off again and the model's parameter gradients are zeroed before returning.
+/// Throws ValueError if dL/dW is all zero: the backward pass never reached the
+/// site, and every ranking of the entries would be arbitrary.
 template <Model M>
 HostMatrix snip_scores(M& model, const std::string& site_name, std::span<const typename M::Batch> shots) {
   using B = typename M::BackendType;
@@ -36,6 +38,9 @@ HostMatrix snip_scores(M& model, const std::string& site_name, std::span<const t
   }
   model.zero_grad();
   const HostMatrix grad = to_host<B>(site.weight_grad()->view());
+  check<ValueError>(B::sum_squares(site.weight_grad()->view()) > 0.0, site_name,
+                    ": dL/dW is all zero on the few-shot set; SNIP needs the model's backward pass to reach this "
+                    "site (with enable_weight_grad) and a head that passes gradient");
   HostMatrix scores = to_host<B>(site.weight());
   for (std::size_t i = 0; i < scores.values().size(); ++i)
     scores.values()[i] = std::abs(scores.values()[i] * grad.values()[i]);
