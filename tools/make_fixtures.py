@@ -146,6 +146,7 @@ def lora_targets(model):
 
 def make(name, out_dir):
     spec = CONFIGS[name]
+    torch.manual_seed(spec["seed"])  # PEFT draws lora_A from the global generator
     generator = torch.Generator().manual_seed(spec["seed"])
     config = ViTConfig(**spec["config"])
     config._attn_implementation = "eager"

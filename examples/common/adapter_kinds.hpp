@@ -135,8 +135,8 @@ struct AdapterTraits<Partial<Inner>> {
   static void add_tensors(io::SafetensorsWriter& writer, const std::string& prefix, const Partial<Inner>& a) {
     using B = typename Inner::BackendType;
     const Inner& c = a.inner();
-    const bool ada = name == std::string_view("partial-adalora");
-    const std::string suffix = ada ? "" : ".weight";
+    // PEFT saves LoRA factors as ".lora_A.weight", AdaLoRA's as ".lora_A".
+    const std::string suffix = requires { c.lora_E(); } ? "" : ".weight";
     writer.add(prefix + ".lora_A" + suffix, detail::padded_cols<B>(c.lora_A(), a.kept_cols(), a.in_features()));
     if constexpr (requires { c.lora_E(); }) writer.add(prefix + ".lora_E", to_host<B>(c.lora_E()));
     writer.add(prefix + ".lora_B" + suffix, detail::padded_rows<B>(c.lora_B(), a.kept_rows(), a.out_features()));

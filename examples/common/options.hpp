@@ -36,7 +36,7 @@ struct RunOptions {
   std::optional<double> density;
   // training
   Index epochs = 10;
-  double lr = 5e-3;
+  double lr = 1e-2;
   Index batch = 32;
   double warmup = 0.1;
   double weight_decay = 0.01;

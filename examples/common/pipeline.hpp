@@ -28,11 +28,11 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
-#include <iomanip>
 #include <map>
 #include <optional>
 #include <ostream>
 #include <span>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -102,8 +102,8 @@ RatioSource extract(const RunOptions& o, Task& task, Model& model, std::ostream&
                                 .targets = o.targets};
   if (!o.quiet)
     log << "linear probe: " << o.probe_epochs << " epochs on " << o.shots << " shots per class, loss "
-        << losses.front() << " -> " << losses.back() << "\nextracting ratios (" << o.extractor << ", tau " << o.tau
-        << ") ..." << std::flush;
+        << format_number(losses.front()) << " -> " << format_number(losses.back()) << "\nextracting ratios ("
+        << o.extractor << ", tau " << o.tau << ") ..." << std::flush;
   if (o.extractor == "snip") {
     result.report = extract_ratios(Snip{}, model, shots, config);
   } else if (o.extractor == "imp") {
@@ -114,8 +114,8 @@ RatioSource extract(const RunOptions& o, Task& task, Model& model, std::ostream&
   result.extraction_seconds = result.report.seconds;
   io::save_ratios(o.output / "ratios.json", result.report);
   if (!o.quiet)
-    log << " done in " << std::setprecision(3) << result.extraction_seconds << " s (few-shot "
-        << metrics::metric_name(task.metric()) << " M0 = " << result.report.reference_metric << ")\n";
+    log << " done in " << format_number(result.extraction_seconds, 3) << " s (few-shot "
+        << metrics::metric_name(task.metric()) << " M0 = " << format_number(result.report.reference_metric) << ")\n";
   return result;
 }
 }  // namespace detail
@@ -186,9 +186,8 @@ class ConsoleProgress {
   }
   void on_evaluate(TrainContext&, const Metrics& metrics) {
     if (quiet_) return;
-    for (const auto& [name, value] : metrics) *out_ << "  " << name << ' ' << std::fixed << std::setprecision(4) << value;
+    for (const auto& [name, value] : metrics) *out_ << "  " << name << ' ' << format_number(value, 4, true);
     *out_ << '\n' << std::flush;
-    out_->unsetf(std::ios::floatfield);
   }
 
  private:
@@ -430,12 +429,12 @@ nlohmann::ordered_json run_pipeline(const RunOptions& o, Task& task, nlohmann::o
     return fine_tune<B, A>(o, task, ratios, std::move(report), start, log);
   });
   const std::string metric = report["metric"];
-  log << report["method"].get<std::string>() << ": " << metric << ' ' << std::fixed << std::setprecision(4)
-      << report[metric].get<double>() << ", trainable " << report["trainable_params"]["adapters"].get<Index>()
-      << " adapter + " << report["trainable_params"]["head"].get<Index>() << " head parameters, "
-      << std::setprecision(1) << report["wall_seconds"].get<double>() << " s, peak RSS "
-      << report["peak_rss_mib"].get<double>() << " MiB\n";
-  log.unsetf(std::ios::floatfield);
+  log << report["method"].get<std::string>() << ": " << metric << ' '
+      << format_number(report[metric].get<double>(), 4, true) << ", trainable "
+      << report["trainable_params"]["adapters"].get<Index>() << " adapter + "
+      << report["trainable_params"]["head"].get<Index>() << " head parameters, "
+      << format_number(report["wall_seconds"].get<double>(), 1, true) << " s, peak RSS "
+      << format_number(report["peak_rss_mib"].get<double>(), 1, true) << " MiB\n";
   log << "report: " << (o.output / "report.json").string() << '\n';
   return report;
 }

@@ -11,7 +11,9 @@
 #include <cstddef>
 #include <filesystem>
 #include <map>
+#include <iomanip>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -28,6 +30,15 @@ inline double peak_rss_mib() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;
+}
+
+/// `value` with `digits` significant digits (or fixed decimals when `fixed`),
+/// independent of the stream state that the progress bar leaves behind.
+inline std::string format_number(double value, int digits = 4, bool fixed = false) {
+  std::ostringstream out;
+  if (fixed) out << std::fixed;
+  out << std::setprecision(digits) << value;
+  return out.str();
 }
 
 /// Writes `json` (pretty-printed, newline-terminated) to `path` atomically.

@@ -9,10 +9,12 @@
 // pretrain.json records the same settings. The target task is digits 5-9.
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <numeric>
 #include <ostream>
 #include <span>
 #include <string>
@@ -41,6 +43,7 @@ struct DigitsPretraining {
   Index batch = 32;
   double weight_decay = 0.01;
   std::uint64_t seed = 0;  ///< initialisation and batch order; independent of the run's --seed
+  Index max_examples = 0;  ///< pretrain on at most this many source images (0 = all)
 };
 
 /// The demo ViT: 8x8 grey images in 2x2 patches (16 tokens + CLS).
@@ -61,6 +64,18 @@ inline ViTConfig digits_vit_config() {
 /// The data split of the demo (a fixed seed, so every run sees the same test set).
 inline constexpr std::uint64_t kDigitsSplitSeed = 0;
 inline constexpr double kDigitsTestFraction = 0.2;
+
+/// A seeded random subset of at most `limit` examples (in dataset order); all when limit is 0.
+inline io::ImageDataset limited(io::ImageDataset data, Index limit) {
+  if (limit <= 0 || limit >= data.size()) return data;
+  std::vector<Index> order(static_cast<std::size_t>(data.size()));
+  std::iota(order.begin(), order.end(), Index{0});
+  RandomStream rng(0, stream_id("vit_runner.limit"));
+  io::detail::shuffle(order, rng);
+  order.resize(static_cast<std::size_t>(limit));
+  std::sort(order.begin(), order.end());
+  return io::subset(data, order);
+}
 
 /// The examples of `data` whose label is in [first, first + count), relabelled from 0.
 inline io::ImageDataset digits_classes(const io::ImageDataset& data, std::int32_t first, std::int32_t count) {
@@ -180,6 +195,7 @@ inline nlohmann::ordered_json pretraining_key(const ViTConfig& c, const DigitsPr
           {"batch", p.batch},
           {"weight_decay", p.weight_decay},
           {"seed", p.seed},
+          {"max_examples", p.max_examples},
           {"test_fraction", kDigitsTestFraction},
           {"split_seed", kDigitsSplitSeed}};
 }
@@ -275,12 +291,12 @@ DigitsDemo prepare_digits_demo(const std::filesystem::path& dir, const DigitsPre
   if (reuse) {
     if (!quiet) log << "reusing the pretrained demo ViT in " << dir.string() << '\n';
   } else {
-    pretraining = pretrain_digits_vit<B>(dir, source_train, source_test, p, quiet, log);
+    pretraining = pretrain_digits_vit<B>(dir, limited(std::move(source_train), p.max_examples), source_test, p, quiet, log);
   }
   pretraining["reused"] = reuse;
   pretraining["dir"] = dir.string();
   if (!quiet)
-    log << "source task (digits 0-4) accuracy of the pretrained ViT: " << pretraining["source_accuracy"].get<double>()
+    log << "source task (digits 0-4) accuracy of the pretrained ViT: " << format_number(pretraining["source_accuracy"].get<double>())
         << '\n';
   return {dir, std::move(target_train), std::move(target_test), std::move(pretraining)};
 }

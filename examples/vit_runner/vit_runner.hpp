@@ -61,13 +61,15 @@ inline void add_vit_options(CLI::App& app, VitOptions& v) {
   app.add_option("--csv-shape", v.csv_shape, "csv only: channels, height and width of each image")
       ->expected(3)
       ->delimiter(',')
+      ->default_str("")
       ->type_name("C,H,W")
       ->group(group);
   app.add_option("--test-fraction", v.test_fraction,
                  "Fraction of each class held out for testing (stratified, fixed seed) when the dataset has no "
                  "test split of its own")
       ->group(group);
-  app.add_option("--max-train", v.max_train, "Use at most this many training examples (0 = all)")
+  app.add_option("--max-train", v.max_train,
+                 "Use at most this many training examples (0 = all); in the demo also of the pretraining")
       ->check(CLI::NonNegativeNumber)
       ->group(group);
   app.add_option("--max-test", v.max_test, "Use at most this many test examples (0 = all)")
@@ -101,18 +103,6 @@ inline void validate(const VitOptions& v) {
   check<ValueError>(!v.data.empty() || v.dataset == "digits", "--dataset ", v.dataset, " needs --data PATH");
   check<ValueError>(v.dataset != "csv" || v.csv_shape.size() == 3, "--dataset csv needs --csv-shape C,H,W");
   check<ValueError>(v.dataset == "csv" || v.csv_shape.empty(), "--csv-shape applies only to --dataset csv");
-}
-
-/// A seeded random subset of at most `limit` examples (in dataset order); all when limit is 0.
-inline io::ImageDataset limited(io::ImageDataset data, Index limit) {
-  if (limit <= 0 || limit >= data.size()) return data;
-  std::vector<Index> order(static_cast<std::size_t>(data.size()));
-  std::iota(order.begin(), order.end(), Index{0});
-  RandomStream rng(0, stream_id("vit_runner.limit"));
-  io::detail::shuffle(order, rng);
-  order.resize(static_cast<std::size_t>(limit));
-  std::sort(order.begin(), order.end());
-  return io::subset(data, order);
 }
 
 /// {train, test} of the dataset the options name, preprocessed per `pre`.
@@ -186,7 +176,9 @@ nlohmann::ordered_json run_vit(const RunOptions& o, const VitOptions& v, Clock::
   std::unique_ptr<VitTask<B>> task;
   if (v.checkpoint.empty()) {
     const std::filesystem::path dir = v.pretrained_dir.empty() ? o.output / "pretrained" : v.pretrained_dir;
-    DigitsDemo demo = prepare_digits_demo<B>(dir, v.pretraining, o.quiet, log);
+    DigitsPretraining pretraining = v.pretraining;
+    pretraining.max_examples = v.max_train;
+    DigitsDemo demo = prepare_digits_demo<B>(dir, pretraining, o.quiet, log);
     ViTConfig config = load_vit_checkpoint_config(demo.checkpoint, demo.train.num_classes);
     const nlohmann::ordered_json data{{"type", "digits 5-9 (built-in demo)"}, {"path", io::kSklearnDigitsPath.string()}};
     report["pretraining"] = std::move(demo.pretraining);

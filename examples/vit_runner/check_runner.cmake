@@ -1,0 +1,46 @@
+# End-to-end checks of the built vit_runner, run by CTest (tests/CMakeLists.txt):
+#   cmake -DRUNNER=<vit_runner> -DOUT=<dir> -DMODE=smoke|bad-checkpoint -P check_runner.cmake
+# smoke           a tiny demo run (1 pretraining epoch on 100 images, 1 epoch of
+#                 Partial-LoRA with SVD ratios): exit code 0 and every output file
+# bad-checkpoint  a checkpoint directory that does not exist: exit code 1 and a
+#                 message on stderr that names the directory
+foreach(var RUNNER OUT MODE)
+  if(NOT DEFINED ${var})
+    message(FATAL_ERROR "check_runner.cmake: -D${var}=... is required")
+  endif()
+endforeach()
+file(REMOVE_RECURSE "${OUT}")
+
+if(MODE STREQUAL "smoke")
+  execute_process(COMMAND "${RUNNER}" --output "${OUT}" --pretrain-epochs 1 --epochs 1 --max-train 100
+                          --max-test 50 --shots 2 --probe-epochs 2 --batch 25 --quiet
+                  RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT code EQUAL 0)
+    message(FATAL_ERROR "vit_runner exited with ${code}\nstdout:\n${out}\nstderr:\n${err}")
+  endif()
+  foreach(file report.json ratios.json adapter_model.safetensors adapter_config.json ratios.svg params.svg
+               pretrained/model.safetensors pretrained/config.json pretrained/preprocessor_config.json)
+    if(NOT EXISTS "${OUT}/${file}")
+      message(FATAL_ERROR "vit_runner wrote no ${OUT}/${file}\nstdout:\n${out}")
+    endif()
+  endforeach()
+  file(READ "${OUT}/report.json" report)
+  string(JSON method GET "${report}" method)
+  string(JSON adapters GET "${report}" trainable_params adapters)
+  if(NOT method STREQUAL "partial-lora" OR adapters LESS_EQUAL 0)
+    message(FATAL_ERROR "report.json: method '${method}', ${adapters} adapter parameters")
+  endif()
+elseif(MODE STREQUAL "bad-checkpoint")
+  set(missing "${OUT}/no-such-checkpoint")
+  execute_process(COMMAND "${RUNNER}" --checkpoint "${missing}" --dataset digits --output "${OUT}"
+                  RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT code EQUAL 1)
+    message(FATAL_ERROR "expected exit code 1 for a missing checkpoint, got ${code}\nstderr:\n${err}")
+  endif()
+  string(FIND "${err}" "${missing}" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "the error message does not name '${missing}':\n${err}")
+  endif()
+else()
+  message(FATAL_ERROR "check_runner.cmake: unknown MODE '${MODE}'")
+endif()
