@@ -53,7 +53,10 @@ struct Options {
 Options parse(int argc, char** argv) {
   check<ValueError>(argc >= 4, "usage: side_by_side <checkpoint-dir> <batch.safetensors> <mode> [--steps N] "
                                "[--warmup N] [--threads N] [--masks FILE] [--density P]");
-  Options o{argv[1], argv[2], argv[3]};
+  Options o;
+  o.checkpoint = argv[1];
+  o.batch = argv[2];
+  o.mode = argv[3];
   for (int i = 4; i < argc; i += 2) {
     const std::string flag = argv[i];
     check<ValueError>(i + 1 < argc, "side_by_side: ", flag, " needs a value");

@@ -1,5 +1,6 @@
 // Builds against plora's public headers only and checks one real computation.
-#include <plora/backend/cpu/cpu.hpp>
+// The umbrella must compile with plora::plora alone (no io dependencies).
+#include <plora/plora.hpp>
 
 #include <cstdio>
 

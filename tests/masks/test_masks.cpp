@@ -160,8 +160,12 @@ TEST_CASE("stochastic-targeted sampling is without replacement and proportional 
   const int trials = 20000;
   int light_pair = 0;
   for (int t = 0; t < trials; ++t) {
-    const RowColMask mask = StochasticTargeted<ColsOnly>{}.sample(
-        {.out = 2, .in = 3, .ratio = 2.0 / 3.0, .col_scores = scores, .seed = 4, .stream = static_cast<std::uint64_t>(t)});
+    const RowColMask mask = StochasticTargeted<ColsOnly>{}.sample({.out = 2,
+                                                                   .in = 3,
+                                                                   .ratio = 2.0 / 3.0,
+                                                                   .col_scores = scores,
+                                                                   .seed = 4,
+                                                                   .stream = static_cast<std::uint64_t>(t)});
     REQUIRE(mask.cols.size() == 2);
     REQUIRE(mask.cols[0] != mask.cols[1]);
     if (mask.cols == std::vector<std::int32_t>{0, 1}) ++light_pair;
@@ -178,9 +182,9 @@ TEST_CASE("stochastic-targeted: zero scores come last, negative scores are refus
   const MaskRequest big{.out = 100, .in = 2, .ratio = 0.3, .row_scores = many, .seed = 2, .stream = 9};
   CHECK(StochasticTargeted<RowsOnly>{}.sample(big).rows == StochasticTargeted<RowsOnly>{}.sample(big).rows);
   const std::vector<float> negative{1.0f, -1.0f, 1.0f, 1.0f, 1.0f, 1.0f};
-  CHECK_THROWS_AS((void)StochasticTargeted<RowsOnly>{}.sample(
-                      {.out = 6, .in = 2, .ratio = 0.5, .row_scores = negative}),
-                  ValueError);
+  CHECK_THROWS_AS(
+      (void)StochasticTargeted<RowsOnly>{}.sample({.out = 6, .in = 2, .ratio = 0.5, .row_scores = negative}),
+      ValueError);
 }
 
 TEST_CASE("invalid requests throw errors that name the weight") {

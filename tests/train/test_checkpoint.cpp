@@ -1,12 +1,12 @@
 // Checkpoints: resuming continues bitwise exactly; a failed write leaves the
 // previous checkpoint loadable; mismatched models, seeds and files are refused.
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
-#include <unistd.h>
 
 #include "plora/io/safetensors.hpp"
 #include "plora/train/checkpoint.hpp"
@@ -22,8 +22,8 @@ constexpr Index kTotal = 13, kBatches = 4;
 
 /// A fresh scratch directory per test.
 std::filesystem::path scratch_dir(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("plora_test_checkpoint_" + name + "_" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("plora_test_checkpoint_" + name + "_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
@@ -114,9 +114,12 @@ TEST_CASE("checkpoint contents: parameter and optimizer tensors, position metada
   run.trainer.fit(source());
   save_checkpoint(path, run.trainer);
   const auto file = io::SafetensorsFile::open(path);
-  const std::vector<std::string> names{"optimizer/toy.proj.lora_A.exp_avg", "optimizer/toy.proj.lora_A.exp_avg_sq",
-                                       "optimizer/toy.proj.lora_B.exp_avg", "optimizer/toy.proj.lora_B.exp_avg_sq",
-                                       "param/toy.proj.lora_A", "param/toy.proj.lora_B"};
+  const std::vector<std::string> names{"optimizer/toy.proj.lora_A.exp_avg",
+                                       "optimizer/toy.proj.lora_A.exp_avg_sq",
+                                       "optimizer/toy.proj.lora_B.exp_avg",
+                                       "optimizer/toy.proj.lora_B.exp_avg_sq",
+                                       "param/toy.proj.lora_A",
+                                       "param/toy.proj.lora_B"};
   CHECK(file.names() == names);
   CHECK(file.load("param/toy.proj.lora_B").values() == HostMatrix(run.model.adapter().lora_B()).values());
   const Checkpoint back = read_checkpoint(path);

@@ -86,11 +86,11 @@ TEST_CASE("hooks run in the documented order") {
   Recorder recorder;
   PeriodicEvaluation evaluation([] { return Metrics{{"accuracy", 0.5}}; }, 3, false);
   trainer.fit(source, recorder, evaluation);
-  const std::vector<std::string> expected{
-      "train_begin",  "epoch_begin 0", "step_begin 0", "gradients",   "step_end 1",       "step_begin 1",
-      "gradients",    "step_end 2",    "epoch_end 0",  "epoch_begin 1", "step_begin 0",   "gradients",
-      "step_end 3",   "evaluate 0.500000", "step_begin 1", "gradients", "step_end 4",     "epoch_end 1",
-      "train_end"};
+  const std::vector<std::string> expected{"train_begin", "epoch_begin 0",     "step_begin 0", "gradients",
+                                          "step_end 1",  "step_begin 1",      "gradients",    "step_end 2",
+                                          "epoch_end 0", "epoch_begin 1",     "step_begin 0", "gradients",
+                                          "step_end 3",  "evaluate 0.500000", "step_begin 1", "gradients",
+                                          "step_end 4",  "epoch_end 1",       "train_end"};
   CHECK(recorder.calls == expected);
 }
 
@@ -154,7 +154,8 @@ TEST_CASE("learning rates follow the schedule; max_steps caps the run") {
   // Steps 0..6 get 0.2 * {0, 1/2, 1, 4/5, 3/5, 2/5, 1/5}.
   const std::vector<double> expected{0.0, 0.1, 0.2, 0.16, 0.12, 0.08, 0.04};
   REQUIRE(recorder.lrs.size() == expected.size());
-  for (std::size_t i = 0; i < expected.size(); ++i) CHECK(recorder.lrs[i] == doctest::Approx(expected[i]).epsilon(1e-12));
+  for (std::size_t i = 0; i < expected.size(); ++i)
+    CHECK(recorder.lrs[i] == doctest::Approx(expected[i]).epsilon(1e-12));
   CHECK(trainer.fit(source).steps == 7);  // nothing left to do
 }
 
@@ -239,8 +240,8 @@ TEST_CASE("resuming mid-epoch skips on_epoch_begin; configs and states are check
   trainer.restore({.seed = 5, .epoch = 0, .batch_in_epoch = 3, .step = 3});
   Recorder recorder;
   CHECK(trainer.fit(source, recorder).steps == 4);
-  const std::vector<std::string> expected{"train_begin", "step_begin 3", "gradients", "step_end 4", "epoch_end 0",
-                                          "train_end"};
+  const std::vector<std::string> expected{"train_begin", "step_begin 3", "gradients",
+                                          "step_end 4",  "epoch_end 0",  "train_end"};
   CHECK(recorder.calls == expected);
   CHECK_THROWS_AS(trainer.restore({.seed = 6}), ValueError);
   CHECK_THROWS_AS(Trainer(model, adamw, {.epochs = 0}), ValueError);

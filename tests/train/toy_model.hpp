@@ -85,8 +85,11 @@ class ToySource {
   using Batch = ToyBatch;
 
   ToySource(std::uint64_t model_seed, std::uint64_t data_seed, Index batches, Index rows)
-      : data_seed_(data_seed), batches_(batches), rows_(rows),
-        x_(random_matrix(batches * rows, kToyIn, data_seed, -1.0f, 1.0f, 10)), y_(batches * rows, kToyOut) {
+      : data_seed_(data_seed),
+        batches_(batches),
+        rows_(rows),
+        x_(random_matrix(batches * rows, kToyIn, data_seed, -1.0f, 1.0f, 10)),
+        y_(batches * rows, kToyOut) {
     const HostMatrix w = random_matrix(kToyOut, kToyIn, model_seed, -0.5f, 0.5f, 1);
     const HostMatrix b = random_matrix(1, kToyOut, model_seed, -0.1f, 0.1f, 2);
     const HostMatrix u = random_matrix(kToyOut, 1, data_seed, -1.0f, 1.0f, 11);

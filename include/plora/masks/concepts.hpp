@@ -29,8 +29,8 @@ struct MaskRequest {
   std::span<const float> row_scores{};  ///< importance per row (length out), or empty
   std::span<const float> col_scores{};  ///< importance per column (length in), or empty
   std::uint64_t seed = 0;
-  std::uint64_t stream = 0;             ///< e.g. stream_id(site name)
-  std::string_view site{};              ///< names the weight in error messages
+  std::uint64_t stream = 0;  ///< e.g. stream_id(site name)
+  std::string_view site{};   ///< names the weight in error messages
 };
 
 /// Kept row and column indices: sorted, unique, never empty.
@@ -85,8 +85,8 @@ inline void validate(const MaskRequest& request) {
   const auto label = detail::site_label(request.site);
   check<ShapeError>(request.out > 0 && request.in > 0, label, ": layer shape ", request.out, " x ", request.in,
                     " must be positive");
-  check<ShapeError>(request.out <= detail::kMaxMaskIndex && request.in <= detail::kMaxMaskIndex, label, ": layer shape ", request.out, " x ",
-                    request.in, " exceeds int32 indices");
+  check<ShapeError>(request.out <= detail::kMaxMaskIndex && request.in <= detail::kMaxMaskIndex, label,
+                    ": layer shape ", request.out, " x ", request.in, " exceeds int32 indices");
   detail::check_ratio(request.ratio, request.site, "ratio");
   check<ShapeError>(request.row_scores.empty() || static_cast<Index>(request.row_scores.size()) == request.out, label,
                     ": expected ", request.out, " row scores, got ", request.row_scores.size());

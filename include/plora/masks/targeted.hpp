@@ -40,8 +40,8 @@ inline std::vector<std::int32_t> top_k(const std::vector<double>& keys, Index k)
 
 /// The scores of one side, checked to be present (when needed) and valid.
 inline void check_scores(std::span<const float> scores, std::string_view site, const char* side) {
-  check<ValueError>(!scores.empty(), site_label(site), ": ", side,
-                    " scores are required to choose a subset of the ", side, "s");
+  check<ValueError>(!scores.empty(), site_label(site), ": ", side, " scores are required to choose a subset of the ",
+                    side, "s");
   for (std::size_t i = 0; i < scores.size(); ++i)
     check<ValueError>(std::isfinite(scores[i]), site_label(site), ": ", side, " score ", i, " is ", scores[i]);
 }

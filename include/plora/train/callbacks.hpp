@@ -42,18 +42,18 @@ using Metrics = std::map<std::string, double>;
 
 /// What the trainer tells its callbacks; filled before every hook.
 struct TrainContext {
-  Index epoch = 0;              ///< current epoch, from 0
-  Index epochs = 0;             ///< epochs of the run
-  Index batch_in_epoch = 0;     ///< index of the current batch in its epoch
+  Index epoch = 0;           ///< current epoch, from 0
+  Index epochs = 0;          ///< epochs of the run
+  Index batch_in_epoch = 0;  ///< index of the current batch in its epoch
   Index batches_per_epoch = 0;
-  Index step = 0;               ///< optimizer steps taken
-  Index total_steps = 0;        ///< steps the run takes unless stopped early
-  Index batch_examples = 0;     ///< examples in the current batch
-  Index examples_seen = 0;      ///< examples trained on in this fit() call
-  Index steps_this_run = 0;     ///< steps taken in this fit() call (differs from step after a resume)
-  float loss = 0.0f;            ///< loss of the current step
-  double lr = 0.0;              ///< learning rate of the current step
-  double grad_norm = 0.0;       ///< pre-clipping gradient norm (0 when not clipping)
+  Index step = 0;            ///< optimizer steps taken
+  Index total_steps = 0;     ///< steps the run takes unless stopped early
+  Index batch_examples = 0;  ///< examples in the current batch
+  Index examples_seen = 0;   ///< examples trained on in this fit() call
+  Index steps_this_run = 0;  ///< steps taken in this fit() call (differs from step after a resume)
+  float loss = 0.0f;         ///< loss of the current step
+  double lr = 0.0;           ///< learning rate of the current step
+  double grad_norm = 0.0;    ///< pre-clipping gradient norm (0 when not clipping)
   /// Metrics handed in by hooks; the trainer passes each to every callback's
   /// on_evaluate once the current hook has run, then clears the list.
   std::vector<Metrics> reported;
@@ -102,9 +102,9 @@ concept HasOnTrainEnd = requires(C& c, TrainContext& ctx) {
 /// A callback has at least one hook of the documented signatures (a type with
 /// none is almost surely a misspelt hook).
 template <class C>
-concept Callback = std::is_object_v<C> && (HasOnTrainBegin<C> || HasOnEpochBegin<C> || HasOnStepBegin<C> ||
-                                           HasOnGradients<C> || HasOnStepEnd<C> || HasOnEpochEnd<C> ||
-                                           HasOnEvaluate<C> || HasOnTrainEnd<C>);
+concept Callback = std::is_object_v<C> &&
+    (HasOnTrainBegin<C> || HasOnEpochBegin<C> || HasOnStepBegin<C> || HasOnGradients<C> || HasOnStepEnd<C> ||
+     HasOnEpochEnd<C> || HasOnEvaluate<C> || HasOnTrainEnd<C>);
 
 /// The hooks, for dispatch by the trainer.
 enum class Hook { TrainBegin, EpochBegin, StepBegin, Gradients, StepEnd, EpochEnd, Evaluate, TrainEnd };
@@ -125,8 +125,10 @@ bool stop_requested(Call&& call) {
 /// ctx.step), on_evaluate gets `*metrics`.
 template <Hook H, class C>
 bool call_hook(C& c, TrainContext& ctx, const Metrics* metrics = nullptr) {
-  if constexpr (H == Hook::TrainBegin && HasOnTrainBegin<C>) return stop_requested([&] { return c.on_train_begin(ctx); });
-  if constexpr (H == Hook::EpochBegin && HasOnEpochBegin<C>) return stop_requested([&] { return c.on_epoch_begin(ctx); });
+  if constexpr (H == Hook::TrainBegin && HasOnTrainBegin<C>)
+    return stop_requested([&] { return c.on_train_begin(ctx); });
+  if constexpr (H == Hook::EpochBegin && HasOnEpochBegin<C>)
+    return stop_requested([&] { return c.on_epoch_begin(ctx); });
   if constexpr (H == Hook::StepBegin && HasOnStepBegin<C>) return stop_requested([&] { return c.on_step_begin(ctx); });
   if constexpr (H == Hook::Gradients && HasOnGradients<C>) return stop_requested([&] { return c.on_gradients(ctx); });
   if constexpr (H == Hook::StepEnd && HasOnStepEnd<C>)

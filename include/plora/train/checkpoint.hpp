@@ -11,11 +11,10 @@
 //
 // Files are written to a temporary and renamed over the target, so a crash
 // mid-write leaves the previous checkpoint intact. Needs plora::io.
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 
@@ -81,8 +80,9 @@ inline Checkpoint read_checkpoint(const std::filesystem::path& path) {
                           .step = meta.at("step").get<Index>()};
     checkpoint.optimizer.step = meta.at("optimizer_step").get<Index>();
     for (const auto& [name, s] : meta.at("streams").items())
-      checkpoint.streams.emplace(name, RandomStream(s.at("seed").get<std::uint64_t>(), s.at("stream").get<std::uint64_t>(),
-                                                    s.at("offset").get<std::uint64_t>()));
+      checkpoint.streams.emplace(name,
+                                 RandomStream(s.at("seed").get<std::uint64_t>(), s.at("stream").get<std::uint64_t>(),
+                                              s.at("offset").get<std::uint64_t>()));
   } catch (const nlohmann::json::exception& error) {
     throw IoError(plora::detail::concat(where, ": malformed metadata: ", error.what()));
   }

@@ -27,17 +27,16 @@ struct OptimizerState {
 };
 
 template <class O>
-concept Optimizer =
-    Backend<typename O::BackendType> &&
+concept Optimizer = Backend<typename O::BackendType> &&
     requires(O& o, const O& co, ParameterList<typename O::BackendType::Space>& params, const OptimizerState& state,
              double scale) {
-      o.step(params);
-      o.zero_state();
-      { co.export_state() } -> std::same_as<OptimizerState>;
-      o.import_state(state);
-      o.set_lr_scale(scale);
-      { co.lr() } -> std::convertible_to<double>;
-      { co.step_count() } -> std::convertible_to<Index>;
-    };
+  o.step(params);
+  o.zero_state();
+  { co.export_state() } -> std::same_as<OptimizerState>;
+  o.import_state(state);
+  o.set_lr_scale(scale);
+  { co.lr() } -> std::convertible_to<double>;
+  { co.step_count() } -> std::convertible_to<Index>;
+};
 
 }  // namespace plora

@@ -32,7 +32,7 @@ namespace plora {
 
 struct TrainerConfig {
   Index epochs = 1;
-  std::optional<Index> max_steps{};  ///< stop after this many optimizer steps in total
+  std::optional<Index> max_steps{};   ///< stop after this many optimizer steps in total
   std::optional<double> grad_clip{};  ///< max L2 norm of all gradients together
   Index log_every = 0;                ///< record the mean loss every this many steps (0: never)
   std::uint64_t seed = 0;             ///< the run's seed; a checkpoint resumes only under the same one
@@ -62,8 +62,8 @@ struct EvaluationRecord {
 };
 
 struct TrainResult {
-  Index steps = 0;         ///< optimizer steps taken in total (including before a resume)
-  bool stopped = false;    ///< a callback asked to stop
+  Index steps = 0;       ///< optimizer steps taken in total (including before a resume)
+  bool stopped = false;  ///< a callback asked to stop
   float last_loss = 0.0f;
   std::vector<LogEntry> log;
   std::vector<EvaluationRecord> evaluations;
@@ -89,8 +89,8 @@ class Trainer {
   Trainer(M& model, O& optimizer, TrainerConfig config, S schedule = S{})
       : model_(&model), optimizer_(&optimizer), config_(std::move(config)), schedule_(std::move(schedule)) {
     check<ValueError>(config_.epochs >= 1, "Trainer: epochs ", config_.epochs, " must be at least 1");
-    check<ValueError>(!config_.max_steps || *config_.max_steps >= 0, "Trainer: max_steps ", config_.max_steps.value_or(0),
-                      " is negative");
+    check<ValueError>(!config_.max_steps || *config_.max_steps >= 0, "Trainer: max_steps ",
+                      config_.max_steps.value_or(0), " is negative");
     check<ValueError>(!config_.grad_clip || *config_.grad_clip > 0.0, "Trainer: grad_clip ",
                       config_.grad_clip.value_or(0.0), " must be positive");
     check<ValueError>(config_.log_every >= 0, "Trainer: log_every ", config_.log_every, " is negative");
@@ -100,8 +100,8 @@ class Trainer {
   /// Trains from the current state to the end of the configured epochs (or
   /// max_steps), calling the hooks of `callbacks` (see callbacks.hpp).
   template <BatchSource Source, class... Callbacks>
-    requires(Callback<std::remove_cvref_t<Callbacks>> && ...)
-  TrainResult fit(const Source& source, Callbacks&&... callbacks) {
+  requires(Callback<std::remove_cvref_t<Callbacks>>&&...) TrainResult
+      fit(const Source& source, Callbacks&&... callbacks) {
     static_assert(std::convertible_to<typename Source::Batch, const typename M::Batch&>,
                   "Trainer::fit: the source's batches must be the model's Batch type");
     const Index per_epoch = source.batches_per_epoch();
@@ -183,8 +183,8 @@ class Trainer {
   [[nodiscard]] const TrainerState& state() const { return state_; }
   /// Continues from `state` at the next fit(); the seed must be this run's.
   void restore(const TrainerState& state) {
-    check<ValueError>(state.seed == config_.seed, "Trainer: cannot resume a run of seed ", state.seed,
-                      " under seed ", config_.seed);
+    check<ValueError>(state.seed == config_.seed, "Trainer: cannot resume a run of seed ", state.seed, " under seed ",
+                      config_.seed);
     check<ValueError>(state.epoch >= 0 && state.batch_in_epoch >= 0 && state.step >= 0,
                       "Trainer: negative position in the trainer state");
     state_ = state;

@@ -208,7 +208,7 @@ struct cuda {
     require_shape(stats, y.rows, 2, "cuda::layernorm_forward stats");
     require_shape(gamma, 1, y.cols, "cuda::layernorm_forward gamma");
     require_shape(beta, 1, y.cols, "cuda::layernorm_forward beta");
-    detail::cuda::launch_per_row(y.rows, "cuda::layernorm_forward", detail::cuda::layernorm_forward_kernel, y, stats,
+    detail::cuda::launch_per_row(y.rows, "cuda::layernorm_forward", detail::cuda::layernorm_forward_kernel<>, y, stats,
                                  x, gamma, beta, eps);
   }
   /// dx = LN'(x)^T dy; dgamma, dbeta accumulate (+=) unless empty (frozen LN).
@@ -233,20 +233,20 @@ struct cuda {
           },
           "cuda::layernorm_backward parameter gradients");
     }
-    detail::cuda::launch_per_row(dx.rows, "cuda::layernorm_backward", detail::cuda::layernorm_backward_kernel, dx, dy,
+    detail::cuda::launch_per_row(dx.rows, "cuda::layernorm_backward", detail::cuda::layernorm_backward_kernel<>, dx, dy,
                                  x, stats, gamma);
   }
 
   /// In-place numerically stable softmax over each row.
   static void softmax_rows(View<Device> x) {
     if (x.cols == 0) return;
-    detail::cuda::launch_per_row(x.rows, "cuda::softmax_rows", detail::cuda::softmax_rows_kernel, x);
+    detail::cuda::launch_per_row(x.rows, "cuda::softmax_rows", detail::cuda::softmax_rows_kernel<>, x);
   }
   /// dx = y * (dy - sum(dy * y)) per row, y the softmax output.
   static void softmax_rows_backward(View<Device> dx, ConstView<Device> y, ConstView<Device> dy) {
     require_shape(y, dx.rows, dx.cols, "cuda::softmax_rows_backward y");
     require_shape(dy, dx.rows, dx.cols, "cuda::softmax_rows_backward dy");
-    detail::cuda::launch_per_row(dx.rows, "cuda::softmax_rows_backward", detail::cuda::softmax_rows_backward_kernel,
+    detail::cuda::launch_per_row(dx.rows, "cuda::softmax_rows_backward", detail::cuda::softmax_rows_backward_kernel<>,
                                  dx, y, dy);
   }
 
@@ -261,7 +261,7 @@ struct cuda {
                         " is outside [0, ", logits.cols, ")");
     }
     const detail::cuda::DeviceBuffer<double> row_loss(static_cast<std::size_t>(logits.rows));
-    detail::cuda::launch_per_row(logits.rows, "cuda::cross_entropy", detail::cuda::cross_entropy_kernel, dlogits,
+    detail::cuda::launch_per_row(logits.rows, "cuda::cross_entropy", detail::cuda::cross_entropy_kernel<>, dlogits,
                                  logits, labels.data(), 1.0f / static_cast<float>(logits.rows), row_loss.data());
     const double* losses = row_loss.data();
     const double total = detail::cuda::reduce_indices(

@@ -63,7 +63,8 @@ void launch_per_row(Index rows, const char* what, Kernel kernel, Args... args) {
 
 // ---- row-wise kernels (blockIdx.x is the row) --------------------------------
 
-__global__ inline void softmax_rows_kernel(View<Device> x) {
+template <int = 0>  // a template, so the header may be in several TUs (nvcc ignores inline on kernels)
+__global__ void softmax_rows_kernel(View<Device> x) {
   float* xr = x.data + Index{blockIdx.x} * x.ld;
   float row_max = -INFINITY;
   for (Index c = threadIdx.x; c < x.cols; c += blockDim.x) row_max = fmaxf(row_max, xr[c]);
@@ -77,7 +78,8 @@ __global__ inline void softmax_rows_kernel(View<Device> x) {
   for (Index c = threadIdx.x; c < x.cols; c += blockDim.x) xr[c] *= inv;
 }
 
-__global__ inline void softmax_rows_backward_kernel(View<Device> dx, ConstView<Device> y, ConstView<Device> dy) {
+template <int = 0>
+__global__ void softmax_rows_backward_kernel(View<Device> dx, ConstView<Device> y, ConstView<Device> dy) {
   const Index r = blockIdx.x;
   const float* yr = y.data + r * y.ld;
   const float* dyr = dy.data + r * dy.ld;
@@ -88,7 +90,8 @@ __global__ inline void softmax_rows_backward_kernel(View<Device> dx, ConstView<D
 }
 
 /// dlogits = (softmax(logits) - onehot(label)) / rows; row_loss[r] = -log p[label].
-__global__ inline void cross_entropy_kernel(View<Device> dlogits, ConstView<Device> logits,
+template <int = 0>
+__global__ void cross_entropy_kernel(View<Device> dlogits, ConstView<Device> logits,
                                             const std::int32_t* labels, float inv_rows, double* row_loss) {
   const Index r = blockIdx.x;
   const float* xr = logits.data + r * logits.ld;
@@ -111,7 +114,8 @@ __global__ inline void cross_entropy_kernel(View<Device> dlogits, ConstView<Devi
   }
 }
 
-__global__ inline void layernorm_forward_kernel(View<Device> y, View<Device> stats, ConstView<Device> x,
+template <int = 0>
+__global__ void layernorm_forward_kernel(View<Device> y, View<Device> stats, ConstView<Device> x,
                                                 ConstView<Device> gamma, ConstView<Device> beta, float eps) {
   const Index r = blockIdx.x, n = y.cols;
   const float* xr = x.data + r * x.ld;
@@ -129,7 +133,8 @@ __global__ inline void layernorm_forward_kernel(View<Device> y, View<Device> sta
   }
 }
 
-__global__ inline void layernorm_backward_kernel(View<Device> dx, ConstView<Device> dy, ConstView<Device> x,
+template <int = 0>
+__global__ void layernorm_backward_kernel(View<Device> dx, ConstView<Device> dy, ConstView<Device> x,
                                                  ConstView<Device> stats, ConstView<Device> gamma) {
   const Index r = blockIdx.x, n = dx.cols;
   const float* xr = x.data + r * x.ld;

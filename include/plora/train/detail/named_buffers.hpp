@@ -52,7 +52,8 @@ class NamedBuffers {
     std::map<std::string, std::array<const HostMatrix*, N>> found;
     for (const auto& [key, tensor] : state.tensors) {
       const std::size_t dot = key.rfind('.');
-      const std::string_view suffix = dot == std::string::npos ? std::string_view{} : std::string_view(key).substr(dot + 1);
+      const std::string_view suffix =
+          dot == std::string::npos ? std::string_view{} : std::string_view(key).substr(dot + 1);
       std::size_t slot = N;
       for (std::size_t i = 0; i < N; ++i)
         if (suffix == suffixes_[i]) slot = i;
