@@ -2,6 +2,7 @@
 include(GNUInstallDirs)
 find_package(Eigen3 3.4 REQUIRED NO_MODULE)
 find_package(OpenMP COMPONENTS CXX)
+find_package(Threads REQUIRED)  # the ratio extractors run sites on std::jthread
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(ZLIB REQUIRED)
 # SentencePiece ships no CMake package on Debian: found by name for plora::text.

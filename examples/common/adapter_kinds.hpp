@@ -55,7 +55,8 @@ HostMatrix padded_rows(ConstView<typename B::Space> compact, const std::vector<s
   const HostMatrix source = to_host<B>(compact);
   HostMatrix out(height, source.cols());
   for (std::size_t r = 0; r < rows.size(); ++r)
-    std::copy_n(source.data() + static_cast<Index>(r) * source.cols(), source.cols(), out.data() + rows[r] * out.cols());
+    std::copy_n(source.data() + static_cast<Index>(r) * source.cols(), source.cols(),
+                out.data() + rows[r] * out.cols());
   return out;
 }
 

@@ -157,8 +157,8 @@ inline void validate(const RunOptions& o) {
                     " is outside (0, 1]");
   check<ValueError>(!o.density || (*o.density > 0.0 && *o.density <= 1.0), "--density ", o.density.value_or(0.0),
                     " is outside (0, 1]");
-  check<ValueError>(!o.density || o.adapter == "random-masking", "--density applies only to --adapter random-masking, not ",
-                    o.adapter);
+  check<ValueError>(!o.density || o.adapter == "random-masking",
+                    "--density applies only to --adapter random-masking, not ", o.adapter);
   check<ValueError>(o.tau > 0.0 && o.tau <= 1.0, "--tau ", o.tau, " is outside (0, 1]");
   check<ValueError>(o.resolution > 0.0 && o.resolution < 1.0, "--resolution ", o.resolution, " is outside (0, 1)");
   check<ValueError>(o.warmup >= 0.0 && o.warmup < 1.0, "--warmup ", o.warmup, " is outside [0, 1)");

@@ -280,7 +280,16 @@ nlohmann::ordered_json fine_tune(const RunOptions& o, Task& task, const std::opt
   attach_adapters(model, o.targets, [&](const std::string& name, Index out, Index in) {
     return Traits::make(settings, name, out, in);
   });
-  const TrainableCount count = trainable_count(model);
+  // Counted here rather than by trainable_count(): that takes the head as "all parameters
+  // minus adapters", which counts Random Masking's off-support entries as head.
+  const std::vector<std::string> heads = task.head_prefixes();
+  const auto is_head = [&](const std::string& name) {
+    return std::any_of(heads.begin(), heads.end(), [&](const std::string& h) { return name.starts_with(h); });
+  };
+  TrainableCount count;
+  for (const auto& name : sites) count.adapters += model.site(name).adapter().trainable_count();
+  for (const auto& p : model.parameters())
+    if (is_head(p.name)) count.head += p.value.size();
   if (!o.quiet)
     log << Traits::name << " on " << sites.size() << " sites: " << count.adapters << " adapter + " << count.head
         << " head parameters trainable (dense LoRA r=" << o.rank << ": " << dense_lora << ")\n";
@@ -312,10 +321,14 @@ nlohmann::ordered_json fine_tune(const RunOptions& o, Task& task, const std::opt
   io::SafetensorsWriter writer;
   writer.set_metadata("format", "pt");
   for (const auto& name : sites) Traits::add_tensors(writer, "base_model.model." + name, model.site(name).adapter());
-  const std::vector<std::string> heads = task.head_prefixes();
-  for (const auto& p : model.parameters())
-    if (std::any_of(heads.begin(), heads.end(), [&](const std::string& h) { return p.name.starts_with(h); }))
-      writer.add("base_model.model." + p.name, to_host<B>(p.value));
+  for (const auto& p : model.parameters()) {
+    if (!is_head(p.name)) continue;
+    const HostMatrix value = to_host<B>(p.value);
+    // PyTorch biases are 1-D; plora keeps them as 1 x n rows.
+    std::vector<Index> shape{value.rows(), value.cols()};
+    if (value.rows() == 1 && p.name.ends_with(".bias")) shape = {value.cols()};
+    writer.add("base_model.model." + p.name, shape, std::span<const float>(value.values()));
+  }
   writer.write(o.output / "adapter_model.safetensors");
   nlohmann::ordered_json sidecar = Traits::config(settings, o.targets);
   sidecar["modules_to_save"] = heads;

@@ -48,7 +48,9 @@ inline std::string heatmap_svg(const std::string& title, const std::vector<std::
   std::size_t longest = 0;
   for (const auto& label : col_labels) longest = std::max(longest, label.size());
   const int cell_w = std::max(86, 7 * static_cast<int>(longest) + 12), cell_h = 26, left = 70, top = 56;
-  const int width = left + cell_w * static_cast<int>(col_labels.size()) + 20;
+  // Wide enough for the cells and for the title (about 9 px per character at 15 px bold).
+  const int width = std::max(left + cell_w * static_cast<int>(col_labels.size()) + 20,
+                             left + 9 * static_cast<int>(title.size()) + 10);
   const int height = top + cell_h * static_cast<int>(row_labels.size()) + 46;
   std::ostringstream svg;
   svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height

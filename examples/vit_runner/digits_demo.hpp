@@ -291,13 +291,14 @@ DigitsDemo prepare_digits_demo(const std::filesystem::path& dir, const DigitsPre
   if (reuse) {
     if (!quiet) log << "reusing the pretrained demo ViT in " << dir.string() << '\n';
   } else {
-    pretraining = pretrain_digits_vit<B>(dir, limited(std::move(source_train), p.max_examples), source_test, p, quiet, log);
+    const io::ImageDataset pretrain_set = limited(std::move(source_train), p.max_examples);
+    pretraining = pretrain_digits_vit<B>(dir, pretrain_set, source_test, p, quiet, log);
   }
   pretraining["reused"] = reuse;
   pretraining["dir"] = dir.string();
   if (!quiet)
-    log << "source task (digits 0-4) accuracy of the pretrained ViT: " << format_number(pretraining["source_accuracy"].get<double>())
-        << '\n';
+    log << "source task (digits 0-4) accuracy of the pretrained ViT: "
+        << format_number(pretraining["source_accuracy"].get<double>()) << '\n';
   return {dir, std::move(target_train), std::move(target_test), std::move(pretraining)};
 }
 

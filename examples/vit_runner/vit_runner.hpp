@@ -115,7 +115,8 @@ inline std::pair<io::ImageDataset, io::ImageDataset> load_vit_data(const VitOpti
   if (v.dataset == "cifar10") {
     std::vector<fs::path> files;
     for (int i = 1; i <= 5; ++i) files.push_back(require(v.data / ("data_batch_" + std::to_string(i) + ".bin")));
-    return {io::load_cifar10(files, pre, v.max_train), io::load_cifar10({require(v.data / "test_batch.bin")}, pre, v.max_test)};
+    return {io::load_cifar10(files, pre, v.max_train),
+            io::load_cifar10({require(v.data / "test_batch.bin")}, pre, v.max_test)};
   }
   if (v.dataset == "cifar100")
     return {io::load_cifar100(require(v.data / "train.bin"), io::CifarLabels::Fine, pre, v.max_train),
@@ -180,7 +181,8 @@ nlohmann::ordered_json run_vit(const RunOptions& o, const VitOptions& v, Clock::
     pretraining.max_examples = v.max_train;
     DigitsDemo demo = prepare_digits_demo<B>(dir, pretraining, o.quiet, log);
     ViTConfig config = load_vit_checkpoint_config(demo.checkpoint, demo.train.num_classes);
-    const nlohmann::ordered_json data{{"type", "digits 5-9 (built-in demo)"}, {"path", io::kSklearnDigitsPath.string()}};
+    const nlohmann::ordered_json data{{"type", "digits 5-9 (built-in demo)"},
+                                      {"path", io::kSklearnDigitsPath.string()}};
     report["pretraining"] = std::move(demo.pretraining);
     task = std::make_unique<VitTask<B>>(demo.checkpoint, std::move(config), limited(std::move(demo.train), v.max_train),
                                         limited(std::move(demo.test), v.max_test), o.batch, o.seed, false, data);

@@ -8,4 +8,6 @@
 #include "plora/io/datasets.hpp"
 #include "plora/io/hf_config.hpp"
 #include "plora/io/image.hpp"
+#include "plora/io/ratios_json.hpp"
 #include "plora/io/safetensors.hpp"
+#include "plora/io/vit_checkpoint.hpp"
