@@ -83,6 +83,9 @@ inline void add_deberta_options(CLI::App& app, DebertaOptions& d) {
   app.add_option("--pretrain-epochs", d.pretraining.epochs, "Epochs of the demo's pretraining")
       ->check(CLI::PositiveNumber)
       ->group(demo);
+  app.add_option("--pretrain-lr", d.pretraining.lr, "Peak learning rate of the demo's pretraining (AdamW)")
+      ->check(CLI::PositiveNumber)
+      ->group(demo);
 }
 
 /// Checks the options and the checkpoint directory's files before anything
