@@ -104,7 +104,8 @@ std::map<std::string, RowColMask> read_masks(const std::filesystem::path& path) 
   std::ifstream in(path);
   check<IoError>(static_cast<bool>(in), "side_by_side: cannot read masks file '", path.string(), "'");
   std::map<std::string, RowColMask> out;
-  for (const auto& s : json::parse(in).at("sites"))
+  const json file = json::parse(in);
+  for (const auto& s : file.at("sites"))
     out[s.at("name").get<std::string>()] = {s.at("rows").get<std::vector<std::int32_t>>(),
                                             s.at("cols").get<std::vector<std::int32_t>>()};
   return out;

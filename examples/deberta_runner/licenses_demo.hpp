@@ -5,9 +5,10 @@
 // a natural label (which license a sentence comes from).
 //
 // Like the ViT runner's digits demo, a small DeBERTa-v2 is first pretrained on
-// a source task (sentences of five licenses): a SentencePiece model is trained
-// on the sentences of all ten licenses, every linear site trains a FullDelta
-// adapter and pooler + classifier are trained in full, then the deltas are
+// a source task (sentences of five licenses): a SentencePiece model and word
+// embeddings (PPMI-SVD, no labels) are learnt from the sentences of all ten
+// licenses, every linear site trains a FullDelta adapter and pooler +
+// classifier are trained in full on the source labels, then the deltas are
 // merged and the model is saved as a Hugging Face checkpoint directory
 // (model.safetensors with Hub key names, config.json, spm.model). It is cached:
 // a later run reuses it when its pretrain.json records the same settings. The
@@ -18,6 +19,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -57,6 +59,8 @@ inline constexpr std::size_t kMaxWords = 32;
 inline constexpr std::size_t kMinWords = 4;
 inline constexpr double kLicenseTestFraction = 0.25;
 inline constexpr std::uint64_t kLicenseSplitSeed = 0;
+/// Co-occurrence window (pieces either side) of the demo's word embeddings.
+inline constexpr Index kEmbeddingWindow = 5;
 
 /// How the demo's source model is pretrained; all of it is part of the cache key.
 struct LicensePretraining {
@@ -239,6 +243,57 @@ inline std::pair<std::vector<TextExample>, std::vector<TextExample>> stratified_
   return {pick(std::move(train)), pick(std::move(test))};
 }
 
+/// Word embeddings learnt from unlabelled sentences, the demo's stand-in for
+/// DeBERTa's masked-LM pretraining (plora trains sites and heads, never the
+/// embeddings): the rank-`dims` truncated SVD U_k sqrt(S_k) of the positive
+/// pointwise mutual information of pieces co-occurring within `window`
+/// positions (context counts smoothed by the power 0.75; Levy, Goldberg and
+/// Dagan 2015). Pieces the corpus never shows (the specials among them) keep
+/// the N(0, 1) rows of `random_rows`. Returns (vocab x dims) row-major values.
+/// @tparam B  backend of the SVD
+template <Backend B>
+std::vector<float> corpus_embeddings(const DebertaV2Tokenizer& tokenizer, std::span<const std::string> sentences,
+                                     Index dims, Index window, std::vector<float> random_rows) {
+  const Index vocab = tokenizer.vocab_size();
+  check<ValueError>(static_cast<Index>(random_rows.size()) == vocab * dims, "corpus_embeddings: ",
+                    random_rows.size(), " random values for ", vocab, " x ", dims);
+  std::vector<double> counts(static_cast<std::size_t>(vocab * vocab), 0.0), row(static_cast<std::size_t>(vocab), 0.0);
+  for (const auto& sentence : sentences) {
+    const std::vector<std::int32_t> ids = tokenizer.tokenize(sentence);
+    const auto n = static_cast<Index>(ids.size());
+    for (Index i = 0; i < n; ++i)
+      for (Index j = std::max<Index>(0, i - window); j < std::min(n, i + window + 1); ++j)
+        if (j != i) counts[static_cast<std::size_t>(ids[std::size_t(i)] * vocab + ids[std::size_t(j)])] += 1.0;
+  }
+  double total = 0.0, smoothed_total = 0.0;
+  std::vector<double> context(static_cast<std::size_t>(vocab), 0.0);
+  for (Index w = 0; w < vocab; ++w)
+    for (Index c = 0; c < vocab; ++c) {
+      const double n = counts[static_cast<std::size_t>(w * vocab + c)];
+      row[std::size_t(w)] += n;
+      context[std::size_t(c)] += n;
+      total += n;
+    }
+  for (double& c : context) smoothed_total += (c = std::pow(c, 0.75));
+  HostMatrix ppmi(vocab, vocab);
+  for (Index w = 0; w < vocab; ++w)
+    for (Index c = 0; c < vocab; ++c) {
+      const double n = counts[static_cast<std::size_t>(w * vocab + c)];
+      if (n > 0.0)
+        ppmi(w, c) = static_cast<float>(std::max(
+            0.0, std::log(n / total / (row[std::size_t(w)] / total * context[std::size_t(c)] / smoothed_total))));
+    }
+  typename B::Matrix a = to_backend<B>(ppmi.view()), u, s, vt;
+  B::svd(u, s, vt, a.view());
+  const HostMatrix hu = to_host<B>(u.view()), hs = to_host<B>(s.view());
+  for (Index w = 0; w < vocab; ++w) {
+    if (row[std::size_t(w)] == 0.0) continue;
+    for (Index k = 0; k < dims && k < hs.cols(); ++k)
+      random_rows[std::size_t(w * dims + k)] = hu(w, k) * std::sqrt(hs(0, k));
+  }
+  return random_rows;
+}
+
 namespace detail {
 /// One Hub tensor of the demo checkpoint: its shape as saved and its values.
 struct HubTensor {
@@ -249,8 +304,10 @@ struct HubTensor {
 /// Every tensor of DebertaV2ForSequenceClassification for `c`, initialised
 /// from `seed`: linear sites and head N(0, 0.02) (transformers'
 /// initializer_range) with zero biases, LayerNorms 1 / 0. Word and relative
-/// embeddings get no gradient in plora (only sites and head train), so they
-/// stay random features: N(0, 1), which the LayerNorms after them rescale anyway.
+/// embeddings get no gradient in plora (only sites and head train): the
+/// relative ones stay random features, N(0, 1) (the LayerNorm after them
+/// rescales them anyway); the word embeddings' N(0, 1) rows are replaced by
+/// corpus_embeddings where the corpus has the piece.
 inline std::map<std::string, HubTensor> initial_deberta_weights(const DebertaV2Config& c, std::uint64_t seed) {
   std::map<std::string, HubTensor> out;
   const auto add = [&](const std::string& key, std::vector<Index> shape, float std, float fill = 0.0f) {
@@ -330,6 +387,8 @@ inline nlohmann::ordered_json pretraining_key(const LicensePretraining& p) {
           {"version", 1},
           {"source_task", kSourceLicenses},
           {"tokenizer_corpus", "sentences of the source and target licenses"},
+          {"word_embeddings", "PPMI-SVD of the tokenizer corpus"},
+          {"embedding_window", kEmbeddingWindow},
           {"architecture", hub_config_json(licenses_deberta_config(p.vocab_size, 0), {})},
           {"epochs", p.epochs},
           {"lr", p.lr},
@@ -344,19 +403,23 @@ inline nlohmann::ordered_json pretraining_key(const LicensePretraining& p) {
 }
 }  // namespace detail
 
-/// Pretrains the demo DeBERTa on `train` (evaluating on `test`, both of the
-/// source licenses) with the tokenizer `dir`/spm.model and writes the
-/// checkpoint into `dir`; returns {"seconds", "source_accuracy", ...}.
+/// Pretrains the demo DeBERTa with the tokenizer `dir`/spm.model: word
+/// embeddings from the unlabelled `corpus` (corpus_embeddings), then every
+/// linear site and the head on `train` (evaluating on `test`, both of the
+/// source licenses). Writes the checkpoint into `dir`; returns {"seconds",
+/// "source_accuracy", ...}.
 /// @tparam B  backend
 template <Backend B>
-nlohmann::ordered_json pretrain_licenses_deberta(const std::filesystem::path& dir, std::vector<TextExample> train,
-                                                 std::vector<TextExample> test, const LicensePretraining& p,
-                                                 bool quiet, std::ostream& log) {
+nlohmann::ordered_json pretrain_licenses_deberta(const std::filesystem::path& dir, std::span<const std::string> corpus,
+                                                 std::vector<TextExample> train, std::vector<TextExample> test,
+                                                 const LicensePretraining& p, bool quiet, std::ostream& log) {
   const auto start = Clock::now();
   const DebertaV2Tokenizer tokenizer = DebertaV2Tokenizer::from_pretrained(dir);
   const DebertaV2Config config =
       licenses_deberta_config(tokenizer.vocab_size(), static_cast<Index>(kSourceLicenses.size()));
   std::map<std::string, detail::HubTensor> weights = detail::initial_deberta_weights(config, p.seed);
+  auto& embeddings = weights.at("deberta.embeddings.word_embeddings.weight").values;
+  embeddings = corpus_embeddings<B>(tokenizer, corpus, config.hidden_size, kEmbeddingWindow, std::move(embeddings));
   using Model = DebertaV2<B, FullDelta<B>>;
   Model model(config, [&](const std::string& key, Index rows, Index cols) {
     const auto found = weights.find(key);
@@ -452,7 +515,7 @@ LicensesDemo prepare_licenses_demo(const std::filesystem::path& dir, const Licen
     for (const auto* part : {&source, &target})
       for (const auto& e : *part) corpus.push_back(e.a);
     train_sentencepiece(dir / "spm.model", corpus, p.vocab_size);
-    pretraining = pretrain_licenses_deberta<B>(dir, limited(std::move(source_train), p.max_examples),
+    pretraining = pretrain_licenses_deberta<B>(dir, corpus, limited(std::move(source_train), p.max_examples),
                                                std::move(source_test), p, quiet, log);
   }
   pretraining["reused"] = reuse;

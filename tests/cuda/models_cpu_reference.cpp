@@ -50,7 +50,8 @@ VitFixture load_vit_fixture() {
   const io::SafetensorsFile reference = io::SafetensorsFile::open(dir / "reference.safetensors");
   const Index n = reference.info("pixel_values").shape.front(), pixels = c.num_channels * c.image_size * c.image_size;
   fx.batch.pixels = reference.load("pixel_values", n, pixels);
-  for (const float label : reference.load("labels").values()) fx.batch.labels.push_back(static_cast<std::int32_t>(label));
+  const HostMatrix labels = reference.load("labels");
+  for (const float label : labels.values()) fx.batch.labels.push_back(static_cast<std::int32_t>(label));
   fx.logits = reference.load("logits", n, c.num_labels);
 
   fx.shots.pixels = random_matrix(16, pixels, 2024);

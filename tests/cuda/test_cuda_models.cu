@@ -98,9 +98,7 @@ TEST_CASE("the CPU reference runs the fixtures as transformers does (what the de
   const DebertaFixture& deberta = deberta_fixture();
   CHECK(deberta.lora_targets.size() == 3);
   CHECK(max_abs_diff(reference::deberta_plain_logits(deberta).view(), deberta.logits.view()) <= 1e-4);
-  // The shots carry the CPU model's own predictions, so M0 = 1 there.
-  REQUIRE(vit.shots.labels.size() == 16);
-  CHECK(reference::vit_svd_extraction(vit).at("reference_metric")(0, 0) == 1.0f);
+  CHECK(vit.shots.labels.size() == 16);
   // 2 + 3 parameters (LoRA, AdaLoRA), 2 + 2 and 3 + 2 (the Partials and their
   // kept rows / columns), ΔW and its support, and FullDelta's ΔW.
   CHECK(reference::adapter_init().size() == 17);
@@ -176,11 +174,13 @@ TEST_CASE("three AdamW trainer steps of a Partial-LoRA ViT match cpu" * doctest:
   };
   // The masks are sampled on the host from (seed, site): identical.
   compare(subset(masks), masks, 0.0);
-  // The losses: the first step as the forward comparisons (1e-5, one batch), the
-  // next two after updates that differ by the bound below: still ~1e-6.
+  // The losses: the first step is a forward comparison (~1e-6); the next two
+  // also see the parameter differences bounded below (<~1e-5 each), which move
+  // an O(1) loss through gradients of <~1e-2 over ~5000 parameters by at most
+  // ~5e-4 if all aligned and ~1e-6 typically (random signs): 1e-4.
   Tensors losses;
   losses.emplace("losses", expected.at("losses"));
-  compare(subset(losses), losses, 1e-5);
+  compare(subset(losses), losses, 1e-4);
   // Parameters, absolutely. An AdamW step moves p by lr m_hat / (sqrt(v_hat) +
   // eps), whose derivative in the gradient is at most ~2 lr / eps = 2 (lr = eps
   // = 1e-2 here, chosen so a gradient entry near zero cannot flip an update
@@ -199,7 +199,8 @@ TEST_CASE("SVD ratio extraction on the ViT gives the ratios of cpu" * doctest::s
   REQUIRE(actual.size() == expected.size());
   // M0 is the accuracy on the CPU model's own predictions: 1 on both unless a
   // logit margin is below the ~1e-6 rounding difference.
-  CHECK(actual.at("reference_metric")(0, 0) == expected.at("reference_metric")(0, 0));
+  CHECK(expected.at("reference_metric")(0, 0) == 1.0f);
+  CHECK(actual.at("reference_metric")(0, 0) == 1.0f);
   const double step = ExtractionConfig{}.resolution;
   int equal = 0, sites = 0;
   for (const auto& [name, ratio] : expected) {

@@ -1,0 +1,247 @@
+// DeBERTa-v3-base on the CPU with random weights (transformers' init): vocab
+// 128100, hidden 768, 12 layers, 12 heads, intermediate 3072, relative
+// attention c2p|p2c with shared keys and 256 position buckets; batch 8 of 128
+// real tokens (the GLUE setting of the paper):
+//   forward     eval forward only
+//   lora        LoRA training step: r = 8, alpha 16 on query_proj + value_proj
+//               (PEFT's default targets), pooler + classifier trained, AdamW
+//               (zero_grad + forward + backward + update)
+//   partial13   the same with Partial-LoRA at ΔW density 0.13 (balanced
+//               Bernoulli row / column masks, METHOD.md §1)
+// Counters: median_s and min_s per iteration, tokens_per_s (from the median),
+// trainable parameters, peak_RSS_MiB (the process's peak after a reset at the
+// start of the case; run one case per process, --benchmark_filter, for a
+// clean figure). Each case validates its model once before timing it (see
+// validate()).
+#include <benchmark/benchmark.h>
+#include <malloc.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bench_support.hpp"
+#include "plora/adapters/lora.hpp"
+#include "plora/adapters/partial.hpp"
+#include "plora/masks/bernoulli.hpp"
+#include "plora/models/deberta_v2.hpp"
+#include "plora/models/sites.hpp"
+#include "plora/train/adamw.hpp"
+
+namespace {
+using namespace plora;
+using namespace plora::bench;
+
+constexpr Index kBatch = 8;
+constexpr Index kSeqLen = 128;
+constexpr Index kRank = 8;
+constexpr double kPartialDensity = 0.13;
+constexpr std::uint64_t kMaskSeed = 7;
+const std::vector<std::string> kTargets = {"query_proj", "value_proj"};
+
+enum class Mode { Forward, Lora, Partial };
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw std::logic_error("validation failed: " + what);
+}
+
+/// deberta-v3-base's config.json values (DebertaV2Config's defaults are v3's).
+DebertaV2Config deberta_v3_base() {
+  DebertaV2Config c;
+  c.vocab_size = 128100;
+  c.hidden_size = 768;
+  c.num_hidden_layers = 12;
+  c.num_attention_heads = 12;
+  c.intermediate_size = 3072;
+  c.position_buckets = 256;
+  c.relative_attention = true;
+  c.share_att_key = true;
+  c.pos_att_type = {"p2c", "c2p"};
+  c.norm_rel_ebd = "layer_norm";
+  c.position_biased_input = false;
+  c.num_labels = 2;
+  return c;
+}
+
+/// [CLS] then random ordinary pieces (ids 4..vocab-1), every token real.
+TokenBatch random_tokens(const DebertaV2Config& config, Index batch) {
+  TokenBatch b;
+  b.batch = batch;
+  b.seq_len = kSeqLen;
+  RandomStream rng(3, 0);
+  for (Index i = 0; i < batch * kSeqLen; ++i) {
+    const bool cls = i % kSeqLen == 0;
+    b.input_ids.push_back(cls ? 1 : static_cast<std::int32_t>(4 + rng.below(static_cast<std::uint32_t>(config.vocab_size - 4))));
+    b.attention_mask.push_back(1);
+  }
+  for (Index i = 0; i < batch; ++i) b.labels.push_back(static_cast<std::int32_t>(rng.below(2)));
+  return b;
+}
+
+/// Sequence i of `batch` alone.
+TokenBatch single(const TokenBatch& batch, Index i) {
+  TokenBatch b;
+  b.batch = 1;
+  b.seq_len = batch.seq_len;
+  const auto first = batch.input_ids.begin() + i * batch.seq_len;
+  b.input_ids.assign(first, first + batch.seq_len);
+  b.attention_mask.assign(static_cast<std::size_t>(batch.seq_len), 1);
+  b.labels = {batch.labels[static_cast<std::size_t>(i)]};
+  return b;
+}
+
+RowColMask partial_mask(const std::string& site, Index out, Index in) {
+  return PartialMask{}.sample(
+      {.out = out, .in = in, .ratio = kPartialDensity, .seed = kMaskSeed, .stream = stream_id(site), .site = site});
+}
+Lora<cpu> make_lora(const std::string& site, Index out, Index in) {
+  return Lora<cpu>(out, in, LoraConfig{.rank = kRank, .alpha = 16}, RandomStream(0, stream_id(site)));
+}
+PartialLora<cpu> make_partial(const std::string& site, Index out, Index in) {
+  const RowColMask mask = partial_mask(site, out, in);
+  return PartialLora<cpu>(out, in,
+                          {.inner = {.rank = kRank, .alpha = 16}, .kept_rows = mask.rows, .kept_cols = mask.cols},
+                          RandomStream(0, stream_id(site)));
+}
+
+/// Naive mean cross-entropy of host logits, in double.
+double naive_cross_entropy(const HostMatrix& logits, const std::vector<std::int32_t>& labels) {
+  double total = 0.0;
+  for (Index r = 0; r < logits.rows(); ++r) {
+    double max = logits(r, 0), sum = 0.0;
+    for (Index c = 0; c < logits.cols(); ++c) max = std::max(max, static_cast<double>(logits(r, c)));
+    for (Index c = 0; c < logits.cols(); ++c) sum += std::exp(logits(r, c) - max);
+    total += std::log(sum) + max - logits(r, labels[static_cast<std::size_t>(r)]);
+  }
+  return total / static_cast<double>(logits.rows());
+}
+
+/// Checks, once per case, with gradients left zeroed:
+///  - logits finite and bit-identical on a second forward;
+///  - sequences 0 and 5 alone give the logits they get inside the batch
+///    (attention, relative positions and the pooler never mix sequences);
+///  - training: the loss equals a naive cross-entropy of the logits, lora_A
+///    gradients are exactly zero while lora_B is zero and every other gradient
+///    is non-zero; the adapters hold r (|R| + |C|) scalars per site, with
+///    |R|, |C| the mask's kept rows / columns drawn independently here, and
+///    the Partial-LoRA masks keep about kPartialDensity of each ΔW.
+template <class A>
+void validate(DebertaV2<cpu, A>& model, const TokenBatch& batch, Mode mode) {
+  const HostMatrix logits = to_host<cpu>(model.forward(batch));
+  require(cpu::all_finite(logits.view()), "logits are not finite");
+  const HostMatrix again = to_host<cpu>(model.forward(batch));
+  require(logits.values() == again.values(), "two forwards of one batch differ");
+  for (const Index i : {Index{0}, Index{5}}) {
+    const HostMatrix alone = to_host<cpu>(model.forward(single(batch, i)));
+    // Logits are O(0.05) (N(0, 0.02) classifier on an O(1) pooled vector);
+    // a different GEMM blocking for 128 vs 1024 rows moves them by ~1e-6 in
+    // fp32 over 12 layers. A batching bug moves them by the logits' own size.
+    for (Index c = 0; c < logits.cols(); ++c)
+      require(std::abs(alone(0, c) - logits(i, c)) <= 1e-4f,
+              "sequence " + std::to_string(i) + " alone gives logit " + std::to_string(alone(0, c)) + ", in the batch " +
+                  std::to_string(logits(i, c)));
+  }
+  if (mode == Mode::Forward) return;
+
+  model.zero_grad();
+  const double loss = model.forward_backward(batch);
+  // fp32 log-softmax of two O(0.05) logits: relative error ~1e-7; 1e-4 leaves margin.
+  const double expected = naive_cross_entropy(logits, batch.labels);
+  require(std::abs(loss - expected) <= 1e-4 * std::max(1.0, expected),
+          "loss " + std::to_string(loss) + " vs naive cross-entropy " + std::to_string(expected));
+  for (const auto& p : model.parameters()) {
+    const double g = cpu::sum_squares(p.grad);
+    require(std::isfinite(g), p.name + " gradient is not finite");
+    if (p.name.ends_with("lora_A"))
+      require(g == 0.0, p.name + " gradient must be exactly zero while lora_B is zero");
+    else
+      require(g > 0.0, p.name + " gradient is zero");
+  }
+  model.zero_grad();
+
+  Index expected_adapters = 0, adapters = 0;
+  double density = 0.0;
+  const std::vector<std::string> sites = matched_sites(model, std::span(kTargets));
+  for (const auto& name : sites) {
+    const auto& site = model.site(name);
+    Index rows = site.out_features(), cols = site.in_features();
+    if (mode == Mode::Partial) {
+      const RowColMask mask = partial_mask(name, rows, cols);
+      density += static_cast<double>(mask.rows.size() * mask.cols.size()) / static_cast<double>(rows * cols);
+      rows = static_cast<Index>(mask.rows.size());
+      cols = static_cast<Index>(mask.cols.size());
+    }
+    expected_adapters += kRank * (rows + cols);
+    adapters += site.adapter().trainable_count();
+  }
+  require(adapters == expected_adapters,
+          std::to_string(adapters) + " adapter parameters, expected " + std::to_string(expected_adapters));
+  if (mode == Mode::Partial) {
+    // |R| ~ Binomial(768, sqrt(0.13)): relative sd 3.5% per factor, ~1% over 24 sites.
+    density /= static_cast<double>(sites.size());
+    require(std::abs(density - kPartialDensity) <= 0.1 * kPartialDensity,
+            "mean kept density " + std::to_string(density) + ", expected about " + std::to_string(kPartialDensity));
+  }
+}
+
+template <class A>
+void deberta_case(benchmark::State& state, Mode mode) {
+  malloc_trim(0);  // hand freed memory of earlier cases back, so the peak mark below is this case's
+  if (!reset_peak_rss()) std::fprintf(stderr, "note: cannot reset the peak-RSS mark; peak_RSS_MiB is the process's\n");
+  const DebertaV2Config config = deberta_v3_base();
+  DebertaV2<cpu, A> model(config, [](const std::string& key, Index rows, Index cols) {
+    return std::optional<HostMatrix>(hf_init(key, rows, cols));
+  });
+  const TokenBatch batch = random_tokens(config, kBatch);
+  if (mode == Mode::Lora) attach_adapters(model, std::span(kTargets), make_lora);
+  if (mode == Mode::Partial) attach_adapters(model, std::span(kTargets), make_partial);
+  validate(model, batch, mode);
+
+  AdamW<cpu> optimizer(AdamWConfig{.lr = 1e-3});
+  ParameterList<Host> params = model.parameters();
+  const auto step = [&] {
+    model.zero_grad();
+    benchmark::DoNotOptimize(model.forward_backward(batch));
+    optimizer.step(params);
+  };
+  model.set_training(mode != Mode::Forward);
+  if (mode != Mode::Forward) step();  // warm-up: the optimizer allocates its moments on the first step
+
+  std::vector<double> seconds;
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    if (mode == Mode::Forward) {
+      benchmark::DoNotOptimize(model.forward(batch).data);
+    } else {
+      step();
+    }
+    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  const double med = median(seconds);
+  state.counters["median_s"] = med;
+  state.counters["min_s"] = *std::min_element(seconds.begin(), seconds.end());
+  state.counters["tokens_per_s"] = static_cast<double>(kBatch * kSeqLen) / med;
+  Index trainable = 0;
+  for (const auto& p : params) trainable += p.value.size();
+  state.counters["trainable"] = static_cast<double>(mode == Mode::Forward ? 0 : trainable);
+  state.counters["peak_RSS_MiB"] = peak_rss_mib();
+}
+
+void deberta_v3_base_forward(benchmark::State& s) { deberta_case<Lora<cpu>>(s, Mode::Forward); }
+void deberta_v3_base_lora(benchmark::State& s) { deberta_case<Lora<cpu>>(s, Mode::Lora); }
+void deberta_v3_base_partial13(benchmark::State& s) { deberta_case<PartialLora<cpu>>(s, Mode::Partial); }
+}  // namespace
+
+// Seconds per iteration on 2 cores: about 1 (forward) to 3 (step); 5 timed
+// iterations after the validation / warm-up give the median.
+#define PLORA_DEBERTA_BENCHMARK(fn) BENCHMARK(fn)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond)
+PLORA_DEBERTA_BENCHMARK(deberta_v3_base_forward);
+PLORA_DEBERTA_BENCHMARK(deberta_v3_base_lora);
+PLORA_DEBERTA_BENCHMARK(deberta_v3_base_partial13);
+BENCHMARK_MAIN();
