@@ -280,16 +280,11 @@ nlohmann::ordered_json fine_tune(const RunOptions& o, Task& task, const std::opt
   attach_adapters(model, o.targets, [&](const std::string& name, Index out, Index in) {
     return Traits::make(settings, name, out, in);
   });
-  // Counted here rather than by trainable_count(): that takes the head as "all parameters
-  // minus adapters", which counts Random Masking's off-support entries as head.
-  const std::vector<std::string> heads = task.head_prefixes();
+  const TrainableCount count = trainable_count(model);
+  const std::vector<std::string> heads = task.head_prefixes();  // saved in full, like PEFT's modules_to_save
   const auto is_head = [&](const std::string& name) {
     return std::any_of(heads.begin(), heads.end(), [&](const std::string& h) { return name.starts_with(h); });
   };
-  TrainableCount count;
-  for (const auto& name : sites) count.adapters += model.site(name).adapter().trainable_count();
-  for (const auto& p : model.parameters())
-    if (is_head(p.name)) count.head += p.value.size();
   if (!o.quiet)
     log << Traits::name << " on " << sites.size() << " sites: " << count.adapters << " adapter + " << count.head
         << " head parameters trainable (dense LoRA r=" << o.rank << ": " << dense_lora << ")\n";

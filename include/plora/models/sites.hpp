@@ -68,16 +68,20 @@ struct TrainableCount {
   [[nodiscard]] Index total() const { return adapters + head; }
 };
 
+/// Adapters count their trainable scalars (Random Masking: its support only,
+/// though its parameter tensor is dense); the head is every other parameter.
 template <Model M>
 TrainableCount trainable_count(M& model) {
   TrainableCount count;
-  Index all = 0;
+  Index all = 0, adapter_storage = 0;
   for (const auto& p : model.parameters()) all += p.value.size();
   for (const auto& n : model.site_names()) {
     auto& site = model.site(n);
-    if (site.has_adapter()) count.adapters += site.adapter().trainable_count();
+    if (!site.has_adapter()) continue;
+    count.adapters += site.adapter().trainable_count();
+    for (const auto& p : site.adapter().parameters()) adapter_storage += p.value.size();
   }
-  count.head = all - count.adapters;
+  count.head = all - adapter_storage;
   return count;
 }
 
