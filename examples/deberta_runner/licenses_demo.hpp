@@ -64,7 +64,7 @@ inline constexpr Index kEmbeddingWindow = 5;
 
 /// How the demo's source model is pretrained; all of it is part of the cache key.
 struct LicensePretraining {
-  Index epochs = 12;
+  Index epochs = 20;
   double lr = 3e-3;
   Index batch = 32;
   double weight_decay = 0.01;

@@ -17,7 +17,6 @@
 // Site names are the PEFT module paths: "deberta.encoder.layer.3.attention.self.query_proj".
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <functional>
 #include <optional>
 #include <string>
@@ -33,6 +32,7 @@
 #include "plora/core/rng.hpp"
 #include "plora/models/batches.hpp"
 #include "plora/models/deberta_v2_config.hpp"
+#include "plora/models/detail/layer_site_name.hpp"
 #include "plora/nn/backward_scratch.hpp"
 #include "plora/nn/cross_entropy.hpp"
 #include "plora/nn/disentangled_attention.hpp"
@@ -327,15 +327,9 @@ class DebertaV2 {
 
   /// The site named "deberta.encoder.layer.<i>.<suffix>"; ValueError for other names.
   [[nodiscard]] Site& site(const std::string& name) {
-    std::string_view rest(name);
-    Index layer = -1;
-    if (rest.starts_with(kLayerPrefix)) {
-      rest.remove_prefix(kLayerPrefix.size());
-      const auto [end, error] = std::from_chars(rest.data(), rest.data() + rest.size(), layer);
-      rest.remove_prefix(static_cast<std::size_t>(end - rest.data()));
-      if (error != std::errc{} || !rest.starts_with(".")) layer = -1;
-      rest.remove_prefix(rest.empty() ? 0 : 1);
-    }
+    const auto parsed = detail::parse_layer_site_name(name, kLayerPrefix);
+    const Index layer = parsed ? parsed->layer : -1;
+    const std::string_view rest = parsed ? parsed->suffix : std::string_view{};
     const bool known = layer >= 0 && layer < static_cast<Index>(layers_.size()) &&
                        layers_[static_cast<std::size_t>(layer)].has_site(rest);
     check<ValueError>(known, "DeBERTa has no site '", name, "'; sites are ", kLayerPrefix, "<0..",

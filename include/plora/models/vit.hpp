@@ -13,7 +13,6 @@
 // "vit.layers.3.attention.q_proj", but still saves the Hub names.)
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -26,6 +25,7 @@
 #include "plora/core/host_matrix.hpp"
 #include "plora/core/parameter.hpp"
 #include "plora/models/batches.hpp"
+#include "plora/models/detail/layer_site_name.hpp"
 #include "plora/models/vit_config.hpp"
 #include "plora/nn/attention.hpp"
 #include "plora/nn/backward_scratch.hpp"
@@ -260,15 +260,9 @@ class Vit {
 
   /// The site named "vit.encoder.layer.<i>.<suffix>"; throws ValueError for other names.
   [[nodiscard]] Site& site(const std::string& name) {
-    std::string_view rest(name);
-    Index layer = -1;
-    if (rest.starts_with(kLayerPrefix)) {
-      rest.remove_prefix(kLayerPrefix.size());
-      const auto [end, error] = std::from_chars(rest.data(), rest.data() + rest.size(), layer);
-      rest.remove_prefix(static_cast<std::size_t>(end - rest.data()));
-      if (error != std::errc{} || !rest.starts_with(".")) layer = -1;
-      rest.remove_prefix(rest.empty() ? 0 : 1);
-    }
+    const auto parsed = detail::parse_layer_site_name(name, kLayerPrefix);
+    const Index layer = parsed ? parsed->layer : -1;
+    const std::string_view rest = parsed ? parsed->suffix : std::string_view{};
     const bool known = layer >= 0 && layer < static_cast<Index>(layers_.size()) &&
                        std::find(VitLayer<B, A>::kSites.begin(), VitLayer<B, A>::kSites.end(), rest) !=
                            VitLayer<B, A>::kSites.end();
