@@ -164,9 +164,9 @@ def agree(plora, peer, mode):
     if mode == "forward":
         diff = max(abs(a - b) for a, b in zip(plora["first_logits"], peer["first_logits"]))
         # Logits ~N(0, 0.5); fp32 through 12 layers in a different GEMM order: ~1e-5 apart.
-        return diff < 1e-3, f"max |logit diff| {diff:.1e}"
+        return diff < 1e-3, f"max abs logit diff {diff:.1e}"
     diff = abs(plora["first_loss"] - peer["first_loss"])
-    return diff < 1e-3 * max(1.0, abs(peer["first_loss"])), f"|loss diff| {diff:.1e}"
+    return diff < 1e-3 * max(1.0, abs(peer["first_loss"])), f"abs loss diff {diff:.1e}"
 
 
 def lscpu_model():

@@ -29,6 +29,8 @@ METHODS = [
     ("Full fine-tuning (query, value)", ["--adapter", "full"]),
     ("LoRA r=8", ["--adapter", "lora"]),
     ("AdaLoRA r=8 -> 5", ["--adapter", "adalora"]),
+    # Dense LoRA at about Partial-LoRA's budget: is the sparse ticket better than a smaller rank?
+    ("LoRA r=1 (same budget)", ["--adapter", "lora", "--rank", "1", "--alpha", "2"]),
     ("Partial-LoRA, SVD, tau 0.9", ["--adapter", "partial-lora", "--ratio-extractor", "svd"]),
     ("Partial-LoRA, SNIP, tau 0.9", ["--adapter", "partial-lora", "--ratio-extractor", "snip"]),
     ("Partial-LoRA, IMP, tau 0.9", ["--adapter", "partial-lora", "--ratio-extractor", "imp"]),
@@ -96,8 +98,8 @@ def main():
             dense = report["dense_lora_params"]
         rows.append((label, extra, accuracies, adapters, heads[0], dense))
 
-    lora_params = next(statistics.mean(r[3]) for r in rows if r[0].startswith("LoRA"))
-    lora_acc = statistics.mean(next(r[2] for r in rows if r[0].startswith("LoRA")))
+    lora_params = next(statistics.mean(r[3]) for r in rows if r[0] == "LoRA r=8")
+    lora_acc = statistics.mean(next(r[2] for r in rows if r[0] == "LoRA r=8"))
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Results: the paper's comparison on the built-in digits task",

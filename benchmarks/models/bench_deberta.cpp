@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <concepts>
 #include <cstdio>
 #include <optional>
 #include <span>
@@ -199,8 +200,13 @@ void deberta_case(benchmark::State& state, Mode mode) {
     return std::optional<HostMatrix>(hf_init(key, rows, cols));
   });
   const TokenBatch batch = random_tokens(config, kBatch);
-  if (mode == Mode::Lora) attach_adapters(model, std::span(kTargets), make_lora);
-  if (mode == Mode::Partial) attach_adapters(model, std::span(kTargets), make_partial);
+  if (mode != Mode::Forward) {
+    if constexpr (std::same_as<A, Lora<cpu>>) {
+      attach_adapters(model, std::span(kTargets), make_lora);
+    } else {
+      attach_adapters(model, std::span(kTargets), make_partial);
+    }
+  }
   validate(model, batch, mode);
 
   AdamW<cpu> optimizer(AdamWConfig{.lr = 1e-3});
