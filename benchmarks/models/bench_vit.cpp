@@ -1,6 +1,6 @@
 // Whole-model CPU benchmarks with random weights (transformers' init):
-// ViT-B/16 and ViT-S/16 (batch 8, 224 x 224) and DeBERTa-v3-base (batch 8,
-// 128 tokens):
+// ViT-B/16 and ViT-S/16 (batch 8, 224 x 224); DeBERTa-v3-base has its own
+// file (bench_deberta.cpp):
 //   forward       eval forward only
 //   lora          LoRA training step: r = 8, alpha 16 on query + value, head
 //                 trained, AdamW (zero_grad + forward + backward + update)
@@ -21,7 +21,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -32,7 +31,6 @@
 #include "plora/adapters/lora.hpp"
 #include "plora/adapters/partial.hpp"
 #include "plora/masks/bernoulli.hpp"
-#include "plora/models/deberta_v2.hpp"
 #include "plora/models/sites.hpp"
 #include "plora/models/vit.hpp"
 #include "plora/train/adamw.hpp"
@@ -42,10 +40,8 @@ using namespace plora;
 using namespace plora::bench;
 
 constexpr Index kBatch = 8;
-constexpr Index kSeqLen = 128;
 constexpr double kPartialDensity = 0.13;
 const std::vector<std::string> kLoraTargets = {"query", "value"};
-const std::vector<std::string> kDebertaTargets = {"query_proj", "value_proj"};
 const std::vector<std::string> kAllLinear = {"query", "key", "value", "dense"};
 
 enum class Mode { Forward, Lora, Partial, Full };
@@ -196,42 +192,6 @@ void vit_case(benchmark::State& state, const ViTConfig& config, Mode mode) {
     run_case(state, model, batch, mode, kAllLinear, make_full, forward, step_flops);
 }
 
-DebertaV2Config deberta_base_config() {
-  DebertaV2Config c;
-  c.num_labels = 2;
-  return c;
-}
-
-TokenBatch random_tokens(const DebertaV2Config& config) {
-  TokenBatch b;
-  b.batch = kBatch;
-  b.seq_len = kSeqLen;
-  RandomStream rng(3, 0);
-  for (Index i = 0; i < kBatch * kSeqLen; ++i) {
-    const bool cls = i % kSeqLen == 0;
-    b.input_ids.push_back(cls ? 1 : static_cast<std::int32_t>(4 + rng.below(static_cast<std::uint32_t>(config.vocab_size - 4))));
-    b.attention_mask.push_back(1);
-  }
-  for (Index i = 0; i < kBatch; ++i) b.labels.push_back(static_cast<std::int32_t>(rng.below(2)));
-  return b;
-}
-
-template <class A>
-void deberta_case(benchmark::State& state, Mode mode) {
-  start_case();
-  const DebertaV2Config config = deberta_base_config();
-  DebertaV2<cpu, A> model(config, [](const std::string& key, Index rows, Index cols) {
-    return std::optional<HostMatrix>(hf_init(key, rows, cols));
-  });
-  model.set_training(false);  // dropout off: the timed work is the same as a dropout-free model's
-  const TokenBatch batch = random_tokens(config);
-  const auto no_count = [](DebertaV2<cpu, A>&) { return 0.0; };
-  if constexpr (std::same_as<A, Lora<cpu>>)
-    run_case(state, model, batch, mode, kDebertaTargets, make_lora, 0.0, no_count);
-  if constexpr (std::same_as<A, PartialLora<cpu>>)
-    run_case(state, model, batch, mode, kDebertaTargets, make_partial, 0.0, no_count);
-}
-
 void vit_b16_forward(benchmark::State& s) { vit_case<Lora<cpu>>(s, vit_base_config(), Mode::Forward); }
 void vit_b16_lora(benchmark::State& s) { vit_case<Lora<cpu>>(s, vit_base_config(), Mode::Lora); }
 void vit_b16_partial13(benchmark::State& s) { vit_case<PartialLora<cpu>>(s, vit_base_config(), Mode::Partial); }
@@ -240,9 +200,6 @@ void vit_s16_forward(benchmark::State& s) { vit_case<Lora<cpu>>(s, vit_small_con
 void vit_s16_lora(benchmark::State& s) { vit_case<Lora<cpu>>(s, vit_small_config(), Mode::Lora); }
 void vit_s16_partial13(benchmark::State& s) { vit_case<PartialLora<cpu>>(s, vit_small_config(), Mode::Partial); }
 void vit_s16_full(benchmark::State& s) { vit_case<FullDelta<cpu>>(s, vit_small_config(), Mode::Full); }
-void deberta_v3_base_forward(benchmark::State& s) { deberta_case<Lora<cpu>>(s, Mode::Forward); }
-void deberta_v3_base_lora(benchmark::State& s) { deberta_case<Lora<cpu>>(s, Mode::Lora); }
-void deberta_v3_base_partial13(benchmark::State& s) { deberta_case<PartialLora<cpu>>(s, Mode::Partial); }
 }  // namespace
 
 // Seconds per iteration on 2 cores: about 1 (forward) to 4 (full); 5 timed
@@ -256,7 +213,4 @@ PLORA_MODEL_BENCHMARK(vit_s16_forward);
 PLORA_MODEL_BENCHMARK(vit_s16_lora);
 PLORA_MODEL_BENCHMARK(vit_s16_partial13);
 PLORA_MODEL_BENCHMARK(vit_s16_full);
-PLORA_MODEL_BENCHMARK(deberta_v3_base_forward);
-PLORA_MODEL_BENCHMARK(deberta_v3_base_lora);
-PLORA_MODEL_BENCHMARK(deberta_v3_base_partial13);
 BENCHMARK_MAIN();
