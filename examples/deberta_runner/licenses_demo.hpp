@@ -141,10 +141,17 @@ inline std::vector<std::string> license_sentences(std::string_view text) {
   return out;
 }
 
+/// What two sentences are compared by: their letters and digits, case-folded.
+inline std::string sentence_key(std::string_view sentence) {
+  std::string key;
+  for (const char c : sentence)
+    if (std::isalnum(static_cast<unsigned char>(c))) key += char(std::tolower(static_cast<unsigned char>(c)));
+  return key;
+}
+
 /// Labelled sentences of `licenses` (label = position in the list) read from
 /// `dir`. A text is kept once; a text that occurs in two of the licenses
-/// (compared by its letters and digits, case-folded) is dropped, since its
-/// label would be ambiguous.
+/// (compared by sentence_key) is dropped, since its label would be ambiguous.
 inline std::vector<TextExample> license_examples(const std::filesystem::path& dir,
                                                  const std::vector<std::string>& licenses) {
   struct Seen {
@@ -159,9 +166,7 @@ inline std::vector<TextExample> license_examples(const std::filesystem::path& di
                    "' does not exist (the demo reads Debian's base-files texts; --checkpoint and --task run "
                    "without them)");
     for (auto& sentence : license_sentences(io::detail::read_file(file))) {
-      std::string key;
-      for (const char c : sentence)
-        if (std::isalnum(static_cast<unsigned char>(c))) key += char(std::tolower(static_cast<unsigned char>(c)));
+      const std::string key = sentence_key(sentence);
       const auto label = static_cast<std::int32_t>(l);
       const auto [it, fresh] = seen.try_emplace(key, Seen{label, false});
       if (fresh) {
@@ -171,12 +176,7 @@ inline std::vector<TextExample> license_examples(const std::filesystem::path& di
       }
     }
   }
-  std::erase_if(examples, [&](const TextExample& e) {
-    std::string key;
-    for (const char c : e.a)
-      if (std::isalnum(static_cast<unsigned char>(c))) key += char(std::tolower(static_cast<unsigned char>(c)));
-    return seen.at(key).ambiguous;
-  });
+  std::erase_if(examples, [&](const TextExample& e) { return seen.at(sentence_key(e.a)).ambiguous; });
   return examples;
 }
 
