@@ -3,6 +3,7 @@
 // output), bound to a CLI11 app, and their validation. Model- and data-specific
 // options (checkpoint, dataset) are added by each runner.
 #include <CLI/CLI.hpp>
+#include <iostream>
 
 #include <cstdint>
 #include <filesystem>
@@ -165,6 +166,27 @@ inline void validate(const RunOptions& o) {
   check<ValueError>(o.target_rank <= o.rank, "--target-rank ", o.target_rank, " exceeds --rank ", o.rank);
   check<ValueError>(o.ratios_file.empty() || std::filesystem::is_regular_file(o.ratios_file), "--ratios: file '",
                     o.ratios_file.string(), "' does not exist");
+}
+
+/// A runner's whole program around `run()`: parse the command line (CLI11's
+/// own exit codes for malformed ones), run, and turn any error into a message
+/// on stderr naming `program` and exit code 1.
+template <class Run>
+int run_main(CLI::App& app, const char* program, int argc, char** argv, Run&& run) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    return app.exit(error);
+  }
+  try {
+    run();
+    return 0;
+  } catch (const plora::Error& error) {
+    std::cerr << program << ": error: " << error.what() << '\n';
+  } catch (const std::exception& error) {
+    std::cerr << program << ": failed: " << error.what() << '\n';
+  }
+  return 1;
 }
 
 }  // namespace plora::runner

@@ -174,20 +174,7 @@ int deberta_runner_main(int argc, char** argv) {
   DebertaOptions deberta;
   add_run_options(app, options);
   add_deberta_options(app, deberta);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& error) {
-    return app.exit(error);
-  }
-  try {
-    run_deberta<B>(options, deberta, start, std::cout);
-    return 0;
-  } catch (const plora::Error& error) {
-    std::cerr << "deberta_runner: error: " << error.what() << '\n';
-  } catch (const std::exception& error) {
-    std::cerr << "deberta_runner: failed: " << error.what() << '\n';
-  }
-  return 1;
+  return run_main(app, "deberta_runner", argc, argv, [&] { run_deberta<B>(options, deberta, start, std::cout); });
 }
 
 }  // namespace plora::runner

@@ -210,20 +210,7 @@ int vit_runner_main(int argc, char** argv) {
   VitOptions vit;
   add_run_options(app, options);
   add_vit_options(app, vit);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& error) {
-    return app.exit(error);
-  }
-  try {
-    run_vit<B>(options, vit, start, std::cout);
-    return 0;
-  } catch (const plora::Error& error) {
-    std::cerr << "vit_runner: error: " << error.what() << '\n';
-  } catch (const std::exception& error) {
-    std::cerr << "vit_runner: failed: " << error.what() << '\n';
-  }
-  return 1;
+  return run_main(app, "vit_runner", argc, argv, [&] { run_vit<B>(options, vit, start, std::cout); });
 }
 
 }  // namespace plora::runner
