@@ -1,6 +1,10 @@
 // Every CPU backend op against a naive reference or finite differences.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+
 #include "plora/backend/cpu/cpu.hpp"
 #include "support/numeric.hpp"
 
@@ -109,6 +113,44 @@ TEST_CASE("gelu backward matches finite differences and gelu is the erf form") {
     return weighted_sum(out.view(), weights.view());
   });
   CHECK(relative_error(dx.view(), numeric.view()) < 2e-3);
+}
+
+// Eigen's vectorised erf/exp are within a few float ulps: |erf error| <= 5e-7
+// and exp relative error <= 2e-7 (measured against double over [-8, 8]); so
+// gelu's absolute error is <= |x|/2 * 5e-7 + one rounding of the result, and
+// the bound below (1e-6 · max(1, |x|)) holds with a factor-2 margin.
+TEST_CASE("gelu, gelu' and softmax on a large threaded matrix match double references") {
+  const Index rows = 300, cols = 257;  // above the size where rows are split over threads; odd width
+  const HostMatrix x = random_matrix(rows, cols, 31, -8.0f, 8.0f), dy = random_matrix(rows, cols, 32);
+  HostMatrix y(rows, cols), dx(rows, cols);
+  cpu::gelu_forward(y.view(), x.view());
+  cpu::gelu_backward(dx.view(), dy.view(), x.view());
+  double worst_forward = 0, worst_backward = 0;
+  for (Index r = 0; r < rows; ++r)
+    for (Index c = 0; c < cols; ++c) {
+      const double v = x(r, c), cdf = 0.5 * (1 + std::erf(v / std::sqrt(2.0)));
+      const double pdf = std::exp(-0.5 * v * v) / std::sqrt(2 * std::numbers::pi);
+      const double scale = std::max(1.0, std::abs(v));
+      worst_forward = std::max(worst_forward, std::abs(y(r, c) - v * cdf) / scale);
+      worst_backward = std::max(worst_backward, std::abs(dx(r, c) - dy(r, c) * (cdf + v * pdf)) / scale);
+    }
+  CHECK(worst_forward < 1e-6);
+  CHECK(worst_backward < 1e-6);
+
+  HostMatrix p = x;
+  cpu::softmax_rows(p.view());
+  double worst_softmax = 0;
+  for (Index r = 0; r < rows; ++r) {
+    double row_max = -1e30, sum = 0;
+    for (Index c = 0; c < cols; ++c) row_max = std::max(row_max, double(x(r, c)));
+    for (Index c = 0; c < cols; ++c) sum += std::exp(double(x(r, c)) - row_max);
+    for (Index c = 0; c < cols; ++c) {
+      const double expected = std::exp(double(x(r, c)) - row_max) / sum;
+      worst_softmax = std::max(worst_softmax, std::abs(p(r, c) - expected) / expected);
+    }
+  }
+  // exp's 2e-7 plus the float sum over 257 terms (~257 · 6e-8 worst case).
+  CHECK(worst_softmax < 2e-5);
 }
 
 TEST_CASE("layernorm forward normalises and backward matches finite differences") {

@@ -1,13 +1,17 @@
 #pragma once
-// plora::cpu — the Backend on the host, GEMMs and SVD through Eigen 3.4
-// (optionally backed by OpenBLAS when PLORA_USE_BLAS is defined, see CMake),
-// row-wise kernels as plain loops the compiler vectorises.
+// plora::cpu — the Backend on the host. GEMMs through Eigen 3.4, or straight
+// through cblas_sgemm when PLORA_USE_CBLAS is defined (CMake's
+// PLORA_USE_OPENBLAS); SVD through Eigen. Row-wise kernels are loops the
+// compiler vectorises (erf/exp through Eigen's packet math), split over rows
+// with OpenMP when the matrix is large enough.
 // Eigen never appears in a signature: callers see only plora views.
 #include <Eigen/Core>
 #include <Eigen/SVD>
+#include <unsupported/Eigen/SpecialFunctions>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <numbers>
 #include <span>
 #include <vector>
@@ -16,6 +20,13 @@
 #include "plora/core/error.hpp"
 #include "plora/core/host_matrix.hpp"
 #include "plora/core/rng.hpp"
+
+#ifdef PLORA_USE_CBLAS
+#include <cblas.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace plora {
 
@@ -30,17 +41,39 @@ inline ConstMap map(ConstHostView v) { return ConstMap(v.data, v.rows, v.cols, E
 inline Index op_rows(ConstHostView v, Op op) { return op == Op::N ? v.rows : v.cols; }
 inline Index op_cols(ConstHostView v, Op op) { return op == Op::N ? v.cols : v.rows; }
 
+/// Below this many elements a row-wise kernel runs on one thread: waking the
+/// OpenMP team costs more than a small matrix's loop.
+constexpr Index kParallelElements = Index{1} << 15;
+
+/// body(r) for every row r, split over the threads GEMMs may use when the
+/// matrix is large; rows must be independent.
 template <class F>
-void for_each_row(Index rows, F&& body) {
+void parallel_rows(Index rows, Index cols, F&& body) {
+#ifdef _OPENMP
+  const int threads = Eigen::nbThreads();
+  if (threads > 1 && rows > 1 && rows * cols >= kParallelElements && !omp_in_parallel()) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (Index r = 0; r < rows; ++r) body(r);
+    return;
+  }
+#endif
   for (Index r = 0; r < rows; ++r) body(r);
 }
 
+/// One row of n floats as an Eigen array, so erf/exp use Eigen's vectorised packet math.
+inline Eigen::Map<Eigen::ArrayXf> row_array(float* data, Index n) { return {data, n}; }
+inline Eigen::Map<const Eigen::ArrayXf> row_array(const float* data, Index n) { return {data, n}; }
+
 constexpr float kInvSqrt2 = 0.70710678118654752f;
-inline float gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * kInvSqrt2)); }
-inline float gelu_derivative(float x) {
-  constexpr float inv_sqrt_2pi = 0.3989422804014327f;
-  return 0.5f * (1.0f + std::erf(x * kInvSqrt2)) + x * inv_sqrt_2pi * std::exp(-0.5f * x * x);
+constexpr float kInvSqrt2Pi = 0.3989422804014327f;
+
+#ifdef PLORA_USE_CBLAS
+inline CBLAS_TRANSPOSE cblas_op(Op op) { return op == Op::N ? CblasNoTrans : CblasTrans; }
+inline blasint blas_int(Index v) {
+  check<ShapeError>(v <= std::numeric_limits<blasint>::max(), "cpu::gemm: extent ", v, " exceeds the BLAS integer");
+  return static_cast<blasint>(v);
 }
+#endif
 }  // namespace detail::cpu
 
 struct cpu {
@@ -48,8 +81,13 @@ struct cpu {
   using Matrix = HostMatrix;
   using Indices = std::vector<std::int32_t>;
 
-  /// Threads Eigen's GEMMs may use (0 = Eigen's default).
-  static void set_threads(int threads) { Eigen::setNbThreads(threads); }
+  /// Threads the GEMMs and row-wise kernels may use (0 = the OpenMP default).
+  static void set_threads(int threads) {
+    Eigen::setNbThreads(threads);
+#ifdef PLORA_USE_CBLAS
+    if (threads > 0) openblas_set_num_threads(threads);
+#endif
+  }
 
   static Indices make_indices(std::span<const std::int32_t> ids) { return {ids.begin(), ids.end()}; }
 
@@ -58,74 +96,81 @@ struct cpu {
   static void download(HostView dst, ConstHostView src) { copy(dst, src); }
   static void copy(HostView dst, ConstHostView src) {
     require_shape(src, dst.rows, dst.cols, "cpu::copy source");
-    for (Index r = 0; r < dst.rows; ++r) std::copy_n(src.data + r * src.ld, dst.cols, dst.data + r * dst.ld);
+    for_rows(dst, [&](Index r) { std::copy_n(src.data + r * src.ld, dst.cols, dst.data + r * dst.ld); });
   }
   static void fill(HostView x, float value) {
-    for (Index r = 0; r < x.rows; ++r) std::fill_n(x.data + r * x.ld, x.cols, value);
+    for_rows(x, [&](Index r) { std::fill_n(x.data + r * x.ld, x.cols, value); });
   }
 
   // ---- GEMM ---------------------------------------------------------------
   /// c = alpha * op(a) op(b) + beta * c
   static void gemm(HostView c, ConstHostView a, Op op_a, ConstHostView b, Op op_b, float alpha, float beta) {
-    using namespace detail::cpu;
-    check<ShapeError>(op_rows(a, op_a) == c.rows && op_cols(b, op_b) == c.cols && op_cols(a, op_a) == op_rows(b, op_b),
-                      "cpu::gemm: op(a) is ", op_rows(a, op_a), " x ", op_cols(a, op_a), ", op(b) is ",
-                      op_rows(b, op_b), " x ", op_cols(b, op_b), ", c is ", c.rows, " x ", c.cols);
-    auto cm = map(c);
-    if (beta == 0.0f) {
-      cm.setZero();
-    } else if (beta != 1.0f) {
-      cm *= beta;
-    }
-    if (a.empty() || b.empty()) return;
-    const auto am = map(a);
-    const auto bm = map(b);
-    if (op_a == Op::N && op_b == Op::N) cm.noalias() += alpha * am * bm;
-    if (op_a == Op::N && op_b == Op::T) cm.noalias() += alpha * am * bm.transpose();
-    if (op_a == Op::T && op_b == Op::N) cm.noalias() += alpha * am.transpose() * bm;
-    if (op_a == Op::T && op_b == Op::T) cm.noalias() += alpha * am.transpose() * bm.transpose();
+    check_gemm_shapes(c, a, op_a, b, op_b);
+    gemm_unchecked(c, a, op_a, b, op_b, alpha, beta);
   }
 
   /// `batch` GEMMs; the i-th uses the views shifted by i * stride elements.
+  /// With Eigen's kernel the batch (attention's heads) is split over the
+  /// threads, each GEMM single-threaded: small GEMMs scale badly inside.
+  /// OpenBLAS threads each GEMM itself (its pthread pool must not be entered
+  /// from several threads at once).
   static void gemm_strided_batched(HostView c, ConstHostView a, Op op_a, ConstHostView b, Op op_b, float alpha,
                                    float beta, Index batch, Index stride_c, Index stride_a, Index stride_b) {
-    for (Index i = 0; i < batch; ++i) {
-      gemm({c.data + i * stride_c, c.rows, c.cols, c.ld}, {a.data + i * stride_a, a.rows, a.cols, a.ld}, op_a,
-           {b.data + i * stride_b, b.rows, b.cols, b.ld}, op_b, alpha, beta);
-    }
+    check_gemm_shapes(c, a, op_a, b, op_b);
+    const auto one = [&](Index i) {
+      gemm_unchecked({c.data + i * stride_c, c.rows, c.cols, c.ld}, {a.data + i * stride_a, a.rows, a.cols, a.ld},
+                     op_a, {b.data + i * stride_b, b.rows, b.cols, b.ld}, op_b, alpha, beta);
+    };
+#ifdef PLORA_USE_CBLAS
+    for (Index i = 0; i < batch; ++i) one(i);
+#else
+    // Eigen runs a GEMM single-threaded inside an OpenMP parallel region.
+    detail::cpu::parallel_rows(batch, detail::cpu::kParallelElements, one);
+#endif
   }
 
   // ---- elementwise --------------------------------------------------------
   /// y += alpha * x
   static void axpy(HostView y, float alpha, ConstHostView x) {
     require_shape(x, y.rows, y.cols, "cpu::axpy x");
-    for (Index r = 0; r < y.rows; ++r) {
-      float* yr = y.data + r * y.ld;
-      const float* xr = x.data + r * x.ld;
+    for_rows(y, [&](Index r) {
+      float* __restrict yr = y.data + r * y.ld;
+      const float* __restrict xr = x.data + r * x.ld;
       for (Index c = 0; c < y.cols; ++c) yr[c] += alpha * xr[c];
-    }
+    });
   }
   static void scale(HostView x, float alpha) {
-    for (Index r = 0; r < x.rows; ++r)
-      for (Index c = 0; c < x.cols; ++c) x.data[r * x.ld + c] *= alpha;
+    for_rows(x, [&](Index r) {
+      float* xr = x.data + r * x.ld;
+      for (Index c = 0; c < x.cols; ++c) xr[c] *= alpha;
+    });
   }
   /// y *= x elementwise
   static void mul(HostView y, ConstHostView x) {
     require_shape(x, y.rows, y.cols, "cpu::mul x");
-    for (Index r = 0; r < y.rows; ++r)
-      for (Index c = 0; c < y.cols; ++c) y.data[r * y.ld + c] *= x.data[r * x.ld + c];
+    for_rows(y, [&](Index r) {
+      float* __restrict yr = y.data + r * y.ld;
+      const float* __restrict xr = x.data + r * x.ld;
+      for (Index c = 0; c < y.cols; ++c) yr[c] *= xr[c];
+    });
   }
   /// x[r, :] += bias (1 x cols)
   static void add_row_vector(HostView x, ConstHostView bias) {
     require_shape(bias, 1, x.cols, "cpu::add_row_vector bias");
-    for (Index r = 0; r < x.rows; ++r)
-      for (Index c = 0; c < x.cols; ++c) x.data[r * x.ld + c] += bias.data[c];
+    for_rows(x, [&](Index r) {
+      float* __restrict xr = x.data + r * x.ld;
+      const float* __restrict br = bias.data;
+      for (Index c = 0; c < x.cols; ++c) xr[c] += br[c];
+    });
   }
   /// x[:, c] *= s[c] (s is 1 x cols)
   static void scale_cols(HostView x, ConstHostView s) {
     require_shape(s, 1, x.cols, "cpu::scale_cols s");
-    for (Index r = 0; r < x.rows; ++r)
-      for (Index c = 0; c < x.cols; ++c) x.data[r * x.ld + c] *= s.data[c];
+    for_rows(x, [&](Index r) {
+      float* __restrict xr = x.data + r * x.ld;
+      const float* __restrict sr = s.data;
+      for (Index c = 0; c < x.cols; ++c) xr[c] *= sr[c];
+    });
   }
   /// out = beta * out + sum over rows of x (out is 1 x cols)
   static void column_sums(HostView out, ConstHostView x, float beta) {
@@ -142,7 +187,7 @@ struct cpu {
     require_shape(dst, dst.rows, src.cols, "cpu::gather_rows dst");
     for (Index i = 0; i < dst.rows; ++i) std::copy_n(src.data + idx[i] * src.ld, dst.cols, dst.data + i * dst.ld);
   }
-  /// dst[idx[i], :] += alpha * src[i, :]
+  /// dst[idx[i], :] += alpha * src[i, :] (serial: indices may repeat)
   static void scatter_add_rows(HostView dst, ConstHostView src, const Indices& idx, float alpha) {
     check_indices(idx, src.rows, dst.rows, "cpu::scatter_add_rows");
     require_shape(src, src.rows, dst.cols, "cpu::scatter_add_rows src");
@@ -154,39 +199,47 @@ struct cpu {
     check_indices(idx, dst.cols, src.cols, "cpu::gather_cols");
     require_shape(dst, src.rows, dst.cols, "cpu::gather_cols dst");
     const std::int32_t* ids = idx.data();
-    for (Index r = 0; r < dst.rows; ++r) {
+    for_rows(dst, [&](Index r) {
       // restrict: the rows never overlap, which lets the compiler vectorise the gather.
       const float* __restrict s = src.data + r * src.ld;
       float* __restrict d = dst.data + r * dst.ld;
       for (Index j = 0; j < dst.cols; ++j) d[j] = s[ids[j]];
-    }
+    });
   }
-  /// dst[:, idx[j]] += alpha * src[:, j]
+  /// dst[:, idx[j]] += alpha * src[:, j] (rows in parallel; within a row indices may repeat)
   static void scatter_add_cols(HostView dst, ConstHostView src, const Indices& idx, float alpha) {
     check_indices(idx, src.cols, dst.cols, "cpu::scatter_add_cols");
     require_shape(src, dst.rows, src.cols, "cpu::scatter_add_cols src");
     const std::int32_t* ids = idx.data();
-    for (Index r = 0; r < dst.rows; ++r) {
+    for_rows(dst, [&](Index r) {
       const float* __restrict s = src.data + r * src.ld;
       float* __restrict d = dst.data + r * dst.ld;
       for (Index j = 0; j < src.cols; ++j) d[ids[j]] += alpha * s[j];
-    }
+    });
   }
 
   // ---- activations and normalisation --------------------------------------
-  /// y = gelu(x), the exact erf form
+  /// y = gelu(x) = x/2 (1 + erf(x/√2)), the exact erf form (Eigen's vectorised
+  /// erf: within 5e-7 absolute of std::erf).
   static void gelu_forward(HostView y, ConstHostView x) {
+    using namespace detail::cpu;
     require_shape(x, y.rows, y.cols, "cpu::gelu_forward x");
-    for (Index r = 0; r < y.rows; ++r)
-      for (Index c = 0; c < y.cols; ++c) y.data[r * y.ld + c] = detail::cpu::gelu(x.data[r * x.ld + c]);
+    for_rows(y, [&](Index r) {
+      const auto xr = row_array(x.data + r * x.ld, y.cols);
+      row_array(y.data + r * y.ld, y.cols) = 0.5f * xr * (1.0f + (xr * kInvSqrt2).erf());
+    });
   }
-  /// dx = dy * gelu'(x)
+  /// dx = dy * gelu'(x), gelu'(x) = (1 + erf(x/√2))/2 + x φ(x)
   static void gelu_backward(HostView dx, ConstHostView dy, ConstHostView x) {
+    using namespace detail::cpu;
     require_shape(x, dx.rows, dx.cols, "cpu::gelu_backward x");
     require_shape(dy, dx.rows, dx.cols, "cpu::gelu_backward dy");
-    for (Index r = 0; r < dx.rows; ++r)
-      for (Index c = 0; c < dx.cols; ++c)
-        dx.data[r * dx.ld + c] = dy.data[r * dy.ld + c] * detail::cpu::gelu_derivative(x.data[r * x.ld + c]);
+    for_rows(dx, [&](Index r) {
+      const auto xr = row_array(x.data + r * x.ld, dx.cols);
+      const auto dyr = row_array(dy.data + r * dy.ld, dx.cols);
+      row_array(dx.data + r * dx.ld, dx.cols) =
+          dyr * (0.5f * (1.0f + (xr * kInvSqrt2).erf()) + xr * kInvSqrt2Pi * (-0.5f * xr.square()).exp());
+    });
   }
 
   /// y = (x - mean) * rstd * gamma + beta per row (biased variance, like
@@ -198,9 +251,9 @@ struct cpu {
     require_shape(gamma, 1, y.cols, "cpu::layernorm_forward gamma");
     require_shape(beta, 1, y.cols, "cpu::layernorm_forward beta");
     const Index n = y.cols;
-    for (Index r = 0; r < y.rows; ++r) {
-      const float* xr = x.data + r * x.ld;
-      float* yr = y.data + r * y.ld;
+    for_rows(y, [&](Index r) {
+      const float* __restrict xr = x.data + r * x.ld;
+      float* __restrict yr = y.data + r * y.ld;
       float mean = 0.0f;
       for (Index c = 0; c < n; ++c) mean += xr[c];
       mean /= static_cast<float>(n);
@@ -211,7 +264,7 @@ struct cpu {
       for (Index c = 0; c < n; ++c) yr[c] = (xr[c] - mean) * rstd * gamma.data[c] + beta.data[c];
       stats.data[r * stats.ld] = mean;
       stats.data[r * stats.ld + 1] = rstd;
-    }
+    });
   }
   /// dx = LN'(x)^T dy; dgamma, dbeta accumulate (+=) unless empty (frozen LN).
   static void layernorm_backward(HostView dx, HostView dgamma, HostView dbeta, ConstHostView dy, ConstHostView x,
@@ -221,10 +274,10 @@ struct cpu {
     require_shape(stats, dx.rows, 2, "cpu::layernorm_backward stats");
     const Index n = dx.cols;
     const bool param_grads = !dgamma.empty();
-    for (Index r = 0; r < dx.rows; ++r) {
-      const float* xr = x.data + r * x.ld;
-      const float* dyr = dy.data + r * dy.ld;
-      float* dxr = dx.data + r * dx.ld;
+    const auto row = [&](Index r) {
+      const float* __restrict xr = x.data + r * x.ld;
+      const float* __restrict dyr = dy.data + r * dy.ld;
+      float* __restrict dxr = dx.data + r * dx.ld;
       const float mean = stats.data[r * stats.ld], rstd = stats.data[r * stats.ld + 1];
       float sum_g = 0.0f, sum_g_xhat = 0.0f;
       for (Index c = 0; c < n; ++c) {
@@ -242,34 +295,34 @@ struct cpu {
         const float xhat = (xr[c] - mean) * rstd;
         dxr[c] = rstd * (dyr[c] * gamma.data[c] - inv_n * (sum_g + xhat * sum_g_xhat));
       }
+    };
+    // dgamma/dbeta accumulate over rows: a trainable LayerNorm runs serially.
+    if (param_grads) {
+      for (Index r = 0; r < dx.rows; ++r) row(r);
+    } else {
+      for_rows(dx, row);
     }
   }
 
   /// In-place numerically stable softmax over each row.
   static void softmax_rows(HostView x) {
-    for (Index r = 0; r < x.rows; ++r) {
-      float* xr = x.data + r * x.ld;
-      const float row_max = *std::max_element(xr, xr + x.cols);
-      float sum = 0.0f;
-      for (Index c = 0; c < x.cols; ++c) {
-        xr[c] = std::exp(xr[c] - row_max);
-        sum += xr[c];
-      }
-      const float inv = 1.0f / sum;
-      for (Index c = 0; c < x.cols; ++c) xr[c] *= inv;
-    }
+    using detail::cpu::row_array;
+    for_rows(x, [&](Index r) {
+      auto xr = row_array(x.data + r * x.ld, x.cols);
+      xr = (xr - xr.maxCoeff()).exp();
+      xr *= 1.0f / xr.sum();
+    });
   }
   /// dx = y * (dy - sum(dy * y)) per row, y the softmax output.
   static void softmax_rows_backward(HostView dx, ConstHostView y, ConstHostView dy) {
+    using detail::cpu::row_array;
     require_shape(y, dx.rows, dx.cols, "cpu::softmax_rows_backward y");
     require_shape(dy, dx.rows, dx.cols, "cpu::softmax_rows_backward dy");
-    for (Index r = 0; r < dx.rows; ++r) {
-      const float* yr = y.data + r * y.ld;
-      const float* dyr = dy.data + r * dy.ld;
-      float dot = 0.0f;
-      for (Index c = 0; c < dx.cols; ++c) dot += dyr[c] * yr[c];
-      for (Index c = 0; c < dx.cols; ++c) dx.data[r * dx.ld + c] = yr[c] * (dyr[c] - dot);
-    }
+    for_rows(dx, [&](Index r) {
+      const auto yr = row_array(y.data + r * y.ld, dx.cols);
+      const auto dyr = row_array(dy.data + r * dy.ld, dx.cols);
+      row_array(dx.data + r * dx.ld, dx.cols) = yr * (dyr - (dyr * yr).sum());
+    });
   }
 
   /// Mean softmax cross-entropy over rows; writes d(loss)/d(logits) to dlogits.
@@ -298,11 +351,12 @@ struct cpu {
   static void dropout_mask(HostView mask, float p, std::uint64_t seed, std::uint64_t stream, std::uint64_t offset) {
     check<ValueError>(p >= 0.0f && p < 1.0f, "dropout probability ", p, " is outside [0, 1)");
     const float keep_scale = 1.0f / (1.0f - p);
-    for (Index r = 0; r < mask.rows; ++r)
+    for_rows(mask, [&](Index r) {
       for (Index c = 0; c < mask.cols; ++c) {
         const auto index = offset + static_cast<std::uint64_t>(r * mask.cols + c);
         mask.data[r * mask.ld + c] = RandomStream::uniform_at(seed, stream, index) < p ? 0.0f : keep_scale;
       }
+    });
   }
 
   // ---- reductions ---------------------------------------------------------
@@ -327,7 +381,7 @@ struct cpu {
     require_shape(v, param.rows, param.cols, "cpu::adamw_step v");
     const float step_size = s.lr / s.bias_correction1;
     const float inv_sqrt_bc2 = 1.0f / std::sqrt(s.bias_correction2);
-    for (Index r = 0; r < param.rows; ++r)
+    for_rows(param, [&](Index r) {
       for (Index c = 0; c < param.cols; ++c) {
         float& p = param.data[r * param.ld + c];
         float& mr = m.data[r * m.ld + c];
@@ -338,12 +392,13 @@ struct cpu {
         vr = s.beta2 * vr + (1.0f - s.beta2) * g * g;
         p -= step_size * mr / (std::sqrt(vr) * inv_sqrt_bc2 + s.eps);
       }
+    });
   }
   /// One SGD step with optional momentum / Nesterov / L2 weight decay, as torch.optim.SGD.
   static void sgd_step(HostView param, ConstHostView grad, HostView momentum_buffer, const SgdStep& s) {
     require_shape(grad, param.rows, param.cols, "cpu::sgd_step grad");
     require_shape(momentum_buffer, param.rows, param.cols, "cpu::sgd_step momentum_buffer");
-    for (Index r = 0; r < param.rows; ++r)
+    for_rows(param, [&](Index r) {
       for (Index c = 0; c < param.cols; ++c) {
         float& p = param.data[r * param.ld + c];
         float d = grad.data[r * grad.ld + c] + s.weight_decay * p;
@@ -354,6 +409,7 @@ struct cpu {
         }
         p -= s.lr * d;
       }
+    });
   }
 
   // ---- decompositions -----------------------------------------------------
@@ -373,6 +429,49 @@ struct cpu {
   }
 
  private:
+  static void check_gemm_shapes(ConstHostView c, ConstHostView a, Op op_a, ConstHostView b, Op op_b) {
+    using namespace detail::cpu;
+    check<ShapeError>(op_rows(a, op_a) == c.rows && op_cols(b, op_b) == c.cols && op_cols(a, op_a) == op_rows(b, op_b),
+                      "cpu::gemm: op(a) is ", op_rows(a, op_a), " x ", op_cols(a, op_a), ", op(b) is ",
+                      op_rows(b, op_b), " x ", op_cols(b, op_b), ", c is ", c.rows, " x ", c.cols);
+  }
+  static void gemm_unchecked(HostView c, ConstHostView a, Op op_a, ConstHostView b, Op op_b, float alpha,
+                             float beta) {
+    using namespace detail::cpu;
+#ifdef PLORA_USE_CBLAS
+    if (c.empty()) return;
+    if (a.empty() || b.empty()) {  // k = 0: no product, only the beta scaling
+      scale_or_zero(c, beta);
+      return;
+    }
+    // BLAS never reads c when beta = 0, so no zero-fill is needed.
+    cblas_sgemm(CblasRowMajor, cblas_op(op_a), cblas_op(op_b), blas_int(c.rows), blas_int(c.cols),
+                blas_int(op_cols(a, op_a)), alpha, a.data, blas_int(std::max<Index>(a.ld, 1)), b.data,
+                blas_int(std::max<Index>(b.ld, 1)), beta, c.data, blas_int(std::max<Index>(c.ld, 1)));
+#else
+    scale_or_zero(c, beta);
+    if (a.empty() || b.empty()) return;
+    auto cm = map(c);
+    const auto am = map(a);
+    const auto bm = map(b);
+    if (op_a == Op::N && op_b == Op::N) cm.noalias() += alpha * am * bm;
+    if (op_a == Op::N && op_b == Op::T) cm.noalias() += alpha * am * bm.transpose();
+    if (op_a == Op::T && op_b == Op::N) cm.noalias() += alpha * am.transpose() * bm;
+    if (op_a == Op::T && op_b == Op::T) cm.noalias() += alpha * am.transpose() * bm.transpose();
+#endif
+  }
+  template <class F>
+  static void for_rows(ConstHostView x, F&& body) {
+    detail::cpu::parallel_rows(x.rows, x.cols, body);
+  }
+  /// c *= beta, with beta = 0 writing zeros (never 0 * NaN from stale memory).
+  static void scale_or_zero(HostView c, float beta) {
+    if (beta == 0.0f) {
+      fill(c, 0.0f);
+    } else if (beta != 1.0f) {
+      scale(c, beta);
+    }
+  }
   static void check_indices(const Indices& idx, Index expected_count, Index bound, const char* what) {
     check<ShapeError>(static_cast<Index>(idx.size()) == expected_count, what, ": ", idx.size(),
                       " indices for ", expected_count, " slots");
