@@ -2,22 +2,30 @@
 """plora against PyTorch + transformers + PEFT on the same machine, threads,
 checkpoint and batch (tools/bench_vs_peft is the entry point).
 
-For each model shape (ViT-B/16, ViT-S/16; batch 8, 224 x 224) this script
-  1. creates a randomly initialised ViTForImageClassification (10 labels) with
-     transformers and saves it as safetensors: both sides load THAT directory;
-  2. saves one batch (pixels in [-1, 1], labels) that both sides use;
+For each model shape (ViT-B/16, ViT-S/16: batch 8, 224 x 224; DeBERTa-v3-base:
+batch 8, 128 tokens; deberta-tiny: 2 layers of width 64, a fast check of the
+harness itself) this script
+  1. creates a randomly initialised ViTForImageClassification (10 labels) or
+     DebertaV2ForSequenceClassification (2 labels, dropout 0: plora's DeBERTa
+     applies none) with transformers and saves it as safetensors: both sides
+     load THAT directory;
+  2. saves one batch (pixels in [-1, 1] / random token ids after [CLS] with an
+     all-ones attention mask; labels) that both sides use;
   3. has plora's driver (benchmarks/models/side_by_side.cpp) write the
      Partial-LoRA masks (density 0.13) that both sides apply;
   4. runs every mode as separate processes, interleaved plora / PyTorch /
      plora / PyTorch ... (--rounds of each), each process doing --warmup
      untimed and --steps timed steps, and reports the median step time over
      all timed steps and the median of the processes' peak RSS.
-Modes: forward (eval), lora (r 8, alpha 16, query + value, head trained,
-AdamW), partial (the same LoRA with the masked rows of B / columns of A
-held at zero by gradient hooks, the best a PEFT user can do today), full
-(every encoder linear weight + head, AdamW).
+Modes: forward (eval), lora (r 8, alpha 16, query + value projections, head
+trained: ViT's classifier, DeBERTa's pooler + classifier as plora's DeBERTa
+trains them; AdamW), partial (the same LoRA with the masked rows of B /
+columns of A held at zero by gradient hooks, the best a PEFT user can do
+today), full (every encoder linear weight + head, AdamW).
 Before any timing is compared, the first step's loss (forward: the logits) of
-the two sides must agree; a mismatch is reported and fails the run.
+the two sides must agree (tolerances in agree()), and in lora / full their
+trainable counts; a mismatch is reported and fails the run. Peak RSS is each
+process's own VmHWM (ru_maxrss would include the orchestrator's, inherited).
 
 Run as a worker (one PyTorch process) with --worker.
 """
@@ -36,41 +44,79 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 MODES = ["forward", "lora", "partial", "full"]
+# deberta-v3-base's config.json (transformers' DebertaV2Config defaults are v2's).
+DEBERTA_V3_BASE = dict(vocab_size=128100, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                       intermediate_size=3072, max_position_embeddings=512, type_vocab_size=0, relative_attention=True,
+                       position_buckets=256, pos_att_type="p2c|c2p", share_att_key=True, norm_rel_ebd="layer_norm",
+                       max_relative_positions=-1, position_biased_input=False, layer_norm_eps=1e-7)
 SHAPES = {
-    "vit-b16": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
-    "vit-s16": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
+    "vit-b16": dict(family="vit", hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    "vit-s16": dict(family="vit", hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
+    "deberta-v3-base": dict(family="deberta", **DEBERTA_V3_BASE),
+    # A check of the harness: 32 buckets (not 256) so that 128 tokens reach the log-bucketed relative
+    # positions; weights N(0, 0.2) (not 0.02) so that attention is far from uniform and the logits are O(1)
+    # and depend on the sequence (at 0.02 they are ~0.02, nearly the same for every sequence, loss ~ ln 2).
+    "deberta-tiny": dict(family="deberta", **dict(DEBERTA_V3_BASE, vocab_size=1000, hidden_size=64, num_hidden_layers=2,
+                                                  num_attention_heads=4, intermediate_size=256, position_buckets=32,
+                                                  initializer_range=0.2)),
 }
-NUM_LABELS = 10
+DEFAULT_SHAPES = ["vit-b16", "vit-s16", "deberta-v3-base"]
+# Per family: labels; LoRA target_modules (transformers 5 renamed ViT's query / value); the head
+# PEFT's modules_to_save trains (what plora's models train).
+FAMILIES = {
+    "vit": dict(num_labels=10, lora_targets=(["q_proj", "v_proj"], ["query", "value"]), head=["classifier"]),
+    "deberta": dict(num_labels=2, lora_targets=(["query_proj", "value_proj"],), head=["pooler", "classifier"]),
+}
+SEQ_LEN = 128
 DOCS_BEGIN = "<!-- bench_vs_peft:begin -->"
 DOCS_END = "<!-- bench_vs_peft:end -->"
 
 
 def peak_rss_mib():
+    """This process's own peak RSS: VmHWM. ru_maxrss would also carry, across exec, the peak of the
+    orchestrator it was forked from (torch loaded, the checkpoint just written)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # ---------------------------------------------------------------- worker side
-def find_module(model, layer, kind):
-    """The q / v projection of `layer` under either transformers naming."""
-    names = {"query": ("attention.q_proj", "attention.attention.query"),
-             "value": ("attention.v_proj", "attention.attention.value")}[kind]
+def find_module(model, site):
+    """The LoRA-wrapped module of plora's site name: the module of that path, or (ViT
+    under transformers 5, which renamed attention.attention.query) the same layer's q_proj / v_proj."""
+    layer, kind = re.search(r"layer\.(\d+)\..*\.(\w+)$", site).groups()
+    renamed = {"query": "attention.q_proj", "value": "attention.v_proj"}.get(kind)
     for name, module in model.named_modules():
-        for suffix in names:
-            if re.search(rf"layers?\.{layer}\.{re.escape(suffix)}$", name) and hasattr(module, "lora_A"):
-                return module
-    raise KeyError(f"no LoRA module for layer {layer} {kind}")
+        if hasattr(module, "lora_A") and (
+                name.endswith("." + site) or
+                (renamed and re.search(rf"layers?\.{layer}\.{re.escape(renamed)}$", name))):
+            return module
+    raise KeyError(f"no LoRA module for plora site {site}")
+
+
+def load_model_and_inputs(checkpoint, batch_file):
+    """(family, model, forward inputs, labels) for a checkpoint directory and batch written by make_inputs."""
+    from transformers import AutoConfig, DebertaV2ForSequenceClassification, ViTForImageClassification
+    from safetensors.torch import load_file
+
+    batch = load_file(batch_file)
+    labels = batch["labels"].long()
+    if AutoConfig.from_pretrained(checkpoint).model_type == "vit":
+        model = ViTForImageClassification.from_pretrained(checkpoint)
+        size = model.config.image_size
+        return FAMILIES["vit"], model, {"pixel_values": batch["pixels"].reshape(-1, 3, size, size)}, labels
+    model = DebertaV2ForSequenceClassification.from_pretrained(checkpoint)
+    inputs = {"input_ids": batch["input_ids"].long(), "attention_mask": batch["attention_mask"].long()}
+    return FAMILIES["deberta"], model, inputs, labels
 
 
 def worker(args):
     import torch
-    from transformers import ViTForImageClassification
-    from safetensors.torch import load_file
 
     torch.set_num_threads(args.threads)
-    model = ViTForImageClassification.from_pretrained(args.checkpoint)
-    batch = load_file(args.batch)
-    pixels = batch["pixels"].reshape(-1, 3, model.config.image_size, model.config.image_size)
-    labels = batch["labels"].long()
+    family, model, inputs, labels = load_model_and_inputs(args.checkpoint, args.batch)
     out = {"mode": args.mode, "threads": torch.get_num_threads(), "warmup": args.warmup}
 
     def time_steps(step):
@@ -85,20 +131,19 @@ def worker(args):
     if args.mode == "forward":
         model.eval()
         with torch.inference_mode():
-            out["first_logits"] = model(pixel_values=pixels).logits.flatten().tolist()
-            out["step_seconds"] = time_steps(lambda: model(pixel_values=pixels))
+            out["first_logits"] = model(**inputs).logits.flatten().tolist()
+            out["step_seconds"] = time_steps(lambda: model(**inputs))
     else:
         if args.mode in ("lora", "partial"):
             from peft import LoraConfig, get_peft_model
             names = [n for n, _ in model.named_modules()]
-            targets = ["q_proj", "v_proj"] if any(n.endswith("q_proj") for n in names) else ["query", "value"]
+            targets = next(t for t in family["lora_targets"] if any(n.endswith("." + t[0]) for n in names))
             model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets,
-                                                     modules_to_save=["classifier"]))
+                                                     modules_to_save=family["head"]))
             if args.mode == "partial":
                 masks = json.loads(Path(args.masks).read_text())
                 for site in masks["sites"]:
-                    layer = int(re.search(r"layer\.(\d+)\.", site["name"]).group(1))
-                    module = find_module(model, layer, site["name"].rsplit(".", 1)[1])
+                    module = find_module(model, site["name"])
                     row = torch.zeros(site["out"], 1)
                     row[site["rows"]] = 1.0
                     col = torch.zeros(1, site["in"])
@@ -110,9 +155,10 @@ def worker(args):
                     a.register_hook(lambda g, m=col: g * m)
                     b.register_hook(lambda g, m=row: g * m)
         else:  # full: every encoder linear weight and the head
-            linear = re.compile(r"layers?\.\d+\..*\.(q_proj|k_proj|v_proj|o_proj|fc1|fc2|query|key|value|dense)\.weight$")
+            linear = re.compile(r"layers?\.\d+\..*\.(q_proj|k_proj|v_proj|o_proj|fc1|fc2|query|key|value|dense|"
+                                r"query_proj|key_proj|value_proj)\.weight$")
             for name, p in model.named_parameters():
-                p.requires_grad_(bool(linear.search(name)) or name.startswith("classifier."))
+                p.requires_grad_(bool(linear.search(name)) or name.split(".")[0] in family["head"])
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         out["trainable"] = sum(p.numel() for p in params)
@@ -121,7 +167,7 @@ def worker(args):
 
         def step():
             optimizer.zero_grad(set_to_none=True)
-            loss = model(pixel_values=pixels, labels=labels).loss
+            loss = model(**inputs, labels=labels).loss
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
@@ -135,20 +181,32 @@ def worker(args):
 # ---------------------------------------------------------- orchestrator side
 def make_inputs(directory, shape, batch_size):
     import torch
-    from transformers import ViTConfig, ViTForImageClassification
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification, ViTConfig, ViTForImageClassification
     from safetensors.torch import save_file
 
+    config = dict(SHAPES[shape])
+    family = config.pop("family")
+    num_labels = FAMILIES[family]["num_labels"]
     checkpoint = directory / "checkpoint"
     if not (checkpoint / "model.safetensors").exists():
         torch.manual_seed(0)
-        config = ViTConfig(**SHAPES[shape], num_labels=NUM_LABELS, image_size=224, patch_size=16)
-        ViTForImageClassification(config).save_pretrained(checkpoint, safe_serialization=True)
+        if family == "vit":
+            model = ViTForImageClassification(ViTConfig(**config, num_labels=num_labels, image_size=224, patch_size=16))
+        else:
+            model = DebertaV2ForSequenceClassification(DebertaV2Config(
+                **config, num_labels=num_labels, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+        model.save_pretrained(checkpoint, safe_serialization=True)
     batch = directory / "batch.safetensors"
     if not batch.exists():
         generator = torch.Generator().manual_seed(1)
-        pixels = torch.rand(batch_size, 3 * 224 * 224, generator=generator) * 2 - 1
-        labels = torch.randint(0, NUM_LABELS, (batch_size,), generator=generator, dtype=torch.int64)
-        save_file({"pixels": pixels.contiguous(), "labels": labels}, batch)
+        if family == "vit":
+            tensors = {"pixels": torch.rand(batch_size, 3 * 224 * 224, generator=generator) * 2 - 1}
+        else:  # [CLS] (id 1), then ordinary pieces (ids from 4: 0-3 are pad, CLS, SEP, UNK); no padding
+            ids = torch.randint(4, config["vocab_size"], (batch_size, SEQ_LEN), generator=generator, dtype=torch.int64)
+            ids[:, 0] = 1
+            tensors = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        tensors["labels"] = torch.randint(0, num_labels, (batch_size,), generator=generator, dtype=torch.int64)
+        save_file(tensors, batch)
     return checkpoint, batch
 
 
@@ -159,14 +217,29 @@ def run_json(command, env):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def agree(plora, peer, mode):
-    """(ok, text): the first step's loss or the forward's logits of the two sides."""
+def agree(plora, peer, mode, family):
+    """(ok, text): the forward's logits or the first step's loss of the two sides; in lora and full
+    also the trainable counts (in partial PEFT counts the dense A and B it masks)."""
     if mode == "forward":
         diff = max(abs(a - b) for a, b in zip(plora["first_logits"], peer["first_logits"]))
-        # Logits ~N(0, 0.5); fp32 through 12 layers in a different GEMM order: ~1e-5 apart.
-        return diff < 1e-3, f"max abs logit diff {diff:.1e}"
+        if family == "vit":
+            # Logits ~N(0, 0.5); fp32 through 12 layers in a different GEMM order: ~1e-5 apart.
+            return diff < 1e-3, f"max abs logit diff {diff:.1e}"
+        # Relative to the logits' own scale, ~0.2 at DeBERTa-v3-base's init (not ViT's ~1): fp32 in a
+        # different GEMM order differs by a few 1e-6 of it (measured: v3-base 2.7e-6, deberta-tiny 1.4e-6).
+        scale = max(abs(b) for b in peer["first_logits"])
+        return diff <= 1e-4 * scale, f"max abs logit diff {diff:.1e} (largest logit {scale:.1e})"
     diff = abs(plora["first_loss"] - peer["first_loss"])
-    return diff < 1e-3 * max(1.0, abs(peer["first_loss"])), f"abs loss diff {diff:.1e}"
+    if family == "vit":
+        ok, text = diff < 1e-3 * max(1.0, abs(peer["first_loss"])), f"abs loss diff {diff:.1e}"
+    else:
+        # With logits ~0.2 the loss stays within ~0.05 of ln 2, so ViT's 1e-3 would be loose. The loss
+        # moves by at most twice the largest logit difference (softmax - one-hot has L1 norm <= 2), ~1e-6,
+        # plus fp32 rounding (one ulp of 0.69 is 6e-8); measured: v3-base 1.2e-7, deberta-tiny 4.8e-7.
+        ok, text = diff <= 1e-5, f"abs loss diff {diff:.1e}"
+    if mode != "partial" and plora["trainable"] != peer["trainable"]:
+        ok, text = False, f"{text}; trainable {plora['trainable']} vs {peer['trainable']}"
+    return ok, text
 
 
 def lscpu_model():
@@ -212,7 +285,7 @@ def orchestrate(args):
                 sides["plora"].append(run_json([args.driver, checkpoint, batch, mode] + common, env))
                 sides["peer"].append(run_json([sys.executable, __file__, "--worker", "--checkpoint", str(checkpoint),
                                                "--batch", str(batch), "--mode", mode] + common, env))
-            ok, check = agree(sides["plora"][0], sides["peer"][0], mode)
+            ok, check = agree(sides["plora"][0], sides["peer"][0], mode, SHAPES[shape]["family"])
             failed = failed or not ok
             row = {"model": shape, "mode": mode, "check": check, "agree": ok}
             for side, runs in sides.items():
@@ -246,10 +319,12 @@ def format_row(r):
 
 def markdown(report):
     m = report["meta"]
+    deberta = any(SHAPES[r["model"]]["family"] == "deberta" for r in report["results"])
+    tokens = f" (DeBERTa: {SEQ_LEN} tokens each)" if deberta else ""
     lines = [
         f"Machine: {m['machine']} ({m['cpus']} CPUs); date {m['date']}; commit {m['commit']}; "
         f"{m['threads']} threads on both sides; torch {m['torch']}, transformers {m['transformers']}, "
-        f"peft {m['peft']}; batch {m['batch']}; {m['rounds']} rounds x {m['steps']} timed steps per side "
+        f"peft {m['peft']}; batch {m['batch']}{tokens}; {m['rounds']} rounds x {m['steps']} timed steps per side "
         f"({m['warmup']} warm-up step per process excluded), processes interleaved plora / PyTorch; "
         f"load average before {m['load_before'][0]:.2f}, after {m['load_after'][0]:.2f}.",
         "",
@@ -285,7 +360,8 @@ def main():
     p.add_argument("--mode", choices=MODES)
     p.add_argument("--masks")
     p.add_argument("--driver", default=str(REPO / "build-bench" / "benchmarks" / "side_by_side"))
-    p.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    p.add_argument("--models", nargs="+", default=DEFAULT_SHAPES, choices=list(SHAPES),
+                   help="deberta-tiny: a ~2-minute check that both sides agree")
     p.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3, help="processes per side and mode, interleaved")

@@ -14,43 +14,24 @@
 // clean figure). Each case validates its model once before timing it (see
 // validate()).
 #include <benchmark/benchmark.h>
-#include <malloc.h>
 
-#include <algorithm>
-#include <chrono>
-#include <cmath>
 #include <concepts>
-#include <cstdio>
 #include <optional>
 #include <span>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "bench_support.hpp"
-#include "plora/adapters/lora.hpp"
-#include "plora/adapters/partial.hpp"
-#include "plora/masks/bernoulli.hpp"
+#include "model_case.hpp"
 #include "plora/models/deberta_v2.hpp"
 #include "plora/models/sites.hpp"
-#include "plora/train/adamw.hpp"
 
 namespace {
 using namespace plora;
 using namespace plora::bench;
 
-constexpr Index kBatch = 8;
 constexpr Index kSeqLen = 128;
-constexpr Index kRank = 8;
-constexpr double kPartialDensity = 0.13;
-constexpr std::uint64_t kMaskSeed = 7;
 const std::vector<std::string> kTargets = {"query_proj", "value_proj"};
-
-enum class Mode { Forward, Lora, Partial };
-
-void require(bool ok, const std::string& what) {
-  if (!ok) throw std::logic_error("validation failed: " + what);
-}
 
 /// deberta-v3-base's config.json values (DebertaV2Config's defaults are v3's).
 DebertaV2Config deberta_v3_base() {
@@ -97,32 +78,6 @@ TokenBatch single(const TokenBatch& batch, Index i) {
   return b;
 }
 
-RowColMask partial_mask(const std::string& site, Index out, Index in) {
-  return PartialMask{}.sample(
-      {.out = out, .in = in, .ratio = kPartialDensity, .seed = kMaskSeed, .stream = stream_id(site), .site = site});
-}
-Lora<cpu> make_lora(const std::string& site, Index out, Index in) {
-  return Lora<cpu>(out, in, LoraConfig{.rank = kRank, .alpha = 16}, RandomStream(0, stream_id(site)));
-}
-PartialLora<cpu> make_partial(const std::string& site, Index out, Index in) {
-  const RowColMask mask = partial_mask(site, out, in);
-  return PartialLora<cpu>(out, in,
-                          {.inner = {.rank = kRank, .alpha = 16}, .kept_rows = mask.rows, .kept_cols = mask.cols},
-                          RandomStream(0, stream_id(site)));
-}
-
-/// Naive mean cross-entropy of host logits, in double.
-double naive_cross_entropy(const HostMatrix& logits, const std::vector<std::int32_t>& labels) {
-  double total = 0.0;
-  for (Index r = 0; r < logits.rows(); ++r) {
-    double max = logits(r, 0), sum = 0.0;
-    for (Index c = 0; c < logits.cols(); ++c) max = std::max(max, static_cast<double>(logits(r, c)));
-    for (Index c = 0; c < logits.cols(); ++c) sum += std::exp(logits(r, c) - max);
-    total += std::log(sum) + max - logits(r, labels[static_cast<std::size_t>(r)]);
-  }
-  return total / static_cast<double>(logits.rows());
-}
-
 /// Checks, once per case, with gradients left zeroed:
 ///  - logits finite and bit-identical on a second forward;
 ///  - sequences 0 and 5 alone give the logits they get inside the batch
@@ -134,10 +89,7 @@ double naive_cross_entropy(const HostMatrix& logits, const std::vector<std::int3
 ///    the Partial-LoRA masks keep about kPartialDensity of each ΔW.
 template <class A>
 void validate(DebertaV2<cpu, A>& model, const TokenBatch& batch, Mode mode) {
-  const HostMatrix logits = to_host<cpu>(model.forward(batch));
-  require(cpu::all_finite(logits.view()), "logits are not finite");
-  const HostMatrix again = to_host<cpu>(model.forward(batch));
-  require(logits.values() == again.values(), "two forwards of one batch differ");
+  const HostMatrix logits = validate_forward(model, batch);
   for (const Index i : {Index{0}, Index{5}}) {
     const HostMatrix alone = to_host<cpu>(model.forward(single(batch, i)));
     // Logits are O(0.05) (N(0, 0.02) classifier on an O(1) pooled vector);
@@ -149,22 +101,7 @@ void validate(DebertaV2<cpu, A>& model, const TokenBatch& batch, Mode mode) {
                   std::to_string(logits(i, c)));
   }
   if (mode == Mode::Forward) return;
-
-  model.zero_grad();
-  const double loss = model.forward_backward(batch);
-  // fp32 log-softmax of two O(0.05) logits: relative error ~1e-7; 1e-4 leaves margin.
-  const double expected = naive_cross_entropy(logits, batch.labels);
-  require(std::abs(loss - expected) <= 1e-4 * std::max(1.0, expected),
-          "loss " + std::to_string(loss) + " vs naive cross-entropy " + std::to_string(expected));
-  for (const auto& p : model.parameters()) {
-    const double g = cpu::sum_squares(p.grad);
-    require(std::isfinite(g), p.name + " gradient is not finite");
-    if (p.name.ends_with("lora_A"))
-      require(g == 0.0, p.name + " gradient must be exactly zero while lora_B is zero");
-    else
-      require(g > 0.0, p.name + " gradient is zero");
-  }
-  model.zero_grad();
+  validate_gradients(model, batch, logits);
 
   Index expected_adapters = 0, adapters = 0;
   double density = 0.0;
@@ -178,7 +115,7 @@ void validate(DebertaV2<cpu, A>& model, const TokenBatch& batch, Mode mode) {
       rows = static_cast<Index>(mask.rows.size());
       cols = static_cast<Index>(mask.cols.size());
     }
-    expected_adapters += kRank * (rows + cols);
+    expected_adapters += kLora.rank * (rows + cols);
     adapters += site.adapter().trainable_count();
   }
   require(adapters == expected_adapters,
@@ -193,50 +130,21 @@ void validate(DebertaV2<cpu, A>& model, const TokenBatch& batch, Mode mode) {
 
 template <class A>
 void deberta_case(benchmark::State& state, Mode mode) {
-  malloc_trim(0);  // hand freed memory of earlier cases back, so the peak mark below is this case's
-  if (!reset_peak_rss()) std::fprintf(stderr, "note: cannot reset the peak-RSS mark; peak_RSS_MiB is the process's\n");
+  start_case();
   const DebertaV2Config config = deberta_v3_base();
   DebertaV2<cpu, A> model(config, [](const std::string& key, Index rows, Index cols) {
     return std::optional<HostMatrix>(hf_init(key, rows, cols));
   });
   const TokenBatch batch = random_tokens(config, kBatch);
   if (mode != Mode::Forward) {
-    if constexpr (std::same_as<A, Lora<cpu>>) {
-      attach_adapters(model, std::span(kTargets), make_lora);
-    } else {
-      attach_adapters(model, std::span(kTargets), make_partial);
-    }
+    if constexpr (std::same_as<A, Lora<cpu>>) attach_adapters(model, std::span(kTargets), make_lora);
+    if constexpr (std::same_as<A, PartialLora<cpu>>) attach_adapters(model, std::span(kTargets), make_partial);
   }
   validate(model, batch, mode);
 
-  AdamW<cpu> optimizer(AdamWConfig{.lr = 1e-3});
-  ParameterList<Host> params = model.parameters();
-  const auto step = [&] {
-    model.zero_grad();
-    benchmark::DoNotOptimize(model.forward_backward(batch));
-    optimizer.step(params);
-  };
-  model.set_training(mode != Mode::Forward);
-  if (mode != Mode::Forward) step();  // warm-up: the optimizer allocates its moments on the first step
-
-  std::vector<double> seconds;
-  for (auto _ : state) {
-    const auto start = std::chrono::steady_clock::now();
-    if (mode == Mode::Forward) {
-      benchmark::DoNotOptimize(model.forward(batch).data);
-    } else {
-      step();
-    }
-    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  const double med = median(seconds);
-  state.counters["median_s"] = med;
-  state.counters["min_s"] = *std::min_element(seconds.begin(), seconds.end());
+  const double med = time_model(state, model, batch, mode != Mode::Forward);
   state.counters["tokens_per_s"] = static_cast<double>(kBatch * kSeqLen) / med;
-  Index trainable = 0;
-  for (const auto& p : params) trainable += p.value.size();
-  state.counters["trainable"] = static_cast<double>(mode == Mode::Forward ? 0 : trainable);
-  state.counters["peak_RSS_MiB"] = peak_rss_mib();
+  state.counters["trainable"] = static_cast<double>(mode == Mode::Forward ? 0 : trainable_count(model).total());
 }
 
 void deberta_v3_base_forward(benchmark::State& s) { deberta_case<Lora<cpu>>(s, Mode::Forward); }

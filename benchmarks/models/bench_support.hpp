@@ -64,8 +64,15 @@ inline ViTConfig vit_small_config(Index num_labels = 10) {
   return c;
 }
 
-/// Peak resident set size of this process in MiB (getrusage's ru_maxrss).
+/// Peak resident set size of this process in MiB: VmHWM of /proc/self/status,
+/// the high-water mark of this program's own address space. getrusage's
+/// ru_maxrss (the fallback off Linux) also keeps, across exec, the peak of the
+/// process it was forked from: started by tools/bench_vs_peft.py it reported
+/// the Python orchestrator's ~700 MiB (torch loaded) for a 22 MiB driver.
 inline double peak_rss_mib() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.starts_with("VmHWM:")) return std::stod(line.substr(6)) / 1024.0;  // "VmHWM:   1234 kB"
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;

@@ -1,16 +1,21 @@
-// plora's side of tools/bench_vs_peft: loads a Hugging Face ViT checkpoint
-// directory (config.json + model.safetensors, the file the PyTorch side loads
-// too) and a batch file, runs one mode and prints one JSON object on stdout:
+// plora's side of tools/bench_vs_peft: loads a Hugging Face checkpoint
+// directory (config.json + model.safetensors, the files the PyTorch side loads
+// too) — a ViTForImageClassification or a DebertaV2ForSequenceClassification,
+// told apart by config.json's model_type — and a batch file, runs one mode
+// and prints one JSON object on stdout:
 //   {"mode", "threads", "warmup", "step_seconds": [...], "peak_rss_mib",
 //    "first_loss" (training modes) | "first_logits" (forward), "trainable"}
 // Modes (the same on both sides, tools/bench_vs_peft.py):
 //   forward     eval forward of the batch
-//   lora        LoRA r = 8, alpha 16 on query + value, classifier trained, AdamW
+//   lora        LoRA r = 8, alpha 16 on the query + value projections, head
+//               trained (ViT: classifier; DeBERTa: pooler + classifier), AdamW
 //   partial     Partial-LoRA with the row / column masks of --masks (a file
 //               written by the write-masks mode), otherwise as lora
-//   full        full fine-tuning of every encoder linear weight + classifier, AdamW
+//   full        full fine-tuning of every encoder linear weight + head, AdamW
 //   write-masks writes the Partial-LoRA masks at density --density (balanced
 //               Bernoulli, seed 7, stream = the site name) to --masks and exits
+// Batch files: ViT "pixels" [batch, C*H*W] F32 + "labels"; DeBERTa
+// "input_ids" and "attention_mask" [batch, seq_len] integers + "labels".
 // Usage: side_by_side <checkpoint-dir> <batch.safetensors> <mode>
 //        [--steps N] [--warmup N] [--threads N] [--masks FILE] [--density P]
 // The first step's loss (or the forward's logits) validates the computation
@@ -31,6 +36,7 @@
 #include "plora/adapters/full_delta.hpp"
 #include "plora/adapters/lora.hpp"
 #include "plora/adapters/partial.hpp"
+#include "plora/io/deberta_checkpoint.hpp"
 #include "plora/io/safetensors.hpp"
 #include "plora/io/vit_checkpoint.hpp"
 #include "plora/masks/bernoulli.hpp"
@@ -72,26 +78,63 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-/// pixels [batch, C*H*W] (F32) and labels [batch] (integers) from the PyTorch side.
-ImageBatch load_batch(const std::filesystem::path& path) {
-  const io::SafetensorsFile file = io::SafetensorsFile::open(path);
-  ImageBatch batch{file.load("pixels"), {}};
-  for (const auto label : file.load_ints("labels")) batch.labels.push_back(static_cast<std::int32_t>(label));
-  return batch;
+std::vector<std::int32_t> load_int32(const io::SafetensorsFile& file, const std::string& name) {
+  std::vector<std::int32_t> out;
+  for (const auto value : file.load_ints(name)) out.push_back(static_cast<std::int32_t>(value));
+  return out;
 }
 
-const std::vector<std::string> kLoraTargets = {"query", "value"};
-const std::vector<std::string> kAllLinear = {"query", "key", "value", "dense"};
+/// What differs between the two model families; everything else is shared.
+struct VitFamily {
+  template <class A>
+  using Model = Vit<cpu, A>;
+  inline static const std::vector<std::string> lora_targets = {"query", "value"};
+  inline static const std::vector<std::string> all_linear = {"query", "key", "value", "dense"};
+
+  template <class A>
+  static Model<A> load(const std::filesystem::path& checkpoint) {
+    return load_vit_checkpoint<cpu, A>(checkpoint);
+  }
+  static ImageBatch load_batch(const io::SafetensorsFile& file) {
+    return {file.load("pixels"), load_int32(file, "labels")};
+  }
+};
+
+struct DebertaFamily {
+  template <class A>
+  using Model = DebertaV2<cpu, A>;
+  inline static const std::vector<std::string> lora_targets = {"query_proj", "value_proj"};
+  inline static const std::vector<std::string> all_linear = {"query_proj", "key_proj", "value_proj", "dense"};
+
+  template <class A>
+  static Model<A> load(const std::filesystem::path& checkpoint) {
+    return load_deberta_v2<cpu, A>(checkpoint);
+  }
+  static TokenBatch load_batch(const io::SafetensorsFile& file) {
+    const std::vector<Index>& shape = file.info("input_ids").shape;
+    check<ShapeError>(shape.size() == 2, "side_by_side: input_ids in '", file.path().string(),
+                      "' must be [batch, seq_len]");
+    TokenBatch batch;
+    batch.batch = shape[0];
+    batch.seq_len = shape[1];
+    batch.input_ids = load_int32(file, "input_ids");
+    batch.attention_mask = load_int32(file, "attention_mask");
+    batch.labels = load_int32(file, "labels");
+    return batch;
+  }
+};
+
 constexpr LoraConfig kLora{.rank = 8, .alpha = 16};
 
 RowColMask sample_mask(const std::string& site, Index out, Index in, double density) {
   return PartialMask{}.sample({.out = out, .in = in, .ratio = density, .seed = 7, .stream = stream_id(site)});
 }
 
-void write_masks(const Options& o, const ViTConfig& config) {
-  auto model = load_vit_checkpoint<cpu, Lora<cpu>>(o.checkpoint, config.num_labels);
+template <class Family>
+void write_masks(const Options& o) {
+  auto model = Family::template load<Lora<cpu>>(o.checkpoint);
   json sites = json::array();
-  for (const auto& name : matched_sites(model, std::span(kLoraTargets))) {
+  for (const auto& name : matched_sites(model, std::span(Family::lora_targets))) {
     auto& site = model.site(name);
     const RowColMask mask = sample_mask(name, site.out_features(), site.in_features(), o.density);
     sites.push_back({{"name", name}, {"out", site.out_features()}, {"in", site.in_features()},
@@ -124,10 +167,9 @@ std::vector<double> time_steps(const Options& o, Step&& step) {
   return seconds;
 }
 
-template <class A, class Factory>
-json run(const Options& o, const ViTConfig& config, const ImageBatch& batch, const std::vector<std::string>& targets,
-         Factory&& factory) {
-  auto model = load_vit_checkpoint<cpu, A>(o.checkpoint, config.num_labels);
+template <class Family, class A, class Batch, class Factory>
+json run(const Options& o, const Batch& batch, const std::vector<std::string>& targets, Factory&& factory) {
+  auto model = Family::template load<A>(o.checkpoint);
   json out;
   if (o.mode == "forward") {
     model.set_training(false);
@@ -153,40 +195,55 @@ json run(const Options& o, const ViTConfig& config, const ImageBatch& batch, con
   return out;
 }
 
-int drive(const Options& o) {
-  cpu::set_threads(o.threads);
-  const ViTConfig config = load_vit_checkpoint_config(o.checkpoint);
-  if (o.mode == "write-masks") {
-    write_masks(o, config);
-    return 0;
-  }
-  const ImageBatch batch = load_batch(o.batch);
-  json out;
-  if (o.mode == "forward" || o.mode == "lora") {
-    out = run<Lora<cpu>>(o, config, batch, kLoraTargets, [](const std::string& site, Index m, Index n) {
+template <class Family>
+json drive_mode(const Options& o) {
+  const auto batch = Family::load_batch(io::SafetensorsFile::open(o.batch));
+  if (o.mode == "forward" || o.mode == "lora")
+    return run<Family, Lora<cpu>>(o, batch, Family::lora_targets, [](const std::string& site, Index m, Index n) {
       return Lora<cpu>(m, n, kLora, RandomStream(0, stream_id(site)));
     });
-  } else if (o.mode == "partial") {
+  if (o.mode == "partial") {
     const auto masks = read_masks(o.masks);
-    out = run<PartialLora<cpu>>(o, config, batch, kLoraTargets, [&](const std::string& site, Index m, Index n) {
+    return run<Family, PartialLora<cpu>>(o, batch, Family::lora_targets, [&](const std::string& site, Index m, Index n) {
       const auto it = masks.find(site);
       check<ValueError>(it != masks.end(), "side_by_side: masks file '", o.masks.string(), "' has no site '", site, "'");
       return PartialLora<cpu>(m, n, {.inner = kLora, .kept_rows = it->second.rows, .kept_cols = it->second.cols},
                               RandomStream(0, stream_id(site)));
     });
-  } else if (o.mode == "full") {
-    out = run<FullDelta<cpu>>(o, config, batch, kAllLinear, [](const std::string&, Index m, Index n) {
+  }
+  if (o.mode == "full")
+    return run<Family, FullDelta<cpu>>(o, batch, Family::all_linear, [](const std::string&, Index m, Index n) {
       return FullDelta<cpu>(m, n, {}, RandomStream(0, 0));
     });
-  } else {
-    throw ValueError("side_by_side: unknown mode '" + o.mode + "' (forward, lora, partial, full, write-masks)");
+  throw ValueError("side_by_side: unknown mode '" + o.mode + "' (forward, lora, partial, full, write-masks)");
+}
+
+template <class Family>
+int drive(const Options& o) {
+  if (o.mode == "write-masks") {
+    write_masks<Family>(o);
+    return 0;
   }
+  json out = drive_mode<Family>(o);
   out["mode"] = o.mode;
   out["threads"] = o.threads;
   out["warmup"] = o.warmup;
   out["peak_rss_mib"] = bench::peak_rss_mib();
   std::cout << out.dump() << std::endl;
   return 0;
+}
+
+/// config.json's model_type picks the family.
+int drive(const Options& o) {
+  cpu::set_threads(o.threads);
+  const std::filesystem::path config = o.checkpoint / "config.json";
+  std::ifstream in(config);
+  check<IoError>(static_cast<bool>(in), "side_by_side: cannot read '", config.string(), "'");
+  const std::string model_type = json::parse(in).value("model_type", "");
+  if (model_type == "vit") return drive<VitFamily>(o);
+  if (model_type == "deberta-v2") return drive<DebertaFamily>(o);
+  throw ValueError("side_by_side: '" + config.string() + "' has model_type '" + model_type +
+                   "', expected vit or deberta-v2");
 }
 }  // namespace
 
