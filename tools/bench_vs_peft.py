@@ -288,6 +288,7 @@ def orchestrate(args):
             ok, check = agree(sides["plora"][0], sides["peer"][0], mode, SHAPES[shape]["family"])
             failed = failed or not ok
             row = {"model": shape, "mode": mode, "check": check, "agree": ok}
+            meta["plora_gemm_kernel"] = sides["plora"][0].get("gemm_kernel", "unknown")
             for side, runs in sides.items():
                 steps = [s for r in runs for s in r["step_seconds"]]
                 row[side] = {"median_s": statistics.median(steps), "min_s": min(steps), "samples": len(steps),
@@ -327,6 +328,7 @@ def markdown(report):
         f"peft {m['peft']}; batch {m['batch']}{tokens}; {m['rounds']} rounds x {m['steps']} timed steps per side "
         f"({m['warmup']} warm-up step per process excluded), processes interleaved plora / PyTorch; "
         f"load average before {m['load_before'][0]:.2f}, after {m['load_after'][0]:.2f}.",
+        f"plora GEMM kernel: {m.get('plora_gemm_kernel', 'unknown')}.",
         "",
         f"Command: `{m['command']}`",
         "",

@@ -3,7 +3,7 @@
 // (1576 x 768 x 768), MLP up (1576 x 3072 x 768) and MLP down
 // (1576 x 768 x 3072). Its GFLOP/s is the practical peak the model benchmarks
 // compare their GEMM work against. Eigen's own kernel unless the build has
-// PLORA_USE_OPENBLAS=ON (EIGEN_USE_BLAS); the kernel that ran is printed and
+// PLORA_USE_OPENBLAS=ON (cblas_sgemm); the kernel that ran is printed and
 // stored in the benchmark context ("gemm_kernel").
 #include <benchmark/benchmark.h>
 
@@ -12,14 +12,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "gemm_kernel.hpp"
 #include "plora/backend/cpu/cpu.hpp"
 #include "plora/core/rng.hpp"
-
-#ifdef EIGEN_USE_BLAS
-extern "C" char* openblas_get_corename();
-extern "C" char* openblas_get_config();
-extern "C" int openblas_get_num_threads();
-#endif
 
 namespace {
 using namespace plora;
@@ -29,19 +24,6 @@ HostMatrix random_host(Index rows, Index cols, std::uint64_t seed) {
   RandomStream rng(seed, 0);
   for (auto& v : m.values()) v = rng.uniform(-1.0f, 1.0f);
   return m;
-}
-
-std::string kernel_description() {
-#ifdef EIGEN_USE_BLAS
-  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
-  return std::string("OpenBLAS via Eigen (EIGEN_USE_BLAS): core ") + openblas_get_corename() + ", config '" +
-         openblas_get_config() + "', threads " + std::to_string(openblas_get_num_threads()) +
-         ", OPENBLAS_CORETYPE=" + (coretype ? coretype : "(unset)");
-#else
-  const char* threads = std::getenv("OMP_NUM_THREADS");
-  return "Eigen " + std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
-         std::to_string(EIGEN_MINOR_VERSION) + " own kernel, OMP_NUM_THREADS=" + (threads ? threads : "(unset)");
-#endif
 }
 
 /// C (m x n) = A (m x k) B (n x k)^T, the layout of a linear layer's forward.
@@ -77,12 +59,4 @@ BENCHMARK(sgemm)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  const std::string kernel = kernel_description();
-  std::printf("GEMM kernel: %s\n", kernel.c_str());
-  benchmark::AddCustomContext("gemm_kernel", kernel);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return plora::bench::run_benchmarks(argc, argv); }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "bench_support.hpp"
+#include "gemm_kernel.hpp"
 #include "model_case.hpp"
 #include "plora/models/deberta_v2.hpp"
 #include "plora/models/sites.hpp"
@@ -158,4 +159,4 @@ void deberta_v3_base_partial13(benchmark::State& s) { deberta_case<PartialLora<c
 PLORA_DEBERTA_BENCHMARK(deberta_v3_base_forward);
 PLORA_DEBERTA_BENCHMARK(deberta_v3_base_lora);
 PLORA_DEBERTA_BENCHMARK(deberta_v3_base_partial13);
-BENCHMARK_MAIN();
+int main(int argc, char** argv) { return plora::bench::run_benchmarks(argc, argv); }

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "bench_support.hpp"
+#include "gemm_kernel.hpp"
 #include "model_case.hpp"
 #include "plora/adapters/full_delta.hpp"
 #include "plora/models/sites.hpp"
@@ -106,4 +107,4 @@ PLORA_MODEL_BENCHMARK(vit_s16_forward);
 PLORA_MODEL_BENCHMARK(vit_s16_lora);
 PLORA_MODEL_BENCHMARK(vit_s16_partial13);
 PLORA_MODEL_BENCHMARK(vit_s16_full);
-BENCHMARK_MAIN();
+int main(int argc, char** argv) { return plora::bench::run_benchmarks(argc, argv); }

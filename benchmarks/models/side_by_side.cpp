@@ -33,6 +33,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench_support.hpp"
+#include "gemm_kernel.hpp"
 #include "plora/adapters/full_delta.hpp"
 #include "plora/adapters/lora.hpp"
 #include "plora/adapters/partial.hpp"
@@ -229,6 +230,7 @@ int drive(const Options& o) {
   out["threads"] = o.threads;
   out["warmup"] = o.warmup;
   out["peak_rss_mib"] = bench::peak_rss_mib();
+  out["gemm_kernel"] = bench::gemm_kernel_description();
   std::cout << out.dump() << std::endl;
   return 0;
 }
