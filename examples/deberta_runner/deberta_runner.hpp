@@ -3,8 +3,8 @@
 // or SuperGLUE task with LoRA, AdaLoRA, Partial-LoRA, Partial-AdaLoRA, full
 // fine-tuning or Random Masking (common/pipeline.hpp does the work, as for the
 // ViT runner). Without --checkpoint it runs the built-in license-sentences demo
-// (licenses_demo.hpp). Templated on the backend; main.cpp instantiates it with
-// plora::cpu.
+// (licenses_demo.hpp). Templated on the backend: main.cpp instantiates it with
+// plora::cpu, main_cuda.cu with plora::cuda.
 #include <CLI/CLI.hpp>
 
 #include <exception>

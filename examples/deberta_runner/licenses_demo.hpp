@@ -5,14 +5,13 @@
 // a natural label (which license a sentence comes from).
 //
 // Like the ViT runner's digits demo, a small DeBERTa-v2 is first pretrained on
-// a source task (sentences of five licenses): a SentencePiece model and word
-// embeddings (PPMI-SVD, no labels) are learnt from the sentences of all ten
-// licenses, every linear site trains a FullDelta adapter and pooler +
-// classifier are trained in full on the source labels, then the deltas are
-// merged and the model is saved as a Hugging Face checkpoint directory
-// (model.safetensors with Hub key names, config.json, spm.model). It is cached:
-// a later run reuses it when its pretrain.json records the same settings. The
-// target task is the same question on five other licenses.
+// a source task (sentences of five licenses) and cached as a Hugging Face
+// checkpoint directory (model.safetensors with Hub key names, config.json,
+// spm.model) by the flow both demos share (common/demo_pretraining.hpp). What
+// is this demo's own: a SentencePiece model and word embeddings (PPMI-SVD, no
+// labels) learnt from the sentences of all ten licenses, and pooler +
+// classifier as the head trained in full. The target task is the same question
+// on five other licenses.
 #include <sentencepiece_trainer.h>
 
 #include <nlohmann/json.hpp>
@@ -24,6 +23,7 @@
 #include <filesystem>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <ostream>
 #include <span>
 #include <string>
@@ -32,20 +32,15 @@
 #include <utility>
 #include <vector>
 
+#include "common/demo_pretraining.hpp"
 #include "common/pipeline.hpp"
 #include "common/report.hpp"
 #include "deberta_runner/deberta_task.hpp"
 #include "plora/adapters/full_delta.hpp"
 #include "plora/io/atomic_file.hpp"
 #include "plora/io/glue.hpp"
-#include "plora/io/safetensors.hpp"
 #include "plora/io/tokenizer.hpp"
 #include "plora/models/deberta_v2.hpp"
-#include "plora/models/sites.hpp"
-#include "plora/sparsity/evaluate.hpp"
-#include "plora/train/adamw.hpp"
-#include "plora/train/schedule.hpp"
-#include "plora/train/trainer.hpp"
 
 namespace plora::runner {
 
@@ -295,63 +290,36 @@ std::vector<float> corpus_embeddings(const DebertaV2Tokenizer& tokenizer, std::s
 }
 
 namespace detail {
-/// One Hub tensor of the demo checkpoint: its shape as saved and its values.
-struct HubTensor {
-  std::vector<Index> shape;
-  std::vector<float> values;
-};
-
 /// Every tensor of DebertaV2ForSequenceClassification for `c`, initialised
-/// from `seed`: linear sites and head N(0, 0.02) (transformers'
-/// initializer_range) with zero biases, LayerNorms 1 / 0. Word and relative
-/// embeddings get no gradient in plora (only sites and head train): the
-/// relative ones stay random features, N(0, 1) (the LayerNorm after them
-/// rescales them anyway); the word embeddings' N(0, 1) rows are replaced by
-/// corpus_embeddings where the corpus has the piece.
-inline std::map<std::string, HubTensor> initial_deberta_weights(const DebertaV2Config& c, std::uint64_t seed) {
-  std::map<std::string, HubTensor> out;
-  const auto add = [&](const std::string& key, std::vector<Index> shape, float std, float fill = 0.0f) {
-    Index n = 1;
-    for (const Index d : shape) n *= d;
-    std::vector<float> values(static_cast<std::size_t>(n), fill);
-    RandomStream rng(seed, stream_id(key));
-    if (std > 0.0f)
-      for (float& v : values) v = std * rng.normal();
-    out[key] = {std::move(shape), std::move(values)};
-  };
+/// from `seed`: linear sites and head as transformers initialises them,
+/// LayerNorms 1 / 0. Word and relative embeddings get no gradient in plora
+/// (only sites and head train): the relative ones stay random features,
+/// N(0, 1) (the LayerNorm after them rescales them anyway); the word
+/// embeddings' N(0, 1) rows are replaced by corpus_embeddings where the corpus
+/// has the piece.
+inline HubTensors initial_deberta_weights(const DebertaV2Config& c, std::uint64_t seed) {
+  HubTensorInit init(seed);
   const Index h = c.hidden_size;
-  const auto linear = [&](const std::string& key, Index out_features, Index in_features) {
-    add(key + ".weight", {out_features, in_features}, 0.02f);
-    add(key + ".bias", {out_features}, 0.0f);
-  };
-  const auto layernorm = [&](const std::string& key) {
-    add(key + ".weight", {h}, 0.0f, 1.0f);
-    add(key + ".bias", {h}, 0.0f);
-  };
-  add("deberta.embeddings.word_embeddings.weight", {c.vocab_size, h}, 1.0f);
-  layernorm("deberta.embeddings.LayerNorm");
-  add("deberta.encoder.rel_embeddings.weight", {2 * c.position_buckets, h}, 1.0f);
-  layernorm("deberta.encoder.LayerNorm");
+  init.add("deberta.embeddings.word_embeddings.weight", {c.vocab_size, h}, 1.0f);
+  init.layernorm("deberta.embeddings.LayerNorm", h);
+  init.add("deberta.encoder.rel_embeddings.weight", {2 * c.position_buckets, h}, 1.0f);
+  init.layernorm("deberta.encoder.LayerNorm", h);
   for (Index i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "deberta.encoder.layer." + std::to_string(i) + ".";
-    for (const char* proj : {"query_proj", "key_proj", "value_proj"}) linear(p + "attention.self." + proj, h, h);
-    linear(p + "attention.output.dense", h, h);
-    layernorm(p + "attention.output.LayerNorm");
-    linear(p + "intermediate.dense", c.intermediate_size, h);
-    linear(p + "output.dense", h, c.intermediate_size);
-    layernorm(p + "output.LayerNorm");
+    for (const char* proj : {"query_proj", "key_proj", "value_proj"}) init.linear(p + "attention.self." + proj, h, h);
+    init.linear(p + "attention.output.dense", h, h);
+    init.layernorm(p + "attention.output.LayerNorm", h);
+    init.linear(p + "intermediate.dense", c.intermediate_size, h);
+    init.linear(p + "output.dense", h, c.intermediate_size);
+    init.layernorm(p + "output.LayerNorm", h);
   }
-  linear("pooler.dense", h, h);
-  linear("classifier", c.num_labels, h);
-  return out;
+  init.linear("pooler.dense", h, h);
+  init.linear("classifier", c.num_labels, h);
+  return std::move(init).take();
 }
 
 inline nlohmann::ordered_json hub_config_json(const DebertaV2Config& c, const std::vector<std::string>& labels) {
-  nlohmann::ordered_json id2label = nlohmann::ordered_json::object(), label2id = nlohmann::ordered_json::object();
-  for (std::size_t i = 0; i < labels.size(); ++i) {
-    id2label[std::to_string(i)] = labels[i];
-    label2id[labels[i]] = i;
-  }
+  const auto [id2label, label2id] = hub_label_maps(labels);
   return {{"architectures", {"DebertaV2ForSequenceClassification"}},
           {"model_type", "deberta-v2"},
           {"vocab_size", c.vocab_size},
@@ -406,8 +374,8 @@ inline nlohmann::ordered_json pretraining_key(const LicensePretraining& p) {
 /// Pretrains the demo DeBERTa with the tokenizer `dir`/spm.model: word
 /// embeddings from the unlabelled `corpus` (corpus_embeddings), then every
 /// linear site and the head on `train` (evaluating on `test`, both of the
-/// source licenses). Writes the checkpoint into `dir`; returns {"seconds",
-/// "source_accuracy", ...}.
+/// source licenses). Writes model.safetensors and config.json into `dir`;
+/// returns {"seconds", "source_accuracy", ...}.
 /// @tparam B  backend
 template <Backend B>
 nlohmann::ordered_json pretrain_licenses_deberta(const std::filesystem::path& dir, std::span<const std::string> corpus,
@@ -417,62 +385,27 @@ nlohmann::ordered_json pretrain_licenses_deberta(const std::filesystem::path& di
   const DebertaV2Tokenizer tokenizer = DebertaV2Tokenizer::from_pretrained(dir);
   const DebertaV2Config config =
       licenses_deberta_config(tokenizer.vocab_size(), static_cast<Index>(kSourceLicenses.size()));
-  std::map<std::string, detail::HubTensor> weights = detail::initial_deberta_weights(config, p.seed);
+  HubTensors weights = detail::initial_deberta_weights(config, p.seed);
   auto& embeddings = weights.at("deberta.embeddings.word_embeddings.weight").values;
   embeddings = corpus_embeddings<B>(tokenizer, corpus, config.hidden_size, kEmbeddingWindow, std::move(embeddings));
-  using Model = DebertaV2<B, FullDelta<B>>;
-  Model model(config, [&](const std::string& key, Index rows, Index cols) {
-    const auto found = weights.find(key);
-    check<ValueError>(found != weights.end(), "demo DeBERTa: no initial tensor '", key, "'");
-    return std::optional<HostMatrix>(HostMatrix(rows, cols, found->second.values));
-  });
-  const std::vector<std::string> every_site = model.site_names();
-  attach_adapters(model, std::span<const std::string>(every_site), [&](const std::string& name, Index out, Index in) {
-    return FullDelta<B>(out, in, {}, RandomStream(p.seed, stream_id(name)));
+  DebertaV2<B, FullDelta<B>> model(config, [&](const std::string& key, Index rows, Index cols) {
+    return std::optional<HostMatrix>(hub_tensor(weights, "DeBERTa", key, rows, cols));
   });
 
   const Index train_size = static_cast<Index>(train.size()), test_size = static_cast<Index>(test.size());
-  const TokenBatches batches(tokenizer, std::move(train), false, p.batch, p.max_length, true, p.seed);
-  const TrainerConfig trainer_config{.epochs = p.epochs, .seed = p.seed};
-  const Index total = planned_steps(trainer_config, batches.batches_per_epoch());
-  AdamW<B> optimizer(AdamWConfig{.lr = p.lr, .weight_decay = p.weight_decay, .no_decay = {"bias"}});
-  Trainer trainer(model, optimizer, trainer_config, LinearWarmupDecay(total / 10, total));
   if (!quiet)
     log << "pretraining the demo DeBERTa on " << kSourceLicenses.size() << " licenses (" << train_size
         << " sentences, every linear site) ...\n";
-  ConsoleProgress progress(log, quiet);
-  trainer.fit(batches, progress);
-  if (!quiet) log << '\n';
-
+  const TokenBatches batches(tokenizer, std::move(train), false, p.batch, p.max_length, true, p.seed);
   const TokenBatches test_batches(tokenizer, std::move(test), false, p.batch, p.max_length, false, p.seed);
-  std::vector<TokenBatch> held_out;
-  for (Index i = 0; i < test_batches.batches_per_epoch(); ++i) held_out.push_back(test_batches.batch(0, i));
-  const double accuracy = evaluate_metric(model, std::span<const TokenBatch>(held_out), metrics::Metric::Accuracy);
-
-  // W <- W + ΔW, then save every tensor under its Hub name and shape.
-  io::SafetensorsWriter writer;
-  writer.set_metadata("format", "pt");
-  for (const auto& name : every_site) {
-    auto& site = model.site(name);
-    site.adapter().merge_into(site.mutable_weight());
-    weights.at(name + ".weight").values = to_host<B>(site.weight()).values();
-  }
-  for (auto* head : {&model.pooler(), &model.classifier()}) {
-    weights.at(head->name() + ".weight").values = to_host<B>(head->weight()).values();
-    weights.at(head->name() + ".bias").values = to_host<B>(head->bias()).values();
-  }
-  for (const auto& [key, tensor] : weights) writer.add(key, tensor.shape, std::span<const float>(tensor.values));
-  writer.write(dir / "model.safetensors");
+  const double accuracy = pretrain_every_site(model, batches, test_batches, p, quiet, log);
+  save_hub_weights(dir / "model.safetensors", std::move(weights), model, {&model.pooler(), &model.classifier()});
   write_json(dir / "config.json", detail::hub_config_json(config, kSourceLicenses));
-  nlohmann::ordered_json result{{"seconds", seconds_since(start)},
-                                {"source_accuracy", accuracy},
-                                {"source_train_examples", train_size},
-                                {"source_test_examples", test_size},
-                                {"vocab_size", config.vocab_size}};
-  nlohmann::ordered_json stamp = detail::pretraining_key(p);
-  stamp["result"] = result;
-  write_json(dir / "pretrain.json", stamp);  // last: marks the directory complete
-  return result;
+  return {{"seconds", seconds_since(start)},
+          {"source_accuracy", accuracy},
+          {"source_train_examples", train_size},
+          {"source_test_examples", test_size},
+          {"vocab_size", config.vocab_size}};
 }
 
 /// The demo's checkpoint and target task.
@@ -492,37 +425,16 @@ LicensesDemo prepare_licenses_demo(const std::filesystem::path& dir, const Licen
   auto [source_train, source_test] = stratified_split(source, kLicenseTestFraction, kLicenseSplitSeed);
   auto [target_train, target_test] = stratified_split(target, kLicenseTestFraction, kLicenseSplitSeed);
 
-  const nlohmann::ordered_json key = detail::pretraining_key(p);
-  nlohmann::ordered_json pretraining;
-  const std::filesystem::path stamp = dir / "pretrain.json";
-  bool reuse = std::filesystem::is_regular_file(stamp) && std::filesystem::is_regular_file(dir / "model.safetensors") &&
-               std::filesystem::is_regular_file(dir / "spm.model");
-  if (reuse) {
-    nlohmann::ordered_json saved = nlohmann::ordered_json::parse(io::detail::read_file(stamp), nullptr, false);
-    reuse = !saved.is_discarded() && saved.contains("result");
-    if (reuse) {
-      pretraining = saved["result"];
-      saved.erase("result");
-      reuse = saved == key;
-    }
-  }
-  if (reuse) {
-    if (!quiet) log << "reusing the pretrained demo DeBERTa in " << dir.string() << '\n';
-  } else {
-    std::filesystem::create_directories(dir);
-    std::filesystem::remove(stamp);  // the directory is incomplete until the new stamp is written
-    std::vector<std::string> corpus;
-    for (const auto* part : {&source, &target})
-      for (const auto& e : *part) corpus.push_back(e.a);
-    train_sentencepiece(dir / "spm.model", corpus, p.vocab_size);
-    pretraining = pretrain_licenses_deberta<B>(dir, corpus, limited(std::move(source_train), p.max_examples),
-                                               std::move(source_test), p, quiet, log);
-  }
-  pretraining["reused"] = reuse;
-  pretraining["dir"] = dir.string();
-  if (!quiet)
-    log << "source task (" << kSourceLicenses.size() << " licenses) accuracy of the pretrained DeBERTa: "
-        << format_number(pretraining["source_accuracy"].get<double>()) << '\n';
+  const std::string source_task = std::to_string(kSourceLicenses.size()) + " licenses";
+  nlohmann::ordered_json pretraining = cached_demo_checkpoint(
+      dir, detail::pretraining_key(p), {"model.safetensors", "spm.model"}, {"DeBERTa", source_task}, quiet, log, [&] {
+        std::vector<std::string> corpus;
+        for (const auto* part : {&source, &target})
+          for (const auto& e : *part) corpus.push_back(e.a);
+        train_sentencepiece(dir / "spm.model", corpus, p.vocab_size);
+        return pretrain_licenses_deberta<B>(dir, corpus, limited(std::move(source_train), p.max_examples),
+                                            std::move(source_test), p, quiet, log);
+      });
   TextTask task;
   task.name = "licenses";
   task.labels = kTargetLicenses;

@@ -1,38 +1,28 @@
 #pragma once
 // The runner's built-in demo, which needs no download: scikit-learn's 8x8
 // handwritten digits (Debian python3-sklearn). No pretrained checkpoint can be
-// fetched, so a small ViT is first pretrained on a source task (digits 0-4):
-// every linear site trains a FullDelta adapter, the head is trained in full,
-// then the deltas are merged and the model is saved as a Hugging Face
-// checkpoint directory (model.safetensors with Hub key names, config.json,
-// preprocessor_config.json). It is cached: a later run reuses it when its
-// pretrain.json records the same settings. The target task is digits 5-9.
+// fetched, so a small ViT is first pretrained on a source task (digits 0-4)
+// and cached as a Hugging Face checkpoint directory (model.safetensors with Hub
+// key names, config.json, preprocessor_config.json) by the flow both demos
+// share (common/demo_pretraining.hpp). The target task is digits 5-9.
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
-#include <map>
 #include <numeric>
 #include <ostream>
-#include <span>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "common/demo_pretraining.hpp"
 #include "common/pipeline.hpp"
 #include "common/report.hpp"
 #include "plora/adapters/full_delta.hpp"
 #include "plora/io/datasets.hpp"
-#include "plora/io/safetensors.hpp"
-#include "plora/models/sites.hpp"
 #include "plora/models/vit.hpp"
-#include "plora/sparsity/evaluate.hpp"
-#include "plora/train/adamw.hpp"
-#include "plora/train/callbacks.hpp"
-#include "plora/train/schedule.hpp"
-#include "plora/train/trainer.hpp"
 
 namespace plora::runner {
 
@@ -92,64 +82,37 @@ inline io::ImageDataset digits_classes(const io::ImageDataset& data, std::int32_
 }
 
 namespace detail {
-/// One Hub tensor of the demo checkpoint: its shape as saved and its values.
-struct HubTensor {
-  std::vector<Index> shape;
-  std::vector<float> values;
-};
-
 /// Every tensor of ViTForImageClassification for `c`, initialised from `seed`:
-/// linear sites and head N(0, 0.02) (transformers' initializer_range) with zero
-/// biases, LayerNorms 1 / 0. The embeddings get no gradient in plora (only
-/// sites and head train), so they stay random features: patch projection
-/// N(0, 1 / fan_in), CLS and position embeddings N(0, 0.5^2) so that position
-/// is as visible as content after the first LayerNorm.
-inline std::map<std::string, HubTensor> initial_vit_weights(const ViTConfig& c, std::uint64_t seed) {
-  std::map<std::string, HubTensor> out;
-  const auto add = [&](const std::string& key, std::vector<Index> shape, float std, float fill = 0.0f) {
-    Index n = 1;
-    for (const Index d : shape) n *= d;
-    std::vector<float> values(static_cast<std::size_t>(n), fill);
-    RandomStream rng(seed, stream_id(key));
-    if (std > 0.0f)
-      for (float& v : values) v = std * rng.normal();
-    out[key] = {std::move(shape), std::move(values)};
-  };
+/// linear sites and head as transformers initialises them, LayerNorms 1 / 0.
+/// The embeddings get no gradient in plora (only sites and head train), so
+/// they stay random features: patch projection N(0, 1 / fan_in), CLS and
+/// position embeddings N(0, 0.5^2) so that position is as visible as content
+/// after the first LayerNorm.
+inline HubTensors initial_vit_weights(const ViTConfig& c, std::uint64_t seed) {
+  HubTensorInit init(seed);
   const Index h = c.hidden_size, tokens = 1 + (c.image_size / c.patch_size) * (c.image_size / c.patch_size);
   const Index patch = c.num_channels * c.patch_size * c.patch_size;
-  add("vit.embeddings.cls_token", {1, 1, h}, 0.5f);
-  add("vit.embeddings.position_embeddings", {1, tokens, h}, 0.5f);
-  add("vit.embeddings.patch_embeddings.projection.weight", {h, c.num_channels, c.patch_size, c.patch_size},
-      static_cast<float>(1.0 / std::sqrt(static_cast<double>(patch))));
-  add("vit.embeddings.patch_embeddings.projection.bias", {h}, 0.0f);
-  const auto linear = [&](const std::string& key, Index out_features, Index in_features) {
-    add(key + ".weight", {out_features, in_features}, 0.02f);
-    add(key + ".bias", {out_features}, 0.0f);
-  };
-  const auto layernorm = [&](const std::string& key) {
-    add(key + ".weight", {h}, 0.0f, 1.0f);
-    add(key + ".bias", {h}, 0.0f);
-  };
+  init.add("vit.embeddings.cls_token", {1, 1, h}, 0.5f);
+  init.add("vit.embeddings.position_embeddings", {1, tokens, h}, 0.5f);
+  init.add("vit.embeddings.patch_embeddings.projection.weight", {h, c.num_channels, c.patch_size, c.patch_size},
+           static_cast<float>(1.0 / std::sqrt(static_cast<double>(patch))));
+  init.add("vit.embeddings.patch_embeddings.projection.bias", {h}, 0.0f);
   for (Index i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "vit.encoder.layer." + std::to_string(i) + ".";
-    for (const char* qkv : {"query", "key", "value"}) linear(p + "attention.attention." + qkv, h, h);
-    linear(p + "attention.output.dense", h, h);
-    linear(p + "intermediate.dense", c.intermediate_size, h);
-    linear(p + "output.dense", h, c.intermediate_size);
-    layernorm(p + "layernorm_before");
-    layernorm(p + "layernorm_after");
+    for (const char* qkv : {"query", "key", "value"}) init.linear(p + "attention.attention." + qkv, h, h);
+    init.linear(p + "attention.output.dense", h, h);
+    init.linear(p + "intermediate.dense", c.intermediate_size, h);
+    init.linear(p + "output.dense", h, c.intermediate_size);
+    init.layernorm(p + "layernorm_before", h);
+    init.layernorm(p + "layernorm_after", h);
   }
-  layernorm("vit.layernorm");
-  linear("classifier", c.num_labels, h);
-  return out;
+  init.layernorm("vit.layernorm", h);
+  init.linear("classifier", c.num_labels, h);
+  return std::move(init).take();
 }
 
 inline nlohmann::ordered_json hub_config_json(const ViTConfig& c) {
-  nlohmann::ordered_json id2label = nlohmann::ordered_json::object(), label2id = nlohmann::ordered_json::object();
-  for (std::size_t i = 0; i < c.id2label.size(); ++i) {
-    id2label[std::to_string(i)] = c.id2label[i];
-    label2id[c.id2label[i]] = i;
-  }
+  const auto [id2label, label2id] = hub_label_maps(c.id2label);
   return {{"architectures", {"ViTForImageClassification"}},
           {"model_type", "vit"},
           {"attention_probs_dropout_prob", 0.0},
@@ -201,8 +164,9 @@ inline nlohmann::ordered_json pretraining_key(const ViTConfig& c, const DigitsPr
 }
 }  // namespace detail
 
-/// Pretrains the demo ViT on `train` (evaluating on `test`) and writes the
-/// checkpoint into `dir`; returns {"seconds", "source_accuracy"}.
+/// Pretrains the demo ViT on `train` (evaluating on `test`) and writes
+/// model.safetensors, config.json and preprocessor_config.json into `dir`;
+/// returns {"seconds", "source_accuracy"}.
 /// @tparam B  backend
 template <Backend B>
 nlohmann::ordered_json pretrain_digits_vit(const std::filesystem::path& dir, const io::ImageDataset& train,
@@ -210,53 +174,18 @@ nlohmann::ordered_json pretrain_digits_vit(const std::filesystem::path& dir, con
                                            std::ostream& log) {
   const auto start = Clock::now();
   const ViTConfig config = digits_vit_config();
-  std::map<std::string, detail::HubTensor> weights = detail::initial_vit_weights(config, p.seed);
-  using Model = Vit<B, FullDelta<B>>;
-  Model model(config, [&](const std::string& key, Index rows, Index cols) {
-    const auto found = weights.find(key);
-    check<ValueError>(found != weights.end(), "demo ViT: no initial tensor '", key, "'");
-    return HostMatrix(rows, cols, found->second.values);
+  HubTensors weights = detail::initial_vit_weights(config, p.seed);
+  Vit<B, FullDelta<B>> model(config, [&](const std::string& key, Index rows, Index cols) {
+    return hub_tensor(weights, "ViT", key, rows, cols);
   });
-  const std::vector<std::string> every_site = model.site_names();
-  attach_adapters(model, std::span<const std::string>(every_site), [&](const std::string& name, Index out, Index in) {
-    return FullDelta<B>(out, in, {}, RandomStream(p.seed, stream_id(name)));
-  });
-
-  const io::ImageBatches batches(train, p.batch, p.seed);
-  const TrainerConfig trainer_config{.epochs = p.epochs, .seed = p.seed};
-  const Index total = planned_steps(trainer_config, batches.batches_per_epoch());
-  AdamW<B> optimizer(AdamWConfig{.lr = p.lr, .weight_decay = p.weight_decay, .no_decay = {"bias"}});
-  Trainer trainer(model, optimizer, trainer_config, LinearWarmupDecay(total / 10, total));
   if (!quiet) log << "pretraining the demo ViT on digits 0-4 (" << train.size() << " images, every linear site) ...\n";
-  ConsoleProgress progress(log, quiet);
-  trainer.fit(batches, progress);
-  if (!quiet) log << '\n';
-
+  const io::ImageBatches batches(train, p.batch, p.seed);
   const io::ImageBatches test_batches(test, p.batch, p.seed, io::ImageBatches::Order::Sequential);
-  std::vector<ImageBatch> held_out;
-  for (Index i = 0; i < test_batches.batches_per_epoch(); ++i) held_out.push_back(test_batches.batch(0, i));
-  const double accuracy = evaluate_metric(model, std::span<const ImageBatch>(held_out), metrics::Metric::Accuracy);
-
-  // W <- W + ΔW, then save every tensor under its Hub name and shape.
-  io::SafetensorsWriter writer;
-  writer.set_metadata("format", "pt");
-  for (const auto& name : every_site) {
-    auto& site = model.site(name);
-    site.adapter().merge_into(site.mutable_weight());
-    weights.at(name + ".weight").values = to_host<B>(site.weight()).values();
-  }
-  weights.at("classifier.weight").values = to_host<B>(model.classifier().weight()).values();
-  weights.at("classifier.bias").values = to_host<B>(model.classifier().bias()).values();
-  for (const auto& [key, tensor] : weights) writer.add(key, tensor.shape, std::span<const float>(tensor.values));
-  std::filesystem::create_directories(dir);
-  writer.write(dir / "model.safetensors");
+  const double accuracy = pretrain_every_site(model, batches, test_batches, p, quiet, log);
+  save_hub_weights(dir / "model.safetensors", std::move(weights), model, {&model.classifier()});
   write_json(dir / "config.json", detail::hub_config_json(config));
   write_json(dir / "preprocessor_config.json", detail::digits_preprocessor_json(config));
-  nlohmann::ordered_json result{{"seconds", seconds_since(start)}, {"source_accuracy", accuracy}};
-  nlohmann::ordered_json stamp = detail::pretraining_key(config, p);
-  stamp["result"] = result;
-  write_json(dir / "pretrain.json", stamp);  // last: marks the directory complete
-  return result;
+  return {{"seconds", seconds_since(start)}, {"source_accuracy", accuracy}};
 }
 
 /// The demo's data and checkpoint.
@@ -275,30 +204,12 @@ DigitsDemo prepare_digits_demo(const std::filesystem::path& dir, const DigitsPre
   auto [source_train, source_test] = io::split(digits_classes(digits, 0, 5), kDigitsTestFraction, kDigitsSplitSeed);
   auto [target_train, target_test] = io::split(digits_classes(digits, 5, 5), kDigitsTestFraction, kDigitsSplitSeed);
 
-  const nlohmann::ordered_json key = detail::pretraining_key(digits_vit_config(), p);
-  nlohmann::ordered_json pretraining;
-  const std::filesystem::path stamp = dir / "pretrain.json";
-  bool reuse = std::filesystem::is_regular_file(stamp) && std::filesystem::is_regular_file(dir / "model.safetensors");
-  if (reuse) {
-    nlohmann::ordered_json saved = nlohmann::ordered_json::parse(io::detail::read_file(stamp), nullptr, false);
-    reuse = !saved.is_discarded() && saved.contains("result");
-    if (reuse) {
-      pretraining = saved["result"];
-      saved.erase("result");
-      reuse = saved == key;
-    }
-  }
-  if (reuse) {
-    if (!quiet) log << "reusing the pretrained demo ViT in " << dir.string() << '\n';
-  } else {
-    const io::ImageDataset pretrain_set = limited(std::move(source_train), p.max_examples);
-    pretraining = pretrain_digits_vit<B>(dir, pretrain_set, source_test, p, quiet, log);
-  }
-  pretraining["reused"] = reuse;
-  pretraining["dir"] = dir.string();
-  if (!quiet)
-    log << "source task (digits 0-4) accuracy of the pretrained ViT: "
-        << format_number(pretraining["source_accuracy"].get<double>()) << '\n';
+  nlohmann::ordered_json pretraining = cached_demo_checkpoint(
+      dir, detail::pretraining_key(digits_vit_config(), p), {"model.safetensors"}, {"ViT", "digits 0-4"}, quiet, log,
+      [&] {
+        const io::ImageDataset pretrain_set = limited(std::move(source_train), p.max_examples);
+        return pretrain_digits_vit<B>(dir, pretrain_set, source_test, p, quiet, log);
+      });
   return {dir, std::move(target_train), std::move(target_test), std::move(pretraining)};
 }
 
