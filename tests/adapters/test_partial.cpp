@@ -1,7 +1,9 @@
 // Partial<Lora> and Partial<AdaLora>: the compact adapter behaves exactly like
 // the dense one whose masked rows of B and columns of A are zero — outputs,
-// input grads, parameter grads and several gradient-descent steps — plus
-// finite differences, merging, counts and bad kept lists.
+// input grads, parameter grads and several gradient-descent steps — in one pass
+// and in token tiles (a remainder tile, tiles of one token, one tile larger than
+// the input); tiles equal one pass with input dropout too; plus finite
+// differences, merging, counts and bad kept lists.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -45,13 +47,23 @@ void zero_masked(const std::string& name, HostView dense) {
       if ((name == "lora_A" && !contains(kCols, c)) || (name == "lora_B" && !contains(kRows, r))) dense(r, c) = 0.0f;
 }
 
+/// Tile sizes the tests run Partial with, and the tiles each makes of kTokens = 5:
+/// one pass, one token per tile, 2 + 2 + 1 (a remainder), one tile larger than the input.
+struct TileCase {
+  Index tile_tokens;
+  Index tiles;
+};
+constexpr TileCase kTileCases[] = {{0, 1}, {1, 5}, {2, 3}, {8, 1}};
+
 /// Runs the dense (masked) and the partial adapter side by side for three
 /// plain gradient-descent steps and compares everything at every step.
 template <class Dense>
-void check_partial_equals_masked_dense(const typename Dense::Config& config) {
+void check_partial_equals_masked_dense(const typename Dense::Config& config, TileCase tiling) {
   const RandomStream init(42, 7);
   Dense dense(kOut, kIn, config, init);
   Partial<Dense> partial(kOut, kIn, {config, kRows, kCols}, init);
+  partial.set_tile_tokens(tiling.tile_tokens);
+  REQUIRE(partial.tile_count(kTokens) == tiling.tiles);
   auto dense_params = dense.parameters();
   auto partial_params = partial.parameters();
   REQUIRE(dense_params.size() == partial_params.size());
@@ -124,22 +136,121 @@ AdaLoraConfig adalora_config() {
 }  // namespace
 
 TEST_CASE("Partial<Lora> equals the dense LoRA with masked rows and columns zeroed") {
-  check_partial_equals_masked_dense<Lora<cpu>>(lora_config());
+  for (const TileCase tiling : kTileCases) {
+    CAPTURE(tiling.tile_tokens);
+    check_partial_equals_masked_dense<Lora<cpu>>(lora_config(), tiling);
+  }
 }
 
 TEST_CASE("Partial<AdaLora> equals the dense AdaLoRA with masked rows and columns zeroed") {
-  check_partial_equals_masked_dense<AdaLora<cpu>>(adalora_config());
+  for (const TileCase tiling : kTileCases) {
+    CAPTURE(tiling.tile_tokens);
+    check_partial_equals_masked_dense<AdaLora<cpu>>(adalora_config(), tiling);
+  }
+}
+
+namespace {
+/// With input dropout the compact adapter draws its own (tokens x |C|) masks,
+/// so the reference is the same Partial run in one pass: tiles must draw the
+/// same masks and give the same outputs, input grads, parameter grads and
+/// parameters over three gradient-descent steps.
+template <class Dense>
+void check_tiles_equal_one_pass(const typename Dense::Config& config) {
+  Partial<Dense> one_pass(kOut, kIn, {config, kRows, kCols}, RandomStream(3, 4));
+  randomize_parameters(one_pass, 40);
+  one_pass.set_tile_tokens(0);
+  for (const TileCase tiling : kTileCases) {
+    CAPTURE(tiling.tile_tokens);
+    Partial<Dense> reference = one_pass;
+    Partial<Dense> tiled = one_pass;
+    tiled.set_tile_tokens(tiling.tile_tokens);
+    REQUIRE(tiled.tile_count(kTokens) == tiling.tiles);
+    auto reference_params = reference.parameters();
+    auto tiled_params = tiled.parameters();
+    const HostMatrix x = random_matrix(kTokens, kIn, 41), dy = random_matrix(kTokens, kOut, 42);
+    // The same sums grouped by tile: a few float ulps per step (see above).
+    constexpr double tolerance = 1e-5;
+    for (int step = 0; step < 3; ++step) {
+      CAPTURE(step);
+      HostMatrix y_reference(kTokens, kOut), y_tiled(kTokens, kOut), dx_reference(kTokens, kIn), dx_tiled(kTokens, kIn);
+      typename Partial<Dense>::Saved reference_saved, tiled_saved;
+      reference.forward(y_reference.view(), x.view(), reference_saved);
+      tiled.forward(y_tiled.view(), x.view(), tiled_saved);
+      CHECK(relative_error(y_tiled.view(), y_reference.view()) < tolerance);
+      CHECK(tiled.inner().dropout_stream().offset() == reference.inner().dropout_stream().offset());
+      reference.zero_grad();
+      tiled.zero_grad();
+      reference.backward(dx_reference.view(), dy.view(), x.view(), reference_saved);
+      tiled.backward(dx_tiled.view(), dy.view(), x.view(), tiled_saved);
+      CHECK(relative_error(dx_tiled.view(), dx_reference.view()) < tolerance);
+      for (std::size_t i = 0; i < tiled_params.size(); ++i) {
+        INFO("parameter ", tiled_params[i].name);
+        CHECK(relative_error(tiled_params[i].grad, reference_params[i].grad) < tolerance);
+        cpu::axpy(reference_params[i].value, -0.05f, reference_params[i].grad);
+        cpu::axpy(tiled_params[i].value, -0.05f, tiled_params[i].grad);
+      }
+    }
+    for (std::size_t i = 0; i < tiled_params.size(); ++i) {
+      INFO("parameter ", tiled_params[i].name);
+      CHECK(relative_error(tiled_params[i].value, reference_params[i].value) < tolerance);
+    }
+  }
+  // Dropout is on: the same forward in eval mode gives a different output.
+  Partial<Dense> eval = one_pass;
+  eval.set_training(false);
+  const HostMatrix x = random_matrix(kTokens, kIn, 43);
+  CHECK(max_abs_diff(adapter_output(one_pass, x).view(), adapter_output(eval, x).view()) > 0.01);
+}
+}  // namespace
+
+TEST_CASE("Partial in token tiles equals one pass with input dropout") {
+  check_tiles_equal_one_pass<Lora<cpu>>(lora_config(0.3f));
+  AdaLoraConfig ada = adalora_config();
+  ada.dropout = 0.3f;
+  check_tiles_equal_one_pass<AdaLora<cpu>>(ada);
+}
+
+TEST_CASE("Partial reuses one Saved over applications of different lengths") {
+  // DeBERTa applies one adapter to content and to relative positions; a Saved
+  // that grew for a longer input and is reused for a shorter one (and back)
+  // must give what a fresh Saved gives.
+  PartialLora<cpu> adapter(kOut, kIn, {lora_config(), kRows, kCols}, RandomStream(5, 6));
+  randomize_parameters(adapter, 50);
+  adapter.set_tile_tokens(2);
+  PartialLora<cpu>::Saved reused;
+  for (const Index tokens : {Index{3}, Index{7}, Index{2}, Index{5}}) {
+    CAPTURE(tokens);
+    const HostMatrix x = random_matrix(tokens, kIn, 51 + std::uint64_t(tokens));
+    const HostMatrix dy = random_matrix(tokens, kOut, 61 + std::uint64_t(tokens));
+    HostMatrix y_fresh(tokens, kOut), y_reused(tokens, kOut), dx_fresh(tokens, kIn), dx_reused(tokens, kIn);
+    PartialLora<cpu>::Saved fresh;
+    adapter.forward(y_fresh.view(), x.view(), fresh);
+    adapter.zero_grad();
+    adapter.backward(dx_fresh.view(), dy.view(), x.view(), fresh);
+    const HostMatrix grad_fresh(adapter.parameters()[0].grad);
+    adapter.forward(y_reused.view(), x.view(), reused);
+    adapter.zero_grad();
+    adapter.backward(dx_reused.view(), dy.view(), x.view(), reused);
+    // The same operations on the same values: bit-identical.
+    CHECK(max_abs(y_fresh.view()) > 0.1);
+    CHECK(max_abs_diff(y_reused.view(), y_fresh.view()) == 0.0);
+    CHECK(max_abs_diff(dx_reused.view(), dx_fresh.view()) == 0.0);
+    CHECK(max_abs_diff(adapter.parameters()[0].grad, grad_fresh.view()) == 0.0);
+  }
 }
 
 TEST_CASE("Partial adapters: finite-difference gradients, accumulation, merge") {
+  // In tiles of 2 tokens (2 + 2 + 1), so tiled backward is checked against the loss itself.
   const HostMatrix x = random_matrix(kTokens, kIn, 20);
   PartialLora<cpu> lora(kOut, kIn, {lora_config(), kRows, kCols}, RandomStream(1, 2));
+  lora.set_tile_tokens(2);
   randomize_parameters(lora, 21);
   check_gradients(lora, x, 22);
   check_accumulation(lora, x, 23);
   check_merge(lora, x, 24);
 
   PartialAdaLora<cpu> ada(kOut, kIn, {adalora_config(), kRows, kCols}, RandomStream(1, 2));
+  ada.set_tile_tokens(2);
   randomize_parameters(ada, 25);
   check_gradients(ada, x, 26);
   check_accumulation(ada, x, 27);
@@ -147,6 +258,7 @@ TEST_CASE("Partial adapters: finite-difference gradients, accumulation, merge") 
 
   // Through the compact adapter's input dropout, rewound before every forward.
   PartialLora<cpu> dropped(kOut, kIn, {lora_config(0.3f), kRows, kCols}, RandomStream(1, 2));
+  dropped.set_tile_tokens(2);
   randomize_parameters(dropped, 29);
   const std::uint64_t start = dropped.inner().dropout_stream().offset();
   check_gradients(dropped, x, 30, [&] { dropped.inner().dropout_stream().set_offset(start); });
@@ -162,6 +274,9 @@ TEST_CASE("Partial counts only the kept factors and leaves other outputs untouch
   CHECK(lora.in_features() == kIn);
   CHECK(lora.kept_rows() == rows);
   CHECK(lora.kept_cols() == cols);
+  // The host tiles by default, within the documented bounds.
+  CHECK(lora.tile_tokens() >= detail::kPartialMinTile);
+  CHECK(lora.tile_tokens() <= detail::kPartialMaxTile);
   AdaLoraConfig ada_config;
   ada_config.init_r = 2;
   PartialAdaLora<cpu> ada(kOut, kIn, {ada_config, rows, cols}, RandomStream(1, 2));
@@ -201,4 +316,13 @@ TEST_CASE("Partial rejects bad kept lists and shapes with messages naming them")
                        doctest::Contains("Partial forward: x has 2 columns, expected in_features = 9"), ShapeError);
   HostMatrix wrong_w(2, 1);  // the compact shape is not the weight's shape
   CHECK_THROWS_WITH_AS(lora.merge_into(wrong_w.view()), doctest::Contains("expected shape 6 x 9"), ShapeError);
+
+  lora.forward(y.view(), x.view(), saved);
+  HostMatrix shorter_x(kTokens - 1, kIn), shorter_dy(kTokens - 1, kOut);
+  CHECK_THROWS_WITH_AS(lora.backward(HostView{}, shorter_dy.view(), shorter_x.view(), saved),
+                       doctest::Contains("Partial backward: the saved state is from a forward over 5 tokens but x "
+                                         "has 4 rows"),
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(lora.set_tile_tokens(-1), doctest::Contains("Partial: tile_tokens = -1 must be >= 0"),
+                       ValueError);
 }
