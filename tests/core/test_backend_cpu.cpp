@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numbers>
 
 #include "plora/backend/cpu/cpu.hpp"
@@ -46,6 +47,26 @@ TEST_CASE("gemm with every transpose combination, alpha and beta") {
       // 7-term float dot products of O(1) values: error a few ulps of 7.
       CHECK(max_abs_diff(c.view(), expected.view()) < 1e-5);
     }
+}
+
+// Large enough that the GEMM is split into row blocks over the threads
+// (OpenBLAS builds) or threaded inside Eigen: every block must land in place,
+// for op(a) taken from rows (N) and from columns (T) of a, with beta = 0 over
+// stale NaNs (never read) and beta = 1.
+TEST_CASE("large gemm split over threads equals the naive product") {
+  const Index m = 301, n = 67, k = 129;  // 2.6M multiply-adds, odd row count
+  for (Op op_a : {Op::N, Op::T}) {
+    const HostMatrix a = op_a == Op::N ? random_matrix(m, k, 41) : random_matrix(k, m, 41);
+    const HostMatrix b = random_matrix(k, n, 42);
+    const HostMatrix expected = naive_gemm(a, op_a, b, Op::N);
+    HostMatrix c(m, n);
+    for (auto& v : c.values()) v = std::numeric_limits<float>::quiet_NaN();
+    cpu::gemm(c.view(), a.view(), op_a, b.view(), Op::N, 1.0f, 0.0f);
+    // 129-term float dot products of values in [-1, 1]: below 129 * 2^-24 * 129 ~ 1e-3, typically ~1e-5.
+    CHECK(max_abs_diff(c.view(), expected.view()) < 1e-4);
+    cpu::gemm(c.view(), a.view(), op_a, b.view(), Op::N, -1.0f, 1.0f);
+    CHECK(std::sqrt(cpu::sum_squares(c.view())) < 1e-3);
+  }
 }
 
 TEST_CASE("gemm on strided sub-views and a shape mismatch error") {

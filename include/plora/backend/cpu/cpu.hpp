@@ -68,6 +68,17 @@ constexpr float kInvSqrt2 = 0.70710678118654752f;
 constexpr float kInvSqrt2Pi = 0.3989422804014327f;
 
 #ifdef PLORA_USE_CBLAS
+/// Row blocks a GEMM of c (m x n) with inner size k is split into: one per
+/// thread when every block still has >= 64 rows and the product is large
+/// enough (>= 2^21 multiply-adds) to pay for waking the team; else one.
+inline Index gemm_row_blocks(Index m, Index n, Index k) {
+#ifdef _OPENMP
+  const Index threads = omp_in_parallel() ? 1 : Eigen::nbThreads();
+  if (threads > 1 && m >= 64 * threads && m * n * k >= (Index{1} << 21)) return threads;
+#endif
+  (void)m, (void)n, (void)k;
+  return 1;
+}
 inline CBLAS_TRANSPOSE cblas_op(Op op) { return op == Op::N ? CblasNoTrans : CblasTrans; }
 inline blasint blas_int(Index v) {
   check<ShapeError>(v <= std::numeric_limits<blasint>::max(), "cpu::gemm: extent ", v, " exceeds the BLAS integer");
@@ -82,12 +93,7 @@ struct cpu {
   using Indices = std::vector<std::int32_t>;
 
   /// Threads the GEMMs and row-wise kernels may use (0 = the OpenMP default).
-  static void set_threads(int threads) {
-    Eigen::setNbThreads(threads);
-#ifdef PLORA_USE_CBLAS
-    if (threads > 0) openblas_set_num_threads(threads);
-#endif
-  }
+  static void set_threads(int threads) { Eigen::setNbThreads(threads); }
 
   static Indices make_indices(std::span<const std::int32_t> ids) { return {ids.begin(), ids.end()}; }
 
@@ -110,10 +116,8 @@ struct cpu {
   }
 
   /// `batch` GEMMs; the i-th uses the views shifted by i * stride elements.
-  /// With Eigen's kernel the batch (attention's heads) is split over the
-  /// threads, each GEMM single-threaded: small GEMMs scale badly inside.
-  /// OpenBLAS threads each GEMM itself (its pthread pool must not be entered
-  /// from several threads at once).
+  /// The batch (attention's heads) is split over the threads, each GEMM
+  /// single-threaded: small GEMMs scale badly inside.
   static void gemm_strided_batched(HostView c, ConstHostView a, Op op_a, ConstHostView b, Op op_b, float alpha,
                                    float beta, Index batch, Index stride_c, Index stride_a, Index stride_b) {
     check_gemm_shapes(c, a, op_a, b, op_b);
@@ -121,12 +125,8 @@ struct cpu {
       gemm_unchecked({c.data + i * stride_c, c.rows, c.cols, c.ld}, {a.data + i * stride_a, a.rows, a.cols, a.ld},
                      op_a, {b.data + i * stride_b, b.rows, b.cols, b.ld}, op_b, alpha, beta);
     };
-#ifdef PLORA_USE_CBLAS
-    for (Index i = 0; i < batch; ++i) one(i);
-#else
-    // Eigen runs a GEMM single-threaded inside an OpenMP parallel region.
+    // A GEMM runs single-threaded inside an OpenMP parallel region.
     detail::cpu::parallel_rows(batch, detail::cpu::kParallelElements, one);
-#endif
   }
 
   // ---- elementwise --------------------------------------------------------
@@ -444,10 +444,27 @@ struct cpu {
       scale_or_zero(c, beta);
       return;
     }
-    // BLAS never reads c when beta = 0, so no zero-fill is needed.
-    cblas_sgemm(CblasRowMajor, cblas_op(op_a), cblas_op(op_b), blas_int(c.rows), blas_int(c.cols),
-                blas_int(op_cols(a, op_a)), alpha, a.data, blas_int(std::max<Index>(a.ld, 1)), b.data,
-                blas_int(std::max<Index>(b.ld, 1)), beta, c.data, blas_int(std::max<Index>(c.ld, 1)));
+    // One thread pool for everything: OpenBLAS's own threads would spin
+    // against the OpenMP team of the row-wise kernels, so OpenBLAS runs
+    // single-threaded and a large GEMM is split into row blocks of c over
+    // the OpenMP threads (a block of op(a)'s rows is a pointer offset: rows
+    // of a, or columns when op_a = T).
+    static const bool openblas_single_threaded = (openblas_set_num_threads(1), true);
+    (void)openblas_single_threaded;
+    const Index k = op_cols(a, op_a);
+    const auto rows_block = [&](Index first, Index count) {
+      const float* a_block = a.data + (op_a == Op::N ? first * a.ld : first);
+      // BLAS never reads c when beta = 0, so no zero-fill is needed.
+      cblas_sgemm(CblasRowMajor, cblas_op(op_a), cblas_op(op_b), blas_int(count), blas_int(c.cols), blas_int(k),
+                  alpha, a_block, blas_int(std::max<Index>(a.ld, 1)), b.data, blas_int(std::max<Index>(b.ld, 1)),
+                  beta, c.data + first * c.ld, blas_int(std::max<Index>(c.ld, 1)));
+    };
+    const Index blocks = gemm_row_blocks(c.rows, c.cols, k);
+    const Index block_rows = (c.rows + blocks - 1) / blocks;
+    parallel_rows(blocks, kParallelElements, [&](Index i) {
+      const Index first = i * block_rows;
+      if (first < c.rows) rows_block(first, std::min(block_rows, c.rows - first));
+    });
 #else
     scale_or_zero(c, beta);
     if (a.empty() || b.empty()) return;
