@@ -304,12 +304,17 @@ struct cpu {
     }
   }
 
-  /// In-place numerically stable softmax over each row.
+  /// In-place numerically stable softmax over each row. Eigen's vectorised
+  /// exp clamps its argument near log(FLT_MIN) and would give masked entries
+  /// (scores of -inf or the float minimum) a denormal instead of 0: shifted
+  /// scores below log(FLT_MIN) are flushed to exactly 0.
   static void softmax_rows(HostView x) {
     using detail::cpu::row_array;
+    constexpr float kLogFloatMin = -87.33654f;  // log(FLT_MIN)
     for_rows(x, [&](Index r) {
       auto xr = row_array(x.data + r * x.ld, x.cols);
-      xr = (xr - xr.maxCoeff()).exp();
+      xr -= xr.maxCoeff();
+      xr = (xr < kLogFloatMin).select(0.0f, xr.exp());
       xr *= 1.0f / xr.sum();
     });
   }
