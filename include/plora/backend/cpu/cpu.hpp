@@ -45,19 +45,30 @@ inline Index op_cols(ConstHostView v, Op op) { return op == Op::N ? v.cols : v.r
 /// OpenMP team costs more than a small matrix's loop.
 constexpr Index kParallelElements = Index{1} << 15;
 
-/// body(r) for every row r, split over the threads GEMMs may use when the
-/// matrix is large; rows must be independent.
+/// body(i) for i in [0, count), split over the threads GEMMs may use (one
+/// thread when nested in a parallel region); iterations must be independent.
 template <class F>
-void parallel_rows(Index rows, Index cols, F&& body) {
+void parallel_for(Index count, F&& body) {
 #ifdef _OPENMP
   const int threads = Eigen::nbThreads();
-  if (threads > 1 && rows > 1 && rows * cols >= kParallelElements && !omp_in_parallel()) {
+  if (threads > 1 && count > 1 && !omp_in_parallel()) {
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (Index r = 0; r < rows; ++r) body(r);
+    for (Index i = 0; i < count; ++i) body(i);
     return;
   }
 #endif
-  for (Index r = 0; r < rows; ++r) body(r);
+  for (Index i = 0; i < count; ++i) body(i);
+}
+
+/// body(r) for every row r of a (rows x cols) matrix: threaded only when the
+/// matrix is large enough to pay for waking the team.
+template <class F>
+void parallel_rows(Index rows, Index cols, F&& body) {
+  if (rows * cols >= kParallelElements) {
+    parallel_for(rows, body);
+  } else {
+    for (Index r = 0; r < rows; ++r) body(r);
+  }
 }
 
 /// One row of n floats as an Eigen array, so erf/exp use Eigen's vectorised packet math.
@@ -126,7 +137,7 @@ struct cpu {
                      op_a, {b.data + i * stride_b, b.rows, b.cols, b.ld}, op_b, alpha, beta);
     };
     // A GEMM runs single-threaded inside an OpenMP parallel region.
-    detail::cpu::parallel_rows(batch, detail::cpu::kParallelElements, one);
+    detail::cpu::parallel_for(batch, one);
   }
 
   // ---- elementwise --------------------------------------------------------
@@ -466,7 +477,7 @@ struct cpu {
     };
     const Index blocks = gemm_row_blocks(c.rows, c.cols, k);
     const Index block_rows = (c.rows + blocks - 1) / blocks;
-    parallel_rows(blocks, kParallelElements, [&](Index i) {
+    parallel_for(blocks, [&](Index i) {
       const Index first = i * block_rows;
       if (first < c.rows) rows_block(first, std::min(block_rows, c.rows - first));
     });
