@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "plora/backend/concepts.hpp"
+#include "plora/backend/cpu/indices.hpp"
 #include "plora/core/error.hpp"
 #include "plora/core/host_matrix.hpp"
 #include "plora/core/rng.hpp"
@@ -26,6 +27,9 @@
 #endif
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#ifdef __AVX512F__
+#include <immintrin.h>
 #endif
 
 namespace plora {
@@ -101,12 +105,12 @@ inline blasint blas_int(Index v) {
 struct cpu {
   using Space = Host;
   using Matrix = HostMatrix;
-  using Indices = std::vector<std::int32_t>;
+  using Indices = detail::cpu::HostIndices;
 
   /// Threads the GEMMs and row-wise kernels may use (0 = the OpenMP default).
   static void set_threads(int threads) { Eigen::setNbThreads(threads); }
 
-  static Indices make_indices(std::span<const std::int32_t> ids) { return {ids.begin(), ids.end()}; }
+  static Indices make_indices(std::span<const std::int32_t> ids) { return Indices(ids); }
 
   // ---- data movement ------------------------------------------------------
   static void upload(HostView dst, ConstHostView src) { copy(dst, src); }
@@ -209,6 +213,20 @@ struct cpu {
   static void gather_cols(HostView dst, ConstHostView src, const Indices& idx) {
     check_indices(idx, dst.cols, src.cols, "cpu::gather_cols");
     require_shape(dst, src.rows, dst.cols, "cpu::gather_cols dst");
+#ifdef __AVX512F__
+    if (!idx.lines().empty()) {
+      // Increasing ids: per line, a masked load of the kept lanes packed to the front.
+      for_rows(dst, [&](Index r) {
+        const float* s = src.data + r * src.ld;
+        float* d = dst.data + r * dst.ld;
+        for (const detail::cpu::IndexLine& line : idx.lines()) {
+          const __m512 kept = _mm512_maskz_loadu_ps(line.kept, s + line.wide);
+          _mm512_mask_storeu_ps(d + line.compact, line.packed, _mm512_maskz_compress_ps(line.kept, kept));
+        }
+      });
+      return;
+    }
+#endif
     const std::int32_t* ids = idx.data();
     for_rows(dst, [&](Index r) {
       // restrict: the rows never overlap, which lets the compiler vectorise the gather.
@@ -221,6 +239,23 @@ struct cpu {
   static void scatter_add_cols(HostView dst, ConstHostView src, const Indices& idx, float alpha) {
     check_indices(idx, src.cols, dst.cols, "cpu::scatter_add_cols");
     require_shape(src, dst.rows, src.cols, "cpu::scatter_add_cols src");
+#ifdef __AVX512F__
+    if (!idx.lines().empty()) {
+      // Increasing ids: per line, the compact run expanded to its kept lanes and
+      // added there (mul then add: the same rounding as the scalar loop).
+      const __m512 scale = _mm512_set1_ps(alpha);
+      for_rows(dst, [&](Index r) {
+        const float* s = src.data + r * src.ld;
+        float* d = dst.data + r * dst.ld;
+        for (const detail::cpu::IndexLine& line : idx.lines()) {
+          const __m512 run = _mm512_maskz_expand_ps(line.kept, _mm512_maskz_loadu_ps(line.packed, s + line.compact));
+          const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(line.kept, d + line.wide), _mm512_mul_ps(scale, run));
+          _mm512_mask_storeu_ps(d + line.wide, line.kept, sum);
+        }
+      });
+      return;
+    }
+#endif
     const std::int32_t* ids = idx.data();
     for_rows(dst, [&](Index r) {
       const float* __restrict s = src.data + r * src.ld;
