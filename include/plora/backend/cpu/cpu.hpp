@@ -356,11 +356,16 @@ struct cpu {
   /// scores below log(FLT_MIN) are flushed to exactly 0.
   static void softmax_rows(HostView x) {
     using detail::cpu::row_array;
-    constexpr float kLogFloatMin = -87.33654f;  // log(FLT_MIN)
+    constexpr float kFloatMin = std::numeric_limits<float>::min();
     for_rows(x, [&](Index r) {
-      auto xr = row_array(x.data + r * x.ld, x.cols);
+      float* row = x.data + r * x.ld;
+      auto xr = row_array(row, x.cols);
       xr -= xr.maxCoeff();
-      xr = (xr < kLogFloatMin).select(0.0f, xr.exp());
+      xr = xr.exp();
+      // Eigen's vectorised exp gives a denormal, not 0, far below log(FLT_MIN)
+      // (seen in SSE2 builds); masked keys must get exactly 0. A plain loop:
+      // Eigen 3.4's select() is not vectorised and pulled exp back to scalar.
+      for (Index c = 0; c < x.cols; ++c) row[c] = row[c] < kFloatMin ? 0.0f : row[c];
       xr *= 1.0f / xr.sum();
     });
   }
