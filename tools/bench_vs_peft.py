@@ -13,8 +13,8 @@ harness itself) this script
      all-ones attention mask; labels) that both sides use;
   3. has plora's driver (benchmarks/models/side_by_side.cpp) write the
      Partial-LoRA masks (density 0.13) that both sides apply;
-  4. runs every mode as separate processes, interleaved plora / PyTorch /
-     plora / PyTorch ... (--rounds of each), each process doing --warmup
+  4. runs every mode as separate processes, interleaved plora / PyTorch per
+     mode, every mode once per round (--rounds), each process doing --warmup
      untimed and --steps timed steps, and reports the median step time over
      all timed steps and the median of the processes' peak RSS.
 Modes: forward (eval), lora (r 8, alpha 16, query + value projections, head
@@ -277,14 +277,20 @@ def orchestrate(args):
         run_json_or_none = subprocess.run([args.driver, checkpoint, batch, "write-masks", "--masks", masks,
                                            "--density", str(args.density)], env=env, check=True)
         del run_json_or_none
+        common = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
+                  "--masks", str(masks)]
+        processes = {mode: {"plora": [], "peer": []} for mode in args.modes}
+        # Each round visits every mode, plora then peer: the host's speed drifts
+        # by +-20 % over minutes, and this spreads the drift over all modes, so
+        # that ratios across modes (partial vs lora) compare like with like.
+        for _ in range(args.rounds):
+            for mode in args.modes:
+                processes[mode]["plora"].append(run_json([args.driver, checkpoint, batch, mode] + common, env))
+                processes[mode]["peer"].append(run_json([sys.executable, __file__, "--worker", "--checkpoint",
+                                                         str(checkpoint), "--batch", str(batch), "--mode", mode] +
+                                                        common, env))
         for mode in args.modes:
-            common = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
-                      "--masks", str(masks)]
-            sides = {"plora": [], "peer": []}
-            for _ in range(args.rounds):  # interleaved: plora, peer, plora, peer, ...
-                sides["plora"].append(run_json([args.driver, checkpoint, batch, mode] + common, env))
-                sides["peer"].append(run_json([sys.executable, __file__, "--worker", "--checkpoint", str(checkpoint),
-                                               "--batch", str(batch), "--mode", mode] + common, env))
+            sides = processes[mode]
             ok, check = agree(sides["plora"][0], sides["peer"][0], mode, SHAPES[shape]["family"])
             failed = failed or not ok
             row = {"model": shape, "mode": mode, "check": check, "agree": ok}

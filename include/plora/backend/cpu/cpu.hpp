@@ -28,9 +28,6 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
 
 namespace plora {
 
@@ -216,14 +213,7 @@ struct cpu {
 #ifdef __AVX512F__
     if (!idx.lines().empty()) {
       // Increasing ids: per line, a masked load of the kept lanes packed to the front.
-      for_rows(dst, [&](Index r) {
-        const float* s = src.data + r * src.ld;
-        float* d = dst.data + r * dst.ld;
-        for (const detail::cpu::IndexLine& line : idx.lines()) {
-          const __m512 kept = _mm512_maskz_loadu_ps(line.kept, s + line.wide);
-          _mm512_mask_storeu_ps(d + line.compact, line.packed, _mm512_maskz_compress_ps(line.kept, kept));
-        }
-      });
+      for_rows(dst, [&](Index r) { detail::cpu::gather_lines(src.data + r * src.ld, dst.data + r * dst.ld, idx.lines()); });
       return;
     }
 #endif
@@ -241,17 +231,9 @@ struct cpu {
     require_shape(src, dst.rows, src.cols, "cpu::scatter_add_cols src");
 #ifdef __AVX512F__
     if (!idx.lines().empty()) {
-      // Increasing ids: per line, the compact run expanded to its kept lanes and
-      // added there (mul then add: the same rounding as the scalar loop).
-      const __m512 scale = _mm512_set1_ps(alpha);
+      // Increasing ids: per line, the compact run expanded to its kept lanes and added there.
       for_rows(dst, [&](Index r) {
-        const float* s = src.data + r * src.ld;
-        float* d = dst.data + r * dst.ld;
-        for (const detail::cpu::IndexLine& line : idx.lines()) {
-          const __m512 run = _mm512_maskz_expand_ps(line.kept, _mm512_maskz_loadu_ps(line.packed, s + line.compact));
-          const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(line.kept, d + line.wide), _mm512_mul_ps(scale, run));
-          _mm512_mask_storeu_ps(d + line.wide, line.kept, sum);
-        }
+        detail::cpu::scatter_add_lines(dst.data + r * dst.ld, src.data + r * src.ld, idx.lines(), alpha);
       });
       return;
     }

@@ -10,6 +10,10 @@
 #include <span>
 #include <vector>
 
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
 namespace plora::detail::cpu {
 
 /// The kept ids of one 16-float line of a wide row.
@@ -55,5 +59,25 @@ class HostIndices {
   std::vector<std::int32_t> ids_;
   std::vector<IndexLine> lines_;
 };
+
+#ifdef __AVX512F__
+/// compact[j] = wide[ids[j]] for one row, a line at a time.
+inline void gather_lines(const float* wide, float* compact, std::span<const IndexLine> lines) {
+  for (const IndexLine& line : lines) {
+    const __m512 kept = _mm512_maskz_loadu_ps(line.kept, wide + line.wide);
+    _mm512_mask_storeu_ps(compact + line.compact, line.packed, _mm512_maskz_compress_ps(line.kept, kept));
+  }
+}
+/// wide[ids[j]] += alpha * compact[j] for one row, a line at a time (mul then
+/// add: the rounding of the scalar loop).
+inline void scatter_add_lines(float* wide, const float* compact, std::span<const IndexLine> lines, float alpha) {
+  const __m512 scale = _mm512_set1_ps(alpha);
+  for (const IndexLine& line : lines) {
+    const __m512 run = _mm512_maskz_expand_ps(line.kept, _mm512_maskz_loadu_ps(line.packed, compact + line.compact));
+    const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(line.kept, wide + line.wide), _mm512_mul_ps(scale, run));
+    _mm512_mask_storeu_ps(wide + line.wide, line.kept, sum);
+  }
+}
+#endif
 
 }  // namespace plora::detail::cpu
