@@ -43,7 +43,7 @@ class TinyModel {
   float forward_backward(const Batch& batch) {
     run_forward(batch.pixels);
     HostMatrix dlogits(logits_.rows(), logits_.cols());
-    const float loss = cpu::cross_entropy(dlogits.view(), logits_.view(), batch.labels);
+    const float loss = cpu::cross_entropy(dlogits.view(), logits_.view(), cpu::make_indices(batch.labels));
     // classifier: logits = h W_c^T + b_c
     cpu::gemm(d_head_weight_.view(), dlogits.view(), Op::T, activations_.back().view(), Op::N, 1.0f, 1.0f);
     cpu::column_sums(d_head_bias_.view(), dlogits.view(), 1.0f);
