@@ -7,12 +7,46 @@
 #include <limits>
 
 #include "adapters/adapter_testing.hpp"
+#include "plora/nn/linear_site.hpp"
 
 using namespace plora;
 using namespace plora::test;
 
 namespace {
 constexpr Index kOut = 6, kIn = 9, kTokens = 5;
+
+/// A site folding `adapter` into its GEMMs (x (W + ΔW)^T, dy (W + ΔW)) against
+/// the frozen GEMMs plus an unfolded copy of the adapter applied on its own.
+template <class A>
+void check_folded_site(A adapter) {
+  randomize_parameters(adapter, 21);
+  const HostMatrix w = random_matrix(kOut, kIn, 22), bias = random_matrix(1, kOut, 23);
+  const HostMatrix x = random_matrix(kTokens, kIn, 24), dy = random_matrix(kTokens, kOut, 25);
+  A reference = adapter;
+  typename A::Saved reference_saved;
+  HostMatrix y_expected(kTokens, kOut), dx_expected(kTokens, kIn);
+  cpu::gemm(y_expected.view(), x.view(), Op::N, w.view(), Op::T, 1.0f, 0.0f);
+  cpu::add_row_vector(y_expected.view(), bias.view());
+  reference.forward(y_expected.view(), x.view(), reference_saved);
+  cpu::gemm(dx_expected.view(), dy.view(), Op::N, w.view(), Op::N, 1.0f, 0.0f);
+  reference.backward(dx_expected.view(), dy.view(), x.view(), reference_saved);
+
+  LinearSite<cpu, A> site("folded", w, bias);
+  site.attach(adapter);
+  typename LinearSite<cpu, A>::Saved saved;
+  HostMatrix y(kTokens, kOut), dx(kTokens, kIn);
+  site.forward(y.view(), x.view(), saved);
+  site.backward(dx.view(), dy.view(), x.view(), saved);
+  HostMatrix folded = w;
+  cpu::axpy(folded.view(), 1.0f, reference.delta().view());
+  CHECK(max_abs_diff(site.adapter().folded_weight(), folded.view()) == 0.0);
+  // One GEMM over W + ΔW instead of two: 9-term float sums of O(1) terms
+  // rounded differently, a few ulps of the O(3) results.
+  CHECK(relative_error(y.view(), y_expected.view()) < 1e-5);
+  CHECK(relative_error(dx.view(), dx_expected.view()) < 1e-5);
+  // The parameter grad is the same dy^T x GEMM on both sides.
+  CHECK(max_abs_diff(site.adapter().parameters().at(0).grad, reference.parameters().at(0).grad) == 0.0);
+}
 }  // namespace
 
 TEST_CASE("FullDelta starts at zero, adds x dW^T and trains every entry") {
@@ -134,4 +168,10 @@ TEST_CASE("RandomMasking rejects densities outside (0, 1]") {
                        ValueError);
   CHECK_THROWS_AS(RandomMasking<cpu>(kOut, kIn, {.density = std::numeric_limits<double>::quiet_NaN()}, init),
                   ValueError);
+}
+
+TEST_CASE("a site folds FullDelta and RandomMasking into its own GEMMs: the same outputs and gradients") {
+  static_assert(FoldableAdapter<FullDelta<cpu>> && FoldableAdapter<RandomMasking<cpu>> && !FoldableAdapter<Lora<cpu>>);
+  check_folded_site(FullDelta<cpu>(kOut, kIn, {}, RandomStream(1, 2)));
+  check_folded_site(RandomMasking<cpu>(kOut, kIn, {.density = 0.5}, RandomStream(1, 3)));
 }

@@ -38,6 +38,18 @@ concept Adapter = Backend<typename A::BackendType> && std::default_initializable
                     { ca.out_features() } -> std::convertible_to<Index>;
                   };
 
+/// An adapter whose ΔW is a dense (out x in) matrix, which a site folds into
+/// its own GEMMs: y = x (W + ΔW)^T and dx = dy (W + ΔW), one GEMM each instead
+/// of the frozen one plus the adapter's.
+///   folded_weight(W)    W + ΔW, formed now and kept until the next call
+///   folded_weight()     the one formed last (backward reuses forward's)
+///   backward(empty dx, dy, x, saved)   only the parameter grads
+template <class A>
+concept FoldableAdapter = Adapter<A> && requires(A& a, const A& ca, ConstView<typename A::BackendType::Space> w) {
+  { a.folded_weight(w) } -> std::same_as<ConstView<typename A::BackendType::Space>>;
+  { ca.folded_weight() } -> std::same_as<ConstView<typename A::BackendType::Space>>;
+};
+
 /// A low-rank adapter that `Partial` can restrict to kept output rows and input
 /// columns: `restricted(rows, cols)` returns the compact adapter whose factors are
 /// the kept rows of the up factor and kept columns of the down factor, initialised

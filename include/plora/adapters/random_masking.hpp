@@ -56,6 +56,10 @@ class RandomMasking {
   [[nodiscard]] Index in_features() const { return dense_.in_features(); }
   [[nodiscard]] Index out_features() const { return dense_.out_features(); }
 
+  /// W + ΔW for a folding site (FoldableAdapter); ΔW is zero off the support.
+  [[nodiscard]] ConstView folded_weight(ConstView weight) { return dense_.folded_weight(weight); }
+  [[nodiscard]] ConstView folded_weight() const { return dense_.folded_weight(); }
+
   [[nodiscard]] View delta_W() { return dense_.delta_W(); }
   [[nodiscard]] ConstView delta_W() const { return dense_.delta_W(); }
   /// 1 on the support, 0 elsewhere (out x in).
