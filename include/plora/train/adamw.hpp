@@ -9,7 +9,7 @@
 #include "plora/backend/concepts.hpp"
 #include "plora/core/error.hpp"
 #include "plora/core/parameter.hpp"
-#include "plora/train/detail/named_buffers.hpp"
+#include "plora/train/detail/optimizer_base.hpp"
 #include "plora/train/optimizer_concepts.hpp"
 
 namespace plora {
@@ -27,11 +27,12 @@ struct AdamWConfig {
 
 /// @tparam B  backend; the update is one fused B::adamw_step per parameter
 template <Backend B>
-class AdamW {
+class AdamW : public detail::OptimizerBase<B, 2> {
  public:
   using BackendType = B;
 
-  explicit AdamW(AdamWConfig config = {}) : config_(std::move(config)) {
+  explicit AdamW(AdamWConfig config = {})
+      : detail::OptimizerBase<B, 2>("AdamW", {"exp_avg", "exp_avg_sq"}), config_(std::move(config)) {
     check<ValueError>(config_.lr >= 0.0, "AdamW: learning rate ", config_.lr, " is negative");
     check<ValueError>(config_.beta1 >= 0.0 && config_.beta1 < 1.0, "AdamW: beta1 ", config_.beta1,
                       " is outside [0, 1)");
@@ -42,8 +43,7 @@ class AdamW {
   }
 
   void step(ParameterList<typename B::Space>& params) {
-    ++step_;
-    const auto t = static_cast<double>(step_);
+    const auto t = static_cast<double>(++this->step_);
     AdamWStep s;
     s.lr = static_cast<float>(lr());
     s.beta1 = static_cast<float>(config_.beta1);
@@ -56,30 +56,13 @@ class AdamW {
     s.bias_correction1 = static_cast<float>(1.0 - std::pow(static_cast<double>(s.beta1), t));
     s.bias_correction2 = static_cast<float>(1.0 - std::pow(static_cast<double>(s.beta2), t));
     for (auto& param : params) {
-      auto [moments, created] = buffers_.get(param);
+      auto [moments, created] = this->buffers_.get(param);
       s.weight_decay = decays(param.name) ? static_cast<float>(config_.weight_decay) : 0.0f;
       B::adamw_step(param.value, param.grad, moments[0].view(), moments[1].view(), s);
     }
   }
 
-  void zero_state() {
-    buffers_.clear();
-    step_ = 0;
-  }
-  [[nodiscard]] OptimizerState export_state() const {
-    OptimizerState state{.step = step_, .tensors = {}};
-    buffers_.export_to(state);
-    return state;
-  }
-  void import_state(const OptimizerState& state) {
-    check<ValueError>(state.step >= 0, "AdamW: negative step count ", state.step);
-    buffers_.import_from(state);
-    step_ = state.step;
-  }
-
-  void set_lr_scale(double scale) { lr_scale_ = scale; }
-  [[nodiscard]] double lr() const { return config_.lr * lr_scale_; }
-  [[nodiscard]] Index step_count() const { return step_; }
+  [[nodiscard]] double lr() const { return config_.lr * this->lr_scale_; }
   [[nodiscard]] const AdamWConfig& config() const { return config_; }
 
  private:
@@ -90,9 +73,6 @@ class AdamW {
   }
 
   AdamWConfig config_;
-  double lr_scale_ = 1.0;
-  Index step_ = 0;  // one count for all parameters: they always step together
-  detail::NamedBuffers<B, 2> buffers_{"AdamW", {"exp_avg", "exp_avg_sq"}};
 };
 
 }  // namespace plora

@@ -5,7 +5,7 @@
 #include "plora/backend/concepts.hpp"
 #include "plora/core/error.hpp"
 #include "plora/core/parameter.hpp"
-#include "plora/train/detail/named_buffers.hpp"
+#include "plora/train/detail/optimizer_base.hpp"
 #include "plora/train/optimizer_concepts.hpp"
 
 namespace plora {
@@ -20,11 +20,11 @@ struct SgdConfig {
 
 /// @tparam B  backend; the update is one fused B::sgd_step per parameter
 template <Backend B>
-class Sgd {
+class Sgd : public detail::OptimizerBase<B, 1> {
  public:
   using BackendType = B;
 
-  explicit Sgd(SgdConfig config = {}) : config_(config) {
+  explicit Sgd(SgdConfig config = {}) : detail::OptimizerBase<B, 1>("Sgd", {"momentum_buffer"}), config_(config) {
     check<ValueError>(config_.lr >= 0.0, "Sgd: learning rate ", config_.lr, " is negative");
     check<ValueError>(config_.momentum >= 0.0, "Sgd: momentum ", config_.momentum, " is negative");
     check<ValueError>(config_.weight_decay >= 0.0, "Sgd: weight decay ", config_.weight_decay, " is negative");
@@ -33,7 +33,7 @@ class Sgd {
   }
 
   void step(ParameterList<typename B::Space>& params) {
-    ++step_;
+    ++this->step_;
     SgdStep s;
     s.lr = static_cast<float>(lr());
     s.momentum = static_cast<float>(config_.momentum);
@@ -46,37 +46,17 @@ class Sgd {
         B::sgd_step(param.value, param.grad, param.value, s);
         continue;
       }
-      auto [buffer, created] = buffers_.get(param);
+      auto [buffer, created] = this->buffers_.get(param);
       s.first_step = created;
       B::sgd_step(param.value, param.grad, buffer[0].view(), s);
     }
   }
 
-  void zero_state() {
-    buffers_.clear();
-    step_ = 0;
-  }
-  [[nodiscard]] OptimizerState export_state() const {
-    OptimizerState state{.step = step_, .tensors = {}};
-    buffers_.export_to(state);
-    return state;
-  }
-  void import_state(const OptimizerState& state) {
-    check<ValueError>(state.step >= 0, "Sgd: negative step count ", state.step);
-    buffers_.import_from(state);
-    step_ = state.step;
-  }
-
-  void set_lr_scale(double scale) { lr_scale_ = scale; }
-  [[nodiscard]] double lr() const { return config_.lr * lr_scale_; }
-  [[nodiscard]] Index step_count() const { return step_; }
+  [[nodiscard]] double lr() const { return config_.lr * this->lr_scale_; }
   [[nodiscard]] const SgdConfig& config() const { return config_; }
 
  private:
   SgdConfig config_;
-  double lr_scale_ = 1.0;
-  Index step_ = 0;
-  detail::NamedBuffers<B, 1> buffers_{"Sgd", {"momentum_buffer"}};
 };
 
 }  // namespace plora
