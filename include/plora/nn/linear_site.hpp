@@ -68,20 +68,18 @@ class LinearSite {
   /// y (T x out) = x (T x in) W^T + b (+ adapter); a FoldableAdapter's ΔW
   /// joins W in the one GEMM.
   void forward(View y, ConstView x, Saved& saved) {
-    const bool folded = folds();
-    B::gemm(y, x, Op::N, folded ? fold_weight() : weight_.view(), Op::T, 1.0f, 0.0f);
+    B::gemm(y, x, Op::N, gemm_weight(Fold::form), Op::T, 1.0f, 0.0f);
     if (!bias_.view().empty()) B::add_row_vector(y, bias_.view());
-    if (adapter_ && !folded) adapter_->forward(y, x, saved.adapter);
+    if (adapter_ && !folds()) adapter_->forward(y, x, saved.adapter);
   }
 
   /// dx (T x in) = dy W (+ adapter's); skipped if dx is empty. Adapter grads
   /// (and dW when enabled) accumulate. A folded adapter's ΔW is in the
   /// forward's W + ΔW, so it adds only its parameter grads.
   void backward(View dx, ConstView dy, ConstView x, const Saved& saved) {
-    const bool folded = folds();
-    if (!dx.empty()) B::gemm(dx, dy, Op::N, folded ? folded_weight() : weight_.view(), Op::N, 1.0f, 0.0f);
+    if (!dx.empty()) B::gemm(dx, dy, Op::N, gemm_weight(Fold::reuse), Op::N, 1.0f, 0.0f);
     if (weight_grad_) B::gemm(weight_grad_->view(), dy, Op::T, x, Op::N, 1.0f, 1.0f);
-    if (adapter_) adapter_->backward(folded ? View{} : dx, dy, x, saved.adapter);
+    if (adapter_) adapter_->backward(folds() ? View{} : dx, dy, x, saved.adapter);
   }
 
  private:
@@ -92,21 +90,17 @@ class LinearSite {
       return false;
     }
   }
-  /// W + ΔW, formed now (forward) or as the last forward formed it (backward);
-  /// called only when folds().
-  ConstView fold_weight() {
+  enum class Fold { form, reuse };
+  /// W, or W + ΔW of a folding adapter: formed anew (forward) or as the last
+  /// forward formed it (backward).
+  ConstView gemm_weight(Fold fold) {
     if constexpr (FoldableAdapter<A>) {
-      return adapter_->folded_weight(weight_.view());
-    } else {
-      return weight_.view();
+      if (adapter_) {
+        return fold == Fold::form ? adapter_->folded_weight(weight_.view())
+                                  : std::as_const(*adapter_).folded_weight();
+      }
     }
-  }
-  [[nodiscard]] ConstView folded_weight() const {
-    if constexpr (FoldableAdapter<A>) {
-      return adapter_->folded_weight();
-    } else {
-      return weight_.view();
-    }
+    return weight_.view();
   }
 
   A& checked_adapter() {

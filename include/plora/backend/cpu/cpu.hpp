@@ -333,9 +333,9 @@ struct cpu {
   }
 
   /// In-place numerically stable softmax over each row. Eigen's vectorised
-  /// exp clamps its argument near log(FLT_MIN) and would give masked entries
-  /// (scores of -inf or the float minimum) a denormal instead of 0: shifted
-  /// scores below log(FLT_MIN) are flushed to exactly 0.
+  /// exp clamps its argument near log(FLT_MIN) and gives masked entries (scores
+  /// of -inf or the float minimum) a denormal instead of 0, so exponentials
+  /// below FLT_MIN are flushed to exactly 0.
   static void softmax_rows(HostView x) {
     using detail::cpu::row_array;
     constexpr float kFloatMin = std::numeric_limits<float>::min();
@@ -344,9 +344,8 @@ struct cpu {
       auto xr = row_array(row, x.cols);
       xr -= xr.maxCoeff();
       xr = xr.exp();
-      // Eigen's vectorised exp gives a denormal, not 0, far below log(FLT_MIN)
-      // (seen in SSE2 builds); masked keys must get exactly 0. A plain loop:
-      // Eigen 3.4's select() is not vectorised and pulled exp back to scalar.
+      // A plain loop, not select(): Eigen 3.4's select() is not vectorised and
+      // pulled exp back to scalar expf.
       for (Index c = 0; c < x.cols; ++c) row[c] = row[c] < kFloatMin ? 0.0f : row[c];
       xr *= 1.0f / xr.sum();
     });

@@ -68,8 +68,8 @@ inline void gather_lines(const float* wide, float* compact, std::span<const Inde
     _mm512_mask_storeu_ps(compact + line.compact, line.packed, _mm512_maskz_compress_ps(line.kept, kept));
   }
 }
-/// wide[ids[j]] += alpha * compact[j] for one row, a line at a time (mul then
-/// add: the rounding of the scalar loop).
+/// wide[ids[j]] += alpha * compact[j] for one row, a line at a time (the
+/// compiler may contract the multiply-add, as it may the scalar loop's).
 inline void scatter_add_lines(float* wide, const float* compact, std::span<const IndexLine> lines, float alpha) {
   const __m512 scale = _mm512_set1_ps(alpha);
   for (const IndexLine& line : lines) {

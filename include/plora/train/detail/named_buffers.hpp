@@ -25,6 +25,8 @@ class NamedBuffers {
   NamedBuffers(std::string_view optimizer, std::array<std::string_view, N> suffixes)
       : optimizer_(optimizer), suffixes_(suffixes) {}
 
+  [[nodiscard]] const std::string& optimizer() const { return optimizer_; }
+
   /// The buffers of `param` (zero-filled when new) and whether they are new;
   /// imported buffers of the wrong shape throw a ShapeError naming the parameter.
   std::pair<Buffers&, bool> get(const Parameter<typename B::Space>& param) {

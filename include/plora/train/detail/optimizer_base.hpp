@@ -27,7 +27,7 @@ class OptimizerBase {
     return state;
   }
   void import_state(const OptimizerState& state) {
-    check<ValueError>(state.step >= 0, optimizer_, ": negative step count ", state.step);
+    check<ValueError>(state.step >= 0, buffers_.optimizer(), ": negative step count ", state.step);
     buffers_.import_from(state);
     step_ = state.step;
   }
@@ -37,9 +37,8 @@ class OptimizerBase {
 
  protected:
   OptimizerBase(std::string_view optimizer, std::array<std::string_view, N> buffer_names)
-      : optimizer_(optimizer), buffers_(optimizer, buffer_names) {}
+      : buffers_(optimizer, buffer_names) {}
 
-  std::string_view optimizer_;
   double lr_scale_ = 1.0;
   Index step_ = 0;  // one count for all parameters: they always step together
   NamedBuffers<B, N> buffers_;
