@@ -6,9 +6,9 @@ For each model shape (ViT-B/16, ViT-S/16: batch 8, 224 x 224; DeBERTa-v3-base:
 batch 8, 128 tokens; deberta-tiny: 2 layers of width 64, a fast check of the
 harness itself) this script
   1. creates a randomly initialised ViTForImageClassification (10 labels) or
-     DebertaV2ForSequenceClassification (2 labels, dropout 0: plora's DeBERTa
-     applies none) with transformers and saves it as safetensors: both sides
-     load THAT directory;
+     DebertaV2ForSequenceClassification (2 labels, dropout 0, so both sides
+     do the same arithmetic and the first losses can be compared) with
+     transformers and saves it as safetensors: both sides load THAT directory;
   2. saves one batch (pixels in [-1, 1] / random token ids after [CLS] with an
      all-ones attention mask; labels) that both sides use;
   3. has plora's driver (benchmarks/models/side_by_side.cpp) write the

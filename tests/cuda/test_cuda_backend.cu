@@ -186,6 +186,13 @@ TEST_CASE("copy, fill and the elementwise, row-vector and column ops match cpu" 
   cuda::add_row_vector(y.d(), bias.d());
   ref::add_row_vector(y.h(), bias.h());
   CHECK(y.error() < 1e-6);
+  Twin z(37, 300, 16);
+  cuda::broadcast_add(z.d(), x.d(), bias.d());
+  ref::broadcast_add(z.h(), x.h(), bias.h());
+  CHECK(z.error() < 1e-6);
+  cuda::broadcast_add(z.d(), {}, bias.d());
+  ref::broadcast_add(z.h(), {}, bias.h());
+  CHECK(z.error() == 0.0);
   cuda::scale_cols(y.d(), bias.d());
   ref::scale_cols(y.h(), bias.h());
   CHECK(y.error() < 1e-6);

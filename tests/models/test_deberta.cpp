@@ -146,6 +146,9 @@ TEST_CASE("DeBERTa-v2 + LoRA: loss, logits, LoRA and head gradients equal PEFT's
     Deberta model = load_deberta_v2<cpu, Lora<cpu>>(fx.path(), fx.config);
     attach_fixture_lora(model, fx);
     const TokenBatch batch = fixture_batch(fx.file, model.regression());
+    // An inference pass first: it hands the layers' activation buffers around,
+    // which the training pass after it must not notice.
+    (void)model.forward(batch);
     model.zero_grad();
     const float loss = model.forward_backward(batch);
     CHECK(std::abs(loss - fx.file.load("ref.loss_lora")(0, 0)) <= 1e-4);
@@ -244,6 +247,56 @@ TEST_CASE("DeBERTa-v2 layer gradients equal finite differences through the full 
   }
 }
 
+TEST_CASE("DeBERTa-v2 training dropouts: transformers' placement, reproducible masks, gradients equal finite differences") {
+  const Fixture fx("rel");  // hidden 0.1, attention 0.1, pooler 0, cls absent (-> 0.1); c2p + p2c, shared keys
+  const TokenBatch batch = fixture_batch(fx.file, false);
+  // A 10x head as in the test above, so the adapter gradients are large enough for finite differences.
+  const auto make = [&] {
+    Deberta m = load_deberta_v2<cpu, Lora<cpu>>(fx.path(), fx.config);
+    attach_fixture_lora(m, fx);
+    cpu::scale(m.pooler().weight(), 10.0f);
+    cpu::scale(m.classifier().weight(), 10.0f);
+    return m;
+  };
+  Deberta model = make(), probe = make();
+  const Index n = batch.batch, tokens = batch.seq_len, rows = n * tokens, hidden = fx.config.hidden_size;
+  const Index heads = fx.config.num_attention_heads, span = fx.config.position_buckets;
+
+  CHECK(model.dropout_stream().offset() == 0);
+  const HostMatrix eval_logits = to_host<cpu>(model.forward(batch));  // a new model evaluates: no draws
+  CHECK(model.dropout_stream().offset() == 0);
+  model.set_training(true);
+  model.zero_grad();
+  (void)model.forward_backward(batch);
+  // Elements drawn by one training forward: the embeddings; per layer the
+  // layer's copy of rel, the attention probabilities and both residual
+  // branches; the classifier's input. The pooler's p is 0: no draws.
+  const auto per_layer = static_cast<std::uint64_t>(2 * span * hidden + n * heads * tokens * tokens + 2 * rows * hidden);
+  const auto per_forward = static_cast<std::uint64_t>(rows * hidden + n * hidden) +
+                           static_cast<std::uint64_t>(fx.config.num_hidden_layers) * per_layer;
+  CHECK(model.dropout_stream().offset() == per_forward);
+
+  probe.set_training(true);
+  const HostMatrix first = to_host<cpu>(probe.forward(batch));
+  probe.dropout_stream().set_offset(0);
+  const HostMatrix again = to_host<cpu>(probe.forward(batch));
+  CHECK(max_abs_diff(again.view(), first.view()) == 0.0);       // the offset fixes every mask
+  CHECK(max_abs_diff(first.view(), eval_logits.view()) > 1e-3);  // and dropout changes the logits
+
+  const auto loss = [&] {
+    probe.dropout_stream().set_offset(0);
+    probe.zero_grad();
+    return double(probe.forward_backward(batch));
+  };
+  // Layer-0 query_proj sees the attention and rel dropouts of both layers and
+  // both residual-branch dropouts of layer 1; the classifier sees its own.
+  const std::string site = "deberta.encoder.layer.0.attention.self.query_proj";
+  const HostMatrix analytic(model.site(site).adapter().lora_B_grad());
+  CHECK(relative_error(analytic.view(), finite_difference(probe.site(site).adapter().lora_B(), loss).view()) <= 1e-2);
+  const HostMatrix head_grad(model.classifier().parameters().at(0).grad);
+  CHECK(relative_error(head_grad.view(), finite_difference(probe.classifier().weight(), loss).view()) <= 1e-2);
+}
+
 TEST_CASE("DeBERTa-v2 bad inputs and checkpoints give clear errors") {
   const Fixture fx("rel");
   Deberta model = load_deberta_v2<cpu, Lora<cpu>>(fx.path(), fx.config);
@@ -295,6 +348,9 @@ TEST_CASE("DeBERTa-v2 bad inputs and checkpoints give clear errors") {
   DebertaV2Config bad = fx.config;
   bad.hidden_act = "gelu_new";
   CHECK_THROWS_WITH_AS(Deberta(bad, without("")), doctest::Contains("gelu_new"), ValueError);
+  DebertaV2Config bad_dropout = fx.config;
+  bad_dropout.attention_probs_dropout_prob = 1.0f;
+  CHECK_THROWS_WITH_AS(Deberta(bad_dropout, without("")), doctest::Contains("attention_probs_dropout_prob"), ValueError);
   bad = fx.config;
   bad.num_attention_heads = 5;
   CHECK_THROWS_AS(Deberta(bad, without("")), ValueError);

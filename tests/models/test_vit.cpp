@@ -147,6 +147,32 @@ TEST_CASE("gradients accumulate until zero_grad") {
   CHECK(max_abs(to_host<cpu>(model.parameters().back().grad).view()) == 0.0);
 }
 
+TEST_CASE("inference forwards pass one layer's buffers along and match the training pass bitwise") {
+  // forward() hands each layer's activation buffers to the next layer; the
+  // training pass keeps every layer's. Both run the same kernels on buffers of
+  // the same shapes, so their logits must agree exactly, in any order.
+  LoraVit model = load_vit_checkpoint<cpu, Lora<cpu>>(kData / "vit_a");
+  const io::SafetensorsFile reference = io::SafetensorsFile::open(kData / "vit_a" / "reference.safetensors");
+  const ImageBatch batch = reference_batch(reference, model.config());
+  const HostMatrix first = to_host<cpu>(model.forward(batch));
+  const HostMatrix again = to_host<cpu>(model.forward(batch));
+  CHECK(max_abs_diff(again.view(), first.view()) == 0.0);
+  model.zero_grad();
+  const float loss = model.forward_backward(batch);
+  const HostMatrix after_training = to_host<cpu>(model.forward(batch));
+  CHECK(max_abs_diff(after_training.view(), first.view()) == 0.0);
+  // The training pass's loss is the cross-entropy of those same logits (float32 log-softmax: ~1e-6).
+  double expected_loss = 0.0;
+  for (Index i = 0; i < first.rows(); ++i) {
+    double max_logit = first(i, 0), sum = 0.0;
+    for (Index j = 1; j < first.cols(); ++j) max_logit = std::max(max_logit, double(first(i, j)));
+    for (Index j = 0; j < first.cols(); ++j) sum += std::exp(first(i, j) - max_logit);
+    expected_loss += max_logit + std::log(sum) - first(i, batch.labels[std::size_t(i)]);
+  }
+  expected_loss /= double(first.rows());
+  CHECK(std::abs(double(loss) - expected_loss) <= 1e-5);
+}
+
 TEST_CASE("a checkpoint for another number of labels gets a new head, the backbone is unchanged") {
   const std::filesystem::path dir = kData / "vit_a";
   CHECK(vit_head_matches(io::SafetensorsFile::open(dir / "model.safetensors"), 10));

@@ -16,6 +16,7 @@
 #include "plora/backend/cpu/cpu.hpp"
 #include "plora/nn/attention.hpp"
 #include "plora/nn/cross_entropy.hpp"
+#include "plora/nn/dropout.hpp"
 #include "plora/nn/layernorm.hpp"
 #include "plora/nn/mlp.hpp"
 #include "plora/nn/patch_embedding.hpp"
@@ -121,6 +122,62 @@ struct AttentionCase {
   Index batch, tokens, heads;
 };
 }  // namespace
+
+TEST_CASE("a linear site adds a residual and its bias inside its GEMM; InputGrad::add accumulates dx") {
+  // y = residual + x W^T + b + LoRA against the plain forward plus an axpy, and
+  // dx += dy W (+ LoRA's) against the assigned dx plus an axpy. The same float
+  // terms summed in another order: a few ulps of the O(1..10) results.
+  const Index tokens = 7, out = 5, in = 6;
+  const HostMatrix x = random_matrix(tokens, in, 601), dy = random_matrix(tokens, out, 602);
+  const HostMatrix residual = random_matrix(tokens, out, 603), dx_before = random_matrix(tokens, in, 604);
+  for (const bool bias : {true, false}) {
+    INFO("bias ", bias);
+    Site site = random_site("site", out, in, 605, bias);
+    site.attach(random_lora(out, in, 606));
+    Site::Saved saved;
+    HostMatrix expected(tokens, out), y(tokens, out);
+    site.forward(expected.view(), x.view(), saved);
+    cpu::axpy(expected.view(), 1.0f, residual.view());
+    site.forward(y.view(), x.view(), saved, residual.view());
+    CHECK(relative_error(y.view(), expected.view()) < 1e-6);
+
+    HostMatrix dx_expected(tokens, in), dx = dx_before;
+    site.backward(dx_expected.view(), dy.view(), x.view(), saved);
+    cpu::axpy(dx_expected.view(), 1.0f, dx_before.view());
+    site.backward(dx.view(), dy.view(), x.view(), saved, Site::InputGrad::add);
+    CHECK(relative_error(dx.view(), dx_expected.view()) < 1e-6);
+  }
+}
+
+TEST_CASE("dropout drops a fraction p, scales the rest by 1 / (1 - p), masks its backward, and is off without a stream") {
+  const float p = 0.1f;
+  Dropout<cpu> dropout(p);
+  RandomStream stream(5, 6);
+  HostMatrix x(200, 200);
+  cpu::fill(x.view(), 1.0f);
+  dropout.forward(x.view(), &stream);
+  CHECK(dropout.applied());
+  CHECK(stream.offset() == 200u * 200u);
+  Index dropped = 0;
+  for (const float v : x.values()) {
+    dropped += v == 0.0f ? 1 : 0;
+    if (v != 0.0f) CHECK(v == 1.0f / (1.0f - p));
+  }
+  // 40000 Bernoulli(0.1) draws: standard deviation of the fraction 0.0015; 5 sigma.
+  CHECK(std::abs(double(dropped) / 40000.0 - p) < 0.0075);
+  HostMatrix dy(200, 200), dx(200, 200);
+  cpu::fill(dy.view(), 1.0f);
+  (void)dropout.backward(dx.view(), dy.view());
+  CHECK(max_abs_diff(dx.view(), x.view()) == 0.0);  // the same mask
+
+  HostMatrix untouched = dy;
+  dropout.forward(untouched.view(), nullptr);  // evaluation
+  CHECK_FALSE(dropout.applied());
+  CHECK(max_abs_diff(untouched.view(), dy.view()) == 0.0);
+  CHECK(dropout.backward(dx.view(), dy.view()).data == dy.view().data);
+  CHECK(stream.offset() == 200u * 200u);
+  CHECK_THROWS_AS(Dropout<cpu>(1.0f), ValueError);
+}
 
 TEST_CASE("LayerNorm backward matches finite differences, frozen and trainable") {
   const Index rows = 3, n = 7;

@@ -5,14 +5,18 @@
 //               types if type_vocab_size > 0, + embed_proj if embedding_size !=
 //               hidden), LayerNorm, padded tokens zeroed
 //   encoder     rel = LayerNorm(rel_embeddings) once per forward; per layer
-//               a = LN(attention.output.dense(DisentangledAttention(x)) + x),
-//               y = LN(output.dense(gelu(intermediate.dense(a))) + a)
-//   head        ContextPooler (token 0 -> pooler.dense -> gelu) -> classifier;
-//               both trained in full (PEFT modules_to_save), randomly
-//               initialised when the checkpoint has none (deberta-v3-base)
+//               a = LN(dropout(attention.output.dense(DisentangledAttention(x))) + x),
+//               y = LN(dropout(output.dense(gelu(intermediate.dense(a)))) + a)
+//   head        ContextPooler (token 0 -> dropout -> pooler.dense -> gelu) ->
+//               dropout -> classifier; both trained in full (PEFT
+//               modules_to_save), randomly initialised when the checkpoint has
+//               none (deberta-v3-base)
 //   loss        cross-entropy, or MSE when num_labels == 1 (STS-B)
-// Runs in eval mode: DeBERTa's hidden and attention dropouts are not applied
-// (adapter dropout follows set_training).
+// Dropouts as transformers places them (embeddings, pos_dropout on rel and
+// attention probabilities in every layer, both residual branches, pooler,
+// classifier), active between set_training(true) and set_training(false);
+// like a model from from_pretrained, a new model evaluates. All draw from one
+// counter-based stream, dropout_stream(), which a checkpoint should track.
 //
 // Site names are the PEFT module paths: "deberta.encoder.layer.3.attention.self.query_proj".
 #include <algorithm>
@@ -33,9 +37,11 @@
 #include "plora/models/batches.hpp"
 #include "plora/models/deberta_v2_config.hpp"
 #include "plora/models/detail/layer_site_name.hpp"
+#include "plora/models/detail/layer_stack.hpp"
 #include "plora/nn/backward_scratch.hpp"
 #include "plora/nn/cross_entropy.hpp"
 #include "plora/nn/disentangled_attention.hpp"
+#include "plora/nn/dropout.hpp"
 #include "plora/nn/layernorm.hpp"
 #include "plora/nn/linear_site.hpp"
 #include "plora/nn/mlp.hpp"
@@ -64,10 +70,12 @@ class DebertaV2Layer {
       "attention.output.dense",    "intermediate.dense",      "output.dense",
       "attention.self.pos_key_proj", "attention.self.pos_query_proj"};
 
+  /// hidden_dropout: on both residual branches in training (hidden_dropout_prob).
   DebertaV2Layer(DisentangledSelfAttention<B, A> attention, Site attention_output, LayerNorm<B> attention_norm,
-                 Mlp<B, A> mlp, LayerNorm<B> output_norm)
+                 Mlp<B, A> mlp, LayerNorm<B> output_norm, float hidden_dropout)
       : attention_(std::move(attention)), attention_output_(std::move(attention_output)),
-        attention_norm_(std::move(attention_norm)), mlp_(std::move(mlp)), output_norm_(std::move(output_norm)) {}
+        attention_norm_(std::move(attention_norm)), mlp_(std::move(mlp)), output_norm_(std::move(output_norm)),
+        attention_dropout_(hidden_dropout), output_dropout_(hidden_dropout) {}
 
   /// Whether the layer has the site with this suffix.
   [[nodiscard]] bool has_site(std::string_view suffix) const {
@@ -86,17 +94,21 @@ class DebertaV2Layer {
     return suffix == kSites[6] ? *attention_.pos_key() : *attention_.pos_query();
   }
 
-  /// y (rows, hidden) from x (rows, hidden); rel and mask as DisentangledSelfAttention takes them.
-  void forward(View y, ConstView x, ConstView rel, ConstView mask, Index tokens, DisentangledScratch<B>& scratch) {
+  /// y (rows, hidden) from x (rows, hidden); rel and mask as DisentangledSelfAttention
+  /// takes them. With a `dropout` stream (training) the dropouts draw from it.
+  void forward(View y, ConstView x, ConstView rel, ConstView mask, Index tokens, DisentangledScratch<B>& scratch,
+               RandomStream* dropout) {
     const Index rows = x.rows, hidden = x.cols;
     const View context = context_.rows(rows, hidden), z1 = z1_.rows(rows, hidden), a = a_.rows(rows, hidden);
     const View z2 = z2_.rows(rows, hidden);
-    attention_.forward(context, x, rel, mask, tokens, scratch);
+    attention_.forward(context, x, rel, mask, tokens, scratch, dropout);
     attention_output_.forward(z1, context, saved_output_);
-    B::axpy(z1, 1.0f, x);  // residual
+    attention_dropout_.forward(z1, dropout);
+    B::axpy(z1, 1.0f, x);  // z1 = x + dropout(attention output)
     attention_norm_.forward(a, z1);
     mlp_.forward(z2, a);
-    B::axpy(z2, 1.0f, a);
+    output_dropout_.forward(z2, dropout);
+    B::axpy(z2, 1.0f, a);  // z2 = a + dropout(mlp)
     output_norm_.forward(y, z2);
   }
 
@@ -105,14 +117,30 @@ class DebertaV2Layer {
                 DisentangledScratch<B>& scratch) {
     const Index rows = x.rows, hidden = x.cols;
     const View dz = common.d_hidden.rows(rows, hidden), da = common.d_normed.rows(rows, hidden);
+    const View d_branch = common.d_branch.rows(rows, hidden);
     output_norm_.backward(dz, dy, z2_.rows(rows));  // dz2
-    mlp_.backward(da, dz, a_.rows(rows), common);
+    mlp_.backward(da, output_dropout_.backward(d_branch, dz), a_.rows(rows), common);
     B::axpy(da, 1.0f, dz);
     attention_norm_.backward(dz, da, z1_.rows(rows));  // dz1
     const View d_context = common.d_context.rows(rows, hidden);
-    attention_output_.backward(d_context, dz, context_.rows(rows), saved_output_);
+    attention_output_.backward(d_context, attention_dropout_.backward(d_branch, dz), context_.rows(rows), saved_output_);
     attention_.backward(dx, d_context, x, rel, common, scratch);
     if (!dx.empty()) B::axpy(dx, 1.0f, dz);
+  }
+
+  /// Exchanges the forward state (not the weights) with another layer.
+  void swap_activations(DebertaV2Layer& other) noexcept {
+    attention_.swap_activations(other.attention_);
+    attention_norm_.swap_activations(other.attention_norm_);
+    mlp_.swap_activations(other.mlp_);
+    output_norm_.swap_activations(other.output_norm_);
+    std::swap(context_, other.context_);
+    std::swap(z1_, other.z1_);
+    std::swap(a_, other.a_);
+    std::swap(z2_, other.z2_);
+    std::swap(saved_output_, other.saved_output_);
+    attention_dropout_.swap_activations(other.attention_dropout_);
+    output_dropout_.swap_activations(other.output_dropout_);
   }
 
  private:
@@ -123,6 +151,7 @@ class DebertaV2Layer {
   LayerNorm<B> output_norm_;
   detail::Scratch<B> context_, z1_, a_, z2_;  // (rows, hidden): attention context, pre-LN sums, LN1 output
   typename Site::Saved saved_output_;
+  Dropout<B> attention_dropout_, output_dropout_;  // on the two residual branches
 };
 
 /// DebertaV2ForSequenceClassification on backend B with adapters of type A.
@@ -147,7 +176,7 @@ class DebertaV2 {
   /// like transformers' init (N(0, 0.02) weights, zero biases) from stream
   /// (seed, key) when absent. Throws ValueError for an unsupported config.
   DebertaV2(const DebertaV2Config& config, const OptionalWeightSource& weights, std::uint64_t seed = 0)
-      : config_(validated(config)) {
+      : config_(validated(config)), dropout_stream_(seed, stream_id("deberta.dropout")) {
     const Index hidden = config_.hidden_size, embedding = embedding_size(), inner = config_.intermediate_size;
     const auto host = [&](const std::string& key, Index rows, Index cols) {
       std::optional<HostMatrix> m = weights(key, rows, cols);
@@ -205,8 +234,11 @@ class DebertaV2 {
       layers_.emplace_back(std::move(attention), site(name(3), hidden, hidden),
                            layernorm(p + "attention.output.LayerNorm"),
                            Mlp<B, A>(site(name(4), inner, hidden), site(name(5), hidden, inner)),
-                           layernorm(p + "output.LayerNorm"));
+                           layernorm(p + "output.LayerNorm"), config_.hidden_dropout_prob);
     }
+    embedding_dropout_ = Dropout<B>(config_.hidden_dropout_prob);
+    pooler_dropout_ = Dropout<B>(config_.pooler_dropout);
+    classifier_dropout_ = Dropout<B>(config_.cls_dropout < 0.0f ? config_.hidden_dropout_prob : config_.cls_dropout);
     pooler_ = head("pooler.dense", hidden, hidden);
     classifier_ = head("classifier", config_.num_labels, hidden);
     hidden_.resize(layers_.size() + 1);
@@ -218,41 +250,10 @@ class DebertaV2 {
   /// Whether the loss is MSE on one output (STS-B) rather than cross-entropy.
   [[nodiscard]] bool regression() const { return config_.num_labels == 1; }
 
-  /// logits (batch, num_labels), valid until the next forward.
-  ConstView forward(const TokenBatch& batch) {
-    validate(batch);
-    const Index n = batch.batch, tokens = batch.seq_len, rows = n * tokens, hidden = config_.hidden_size;
-    batch_ = n;
-    tokens_ = tokens;
-    embed(hidden_[0].rows(rows, hidden), batch);
-
-    // Padding keys get a large negative score (transformers fills them with the dtype minimum).
-    HostMatrix mask(n, tokens);
-    for (Index i = 0; i < rows; ++i)
-      mask.values()[std::size_t(i)] = batch.attention_mask[std::size_t(i)] != 0 ? 0.0f : kMaskedScore;
-    const View key_mask = mask_.rows(n, tokens);
-    B::upload(key_mask, mask.view());
-
-    ConstView rel;
-    if (attention_options().relative_attention) {
-      rel = rel_embeddings_.view();
-      if (normalise_rel()) {
-        const View normed = rel_normed_.rows(rel.rows, hidden);
-        rel_norm_.forward(normed, rel);
-        rel = normed;
-      }
-    }
-    rel_ = rel;
-    for (std::size_t l = 0; l < layers_.size(); ++l)
-      layers_[l].forward(hidden_[l + 1].rows(rows, hidden), hidden_[l].rows(rows), rel, key_mask, tokens, attn_);
-
-    const View pre = pooled_pre_.rows(n, hidden), pooled = pooled_.rows(n, hidden);
-    pooler_.forward(pre, cls_rows(hidden_.back().rows(rows)));
-    B::gelu_forward(pooled, pre);
-    const View logits = logits_.rows(n, config_.num_labels);
-    classifier_.forward(logits, pooled);
-    return logits;
-  }
+  /// logits (batch, num_labels), valid until the next forward. An inference
+  /// pass: the layers hand one set of activation buffers along, so memory
+  /// holds one layer's activations rather than every layer's.
+  ConstView forward(const TokenBatch& batch) { return forward_pass(batch, detail::Activations::one_layer); }
 
   /// Mean loss of the batch (cross-entropy on labels, or MSE on targets when
   /// num_labels == 1); adds its gradients to parameters().
@@ -268,18 +269,20 @@ class DebertaV2 {
         check<ValueError>(label >= 0 && label < config_.num_labels, "DeBERTa batch: label ", label,
                           " outside [0, ", config_.num_labels, ")");
     }
-    const ConstView logits = forward(batch);
+    const ConstView logits = forward_pass(batch, detail::Activations::every_layer);
     const Index rows = n * tokens_, hidden = config_.hidden_size;
     const View d_logits = d_logits_.rows(n, config_.num_labels);
     const float loss = regression() ? mse(d_logits, logits, batch.targets)
                                     : loss_.forward_backward(d_logits, logits, batch.labels);
     const View d_pooled = d_pooled_.rows(n, hidden), d_pre = d_pooled_pre_.rows(n, hidden);
     classifier_.backward(d_pooled, d_logits, pooled_.rows(n));
-    B::gelu_backward(d_pre, d_pooled, pooled_pre_.rows(n));
+    B::gelu_backward(d_pre, classifier_dropout_.backward(d_pooled, d_pooled), pooled_pre_.rows(n));
 
     View dy = d_stream_[0].rows(rows, hidden);
     B::fill(dy, 0.0f);  // only token 0 reaches the head
-    pooler_.backward(cls_rows(dy), d_pre, cls_rows(hidden_.back().rows(rows)));
+    const View d_context = cls_rows(dy);
+    pooler_.backward(d_context, d_pre, context_token_.rows(n));
+    pooler_dropout_.backward(d_context, d_context);
     for (std::size_t l = layers_.size(); l-- > 0;) {
       const View dx = l == 0 ? View{} : d_stream_[(layers_.size() - l) % 2].rows(rows, hidden);
       layers_[l].backward(dx, dy, hidden_[l].rows(rows), rel_, scratch_, attn_);
@@ -308,12 +311,16 @@ class DebertaV2 {
     classifier_.zero_grad();
   }
 
-  /// Switches adapter dropout (the model's own dropouts are not implemented; see the file comment).
+  /// Switches the model's dropouts and the adapters'.
   void set_training(bool training) {
+    training_ = training;
     for_each_site([&](Site& s) {
       if (s.has_adapter()) s.adapter().set_training(training);
     });
   }
+  /// The stream every model dropout draws from (seed of the constructor);
+  /// its offset is the state a checkpoint saves (Trainer::track_stream).
+  [[nodiscard]] RandomStream& dropout_stream() { return dropout_stream_; }
 
   /// Every adaptable site, layer by layer in DebertaV2Layer::kSites order.
   [[nodiscard]] std::vector<std::string> site_names() const {
@@ -350,6 +357,50 @@ class DebertaV2 {
  private:
   static constexpr float kMaskedScore = -1e30f;
 
+  /// forward() and forward_backward()'s pass; `kept` says which activations stay.
+  ConstView forward_pass(const TokenBatch& batch, detail::Activations kept) {
+    validate(batch);
+    const Index n = batch.batch, tokens = batch.seq_len, rows = n * tokens, hidden = config_.hidden_size;
+    batch_ = n;
+    tokens_ = tokens;
+    RandomStream* const dropout = training_ ? &dropout_stream_ : nullptr;
+    embed(hidden_[0].rows(rows, hidden), batch);
+    embedding_dropout_.forward(hidden_[0].rows(rows, hidden), dropout);  // the embeddings are frozen: no backward
+
+    // Padding keys get a large negative score (transformers fills them with the dtype minimum).
+    HostMatrix mask(n, tokens);
+    for (Index i = 0; i < rows; ++i)
+      mask.values()[std::size_t(i)] = batch.attention_mask[std::size_t(i)] != 0 ? 0.0f : kMaskedScore;
+    const View key_mask = mask_.rows(n, tokens);
+    B::upload(key_mask, mask.view());
+
+    ConstView rel;
+    if (attention_options().relative_attention) {
+      rel = rel_embeddings_.view();
+      if (normalise_rel()) {
+        const View normed = rel_normed_.rows(rel.rows, hidden);
+        rel_norm_.forward(normed, rel);
+        rel = normed;
+      }
+    }
+    rel_ = rel;
+    detail::forward_layers(layers_, kept, [&](std::size_t l) {
+      layers_[l].forward(hidden_[l + 1].rows(rows, hidden), hidden_[l].rows(rows), rel, key_mask, tokens, attn_,
+                         dropout);
+    });
+
+    const View context = context_token_.rows(n, hidden);
+    B::copy(context, cls_rows(hidden_.back().rows(rows)));
+    pooler_dropout_.forward(context, dropout);
+    const View pre = pooled_pre_.rows(n, hidden), pooled = pooled_.rows(n, hidden);
+    pooler_.forward(pre, context);
+    B::gelu_forward(pooled, pre);
+    classifier_dropout_.forward(pooled, dropout);  // in place: the GELU backward reads pre, not pooled
+    const View logits = logits_.rows(n, config_.num_labels);
+    classifier_.forward(logits, pooled);
+    return logits;
+  }
+
   static DebertaV2Config validated(const DebertaV2Config& c) {
     check<ValueError>(c.vocab_size > 0 && c.hidden_size > 0 && c.num_hidden_layers >= 0 &&
                           c.num_attention_heads > 0 && c.intermediate_size > 0 && c.num_labels > 0 &&
@@ -374,6 +425,12 @@ class DebertaV2 {
                       "DeBERTa config: problem_type '", c.problem_type, "' with num_labels ", c.num_labels,
                       " not supported");
     check<ValueError>(c.layer_norm_eps > 0.0f, "DeBERTa config: layer_norm_eps ", c.layer_norm_eps, " must be > 0");
+    for (const auto& [key, p] : {std::pair{"hidden_dropout_prob", c.hidden_dropout_prob},
+                                 {"attention_probs_dropout_prob", c.attention_probs_dropout_prob},
+                                 {"pooler_dropout", c.pooler_dropout}})
+      check<ValueError>(p >= 0.0f && p < 1.0f, "DeBERTa config: ", key, " ", p, " is outside [0, 1)");
+    check<ValueError>(c.cls_dropout < 1.0f, "DeBERTa config: cls_dropout ", c.cls_dropout,
+                      " must be < 1 (negative: hidden_dropout_prob)");
     return c;
   }
 
@@ -394,6 +451,8 @@ class DebertaV2 {
     o.position_buckets = config_.position_buckets;
     o.max_relative_positions =
         config_.max_relative_positions < 1 ? config_.max_position_embeddings : config_.max_relative_positions;
+    o.probability_dropout = config_.attention_probs_dropout_prob;
+    o.position_dropout = config_.hidden_dropout_prob;
     return o;
   }
 
@@ -493,6 +552,9 @@ class DebertaV2 {
   TrainableLinear<B> pooler_;
   TrainableLinear<B> classifier_;
   CrossEntropy<B> loss_;
+  Dropout<B> embedding_dropout_, pooler_dropout_, classifier_dropout_;
+  RandomStream dropout_stream_;
+  bool training_ = false;
   Index batch_ = 0;   // sequences in the last forward
   Index tokens_ = 0;  // their padded length
 
@@ -502,6 +564,7 @@ class DebertaV2 {
   detail::Scratch<B> rel_normed_;             // (2 span, hidden)
   ConstView rel_;                             // the relative embeddings the last forward used
   std::vector<detail::Scratch<B>> hidden_;    // layers + 1 of (rows, hidden)
+  detail::Scratch<B> context_token_;          // (batch, hidden) token 0 of the last layer, through the pooler's dropout
   detail::Scratch<B> pooled_pre_, pooled_, logits_, targets_;
   detail::Scratch<B> d_logits_, d_pooled_, d_pooled_pre_;
   std::array<detail::Scratch<B>, 2> d_stream_;  // residual-stream gradients, alternating by layer

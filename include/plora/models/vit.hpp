@@ -26,6 +26,7 @@
 #include "plora/core/parameter.hpp"
 #include "plora/models/batches.hpp"
 #include "plora/models/detail/layer_site_name.hpp"
+#include "plora/models/detail/layer_stack.hpp"
 #include "plora/models/vit_config.hpp"
 #include "plora/nn/attention.hpp"
 #include "plora/nn/backward_scratch.hpp"
@@ -79,11 +80,9 @@ class VitLayer {
     const View normed_before = normed_before_.rows(rows, hidden), h = h_.rows(rows, hidden);
     const View normed_after = normed_after_.rows(rows, hidden);
     before_.forward(normed_before, x);
-    attention_.forward(h, normed_before, tokens);
-    B::axpy(h, 1.0f, x);  // h = attention + x
+    attention_.forward(h, normed_before, tokens, {}, x);  // h = x + attention
     after_.forward(normed_after, h);
-    mlp_.forward(y, normed_after);
-    B::axpy(y, 1.0f, h);  // y = mlp + h
+    mlp_.forward(y, normed_after, h);  // y = h + mlp
   }
 
   /// dx (rows, hidden) from dy and the forward input x; an empty dx skips
@@ -98,6 +97,17 @@ class VitLayer {
     if (dx.empty()) return;
     before_.backward(dx, d_normed, x);
     B::axpy(dx, 1.0f, dh);
+  }
+
+  /// Exchanges the forward state (not the weights) with another layer.
+  void swap_activations(VitLayer& other) noexcept {
+    before_.swap_activations(other.before_);
+    attention_.swap_activations(other.attention_);
+    after_.swap_activations(other.after_);
+    mlp_.swap_activations(other.mlp_);
+    std::swap(normed_before_, other.normed_before_);
+    std::swap(h_, other.h_);
+    std::swap(normed_after_, other.normed_after_);
   }
 
  private:
@@ -185,28 +195,15 @@ class Vit {
   [[nodiscard]] Index tokens() const { return embeddings_.tokens(); }
   [[nodiscard]] TrainableLinear<B>& classifier() { return classifier_; }
 
-  /// logits (batch, num_labels), valid until the next forward.
-  ConstView forward(const ImageBatch& batch) {
-    const Index n = batch.size(), tokens = this->tokens(), hidden = config_.hidden_size;
-    check<ShapeError>(n > 0, "ViT forward: empty batch");
-    const View pixels = pixels_.rows(n, batch.pixels.cols());
-    B::upload(pixels, batch.pixels.view());
-    batch_ = n;
-    embeddings_.forward(hidden_[0].rows(n * tokens, hidden), pixels);
-    for (std::size_t l = 0; l < layers_.size(); ++l)
-      layers_[l].forward(hidden_[l + 1].rows(n * tokens, hidden), hidden_[l].rows(n * tokens), tokens);
-    const View cls_normed = cls_normed_.rows(n, hidden);
-    final_norm_.forward(cls_normed, cls_rows(hidden_.back().rows(n * tokens)));
-    const View logits = logits_.rows(n, config_.num_labels);
-    classifier_.forward(logits, cls_normed);
-    return logits;
-  }
-
+  /// logits (batch, num_labels), valid until the next forward. An inference
+  /// pass: the layers hand one set of activation buffers along, so memory
+  /// holds one layer's activations rather than every layer's.
+  ConstView forward(const ImageBatch& batch) { return forward_pass(batch, detail::Activations::one_layer); }
   /// Mean cross-entropy of the batch; adds its gradients to parameters().
   float forward_backward(const ImageBatch& batch) {
     check<ShapeError>(static_cast<Index>(batch.labels.size()) == batch.size(), "ViT batch: ", batch.labels.size(),
                       " labels for ", batch.size(), " images");
-    const ConstView logits = forward(batch);
+    const ConstView logits = forward_pass(batch, detail::Activations::every_layer);
     const Index n = batch_, tokens = this->tokens(), hidden = config_.hidden_size, rows = n * tokens;
     const View d_logits = d_logits_.rows(n, config_.num_labels);
     const float loss = loss_.forward_backward(d_logits, logits, batch.labels);
@@ -297,6 +294,24 @@ class Vit {
                       "' is not supported (only the exact erf \"gelu\")");
     check<ValueError>(c.layer_norm_eps > 0.0f, "ViT config: layer_norm_eps ", c.layer_norm_eps, " must be > 0");
     return c;
+  }
+
+  /// forward() and forward_backward()'s pass; `kept` says which activations stay.
+  ConstView forward_pass(const ImageBatch& batch, detail::Activations kept) {
+    const Index n = batch.size(), tokens = this->tokens(), hidden = config_.hidden_size;
+    check<ShapeError>(n > 0, "ViT forward: empty batch");
+    const View pixels = pixels_.rows(n, batch.pixels.cols());
+    B::upload(pixels, batch.pixels.view());
+    batch_ = n;
+    embeddings_.forward(hidden_[0].rows(n * tokens, hidden), pixels);
+    detail::forward_layers(layers_, kept, [&](std::size_t l) {
+      layers_[l].forward(hidden_[l + 1].rows(n * tokens, hidden), hidden_[l].rows(n * tokens), tokens);
+    });
+    const View cls_normed = cls_normed_.rows(n, hidden);
+    final_norm_.forward(cls_normed, cls_rows(hidden_.back().rows(n * tokens)));
+    const View logits = logits_.rows(n, config_.num_labels);
+    classifier_.forward(logits, cls_normed);
+    return logits;
   }
 
   /// Token 0 of every image: (batch, hidden) with a stride of one sequence.

@@ -53,10 +53,11 @@ class SelfAttention {
   /// rows ordered (image, head, query token).
   [[nodiscard]] ConstView probabilities() const { return probs_.rows(batch_ * heads_ * tokens_); }
 
-  /// out (rows, out) from x (rows, in), rows = batch * tokens. `mask` is empty or
-  /// (batch x tokens) of additive key scores (0 to attend, a large negative
-  /// value for padding), added to every head's scores of that image.
-  void forward(View out, ConstView x, Index tokens, ConstView mask = {}) {
+  /// out (rows, out) from x (rows, in), rows = batch * tokens, plus `residual`
+  /// (rows, out) unless empty. `mask` is empty or (batch x tokens) of additive
+  /// key scores (0 to attend, a large negative value for padding), added to
+  /// every head's scores of that image.
+  void forward(View out, ConstView x, Index tokens, ConstView mask = {}, ConstView residual = {}) {
     check<ShapeError>(tokens > 0 && x.rows % tokens == 0, query_.name(), ": ", x.rows,
                       " input rows are not a whole number of ", tokens, "-token sequences");
     tokens_ = tokens;
@@ -77,7 +78,7 @@ class SelfAttention {
     B::softmax_rows(probs);
     const View context = context_.rows(rows, hidden);
     per_head(heads_of(context), scores_of(cv(probs)), Op::N, heads_of(cv(v)), Op::N, 1.0f, 0.0f);  // P V
-    output_.forward(out, context, saved_output_);
+    output_.forward(out, context, saved_output_, residual);
   }
 
   /// dx (rows, in) from dout (rows, out) and the forward input x; site gradients
@@ -100,13 +101,23 @@ class SelfAttention {
     per_head(heads_of(d_query), scores_of(cv(d_scores)), Op::N, heads_of(k_.rows(rows)), Op::N, scale(), 0.0f);  // dS K
     per_head(heads_of(d_key), scores_of(cv(d_scores)), Op::T, heads_of(q_.rows(rows)), Op::N, scale(), 0.0f);  // dS^T Q
 
-    // LinearSite::backward overwrites its dx: sum the three input gradients.
-    const View d_input = dx.empty() ? View{} : scratch.d_input.rows(rows, x.cols);
+    // The three projections read the same x: their input gradients sum in dx.
     query_.backward(dx, d_query, x, saved_query_);
-    key_.backward(d_input, d_key, x, saved_key_);
-    if (!dx.empty()) B::axpy(dx, 1.0f, d_input);
-    value_.backward(d_input, d_value, x, saved_value_);
-    if (!dx.empty()) B::axpy(dx, 1.0f, d_input);
+    key_.backward(dx, d_key, x, saved_key_, Site::InputGrad::add);
+    value_.backward(dx, d_value, x, saved_value_, Site::InputGrad::add);
+  }
+
+  /// Exchanges the forward state (not the weights) with another attention block.
+  void swap_activations(SelfAttention& other) noexcept {
+    std::swap(q_, other.q_);
+    std::swap(k_, other.k_);
+    std::swap(v_, other.v_);
+    std::swap(probs_, other.probs_);
+    std::swap(context_, other.context_);
+    std::swap(saved_query_, other.saved_query_);
+    std::swap(saved_key_, other.saved_key_);
+    std::swap(saved_value_, other.saved_value_);
+    std::swap(saved_output_, other.saved_output_);
   }
 
  private:

@@ -7,7 +7,9 @@
 //   c2p[i, j] = (Q Kr^T)[i, idx(i, j)]
 //   p2c[i, j] = (K Qr^T)[j, clamp(span - bucket(j - i), 0, 2 span - 1)]
 //   P = softmax((Q K^T + c2p + p2c) / sqrt(d (1 + #pos types)) + mask)
-//   context = P V
+//   context = dropout(P) V
+// In training, rel passes through its own dropout in every layer first
+// (transformers' pos_dropout, at hidden_dropout_prob).
 // The gathers run once per query (c2p) or key (p2c) position over all
 // (image, head) rows at once: the index vector depends only on the position.
 // p2c is gathered transposed, as transformers does, and added with a GEMM
@@ -23,6 +25,7 @@
 #include "plora/backend/concepts.hpp"
 #include "plora/core/error.hpp"
 #include "plora/nn/backward_scratch.hpp"
+#include "plora/nn/dropout.hpp"
 #include "plora/nn/linear_site.hpp"
 
 namespace plora {
@@ -51,6 +54,8 @@ struct DisentangledOptions {
   bool p2c = true;
   Index position_buckets = 256;        ///< <= 0: no log buckets
   Index max_relative_positions = 512;  ///< already resolved (config value < 1 -> max_position_embeddings)
+  float probability_dropout = 0.0f;    ///< on P in training (attention_probs_dropout_prob)
+  float position_dropout = 0.0f;       ///< on rel in training (hidden_dropout_prob)
   /// Half the number of relative-embedding rows: buckets when > 0, else max_relative_positions.
   [[nodiscard]] Index span() const { return position_buckets > 0 ? position_buckets : max_relative_positions; }
   /// transformers counts pos_att_type in the scale even without relative attention.
@@ -82,7 +87,8 @@ class DisentangledSelfAttention {
   DisentangledSelfAttention(Site query, Site key, Site value, std::optional<Site> pos_key,
                             std::optional<Site> pos_query, DisentangledOptions options)
       : query_(std::move(query)), key_(std::move(key)), value_(std::move(value)), pos_key_(std::move(pos_key)),
-        pos_query_(std::move(pos_query)), options_(options) {
+        pos_query_(std::move(pos_query)), options_(options), probability_dropout_(options.probability_dropout),
+        position_dropout_(options.position_dropout) {
     const Index hidden = query_.out_features();
     check<ValueError>(options_.heads > 0 && hidden % options_.heads == 0, query_.name(), ": ", hidden,
                       " features do not split into ", options_.heads, " heads");
@@ -107,8 +113,9 @@ class DisentangledSelfAttention {
   /// context (rows, hidden) from x (rows, hidden), rows = batch * tokens. `rel`
   /// (2 span, hidden) are the normalised relative embeddings (ignored without
   /// relative attention); `mask` (batch x tokens) holds additive key scores.
+  /// With a `dropout` stream (training) the two dropouts draw from it.
   void forward(View context, ConstView x, ConstView rel, ConstView mask, Index tokens,
-               DisentangledScratch<B>& scratch) {
+               DisentangledScratch<B>& scratch, RandomStream* dropout = nullptr) {
     check<ShapeError>(tokens > 0 && x.rows % tokens == 0, query_.name(), ": ", x.rows,
                       " rows are not a whole number of ", tokens, "-token sequences");
     tokens_ = tokens;
@@ -125,6 +132,14 @@ class DisentangledSelfAttention {
     B::fill(scores, 0.0f);
     if (relative()) {
       require_shape(rel, 2 * options_.span(), hidden, query_.name() + " relative embeddings");
+      if (position_dropout_.active(dropout)) {  // each layer drops its own copy of the shared rel
+        const View dropped = rel_dropped_.rows(rel.rows, hidden);
+        B::copy(dropped, rel);
+        position_dropout_.forward(dropped, dropout);
+      } else {
+        position_dropout_.forward(View{}, nullptr);  // records that this pass dropped nothing
+      }
+      rel = position_input(rel);
       const View rel_k = rel_k_.rows(rel.rows, hidden), rel_q = rel_q_.rows(rel.rows, hidden);
       if (options_.c2p) rel_key_site().forward(rel_k, rel, saved_rel_k_);
       if (options_.p2c) rel_query_site().forward(rel_q, rel, saved_rel_q_);
@@ -146,13 +161,21 @@ class DisentangledSelfAttention {
     for (Index n = 0; n < batch_; ++n)
       B::add_row_vector(scores.row_block(n * heads * tokens, heads * tokens), mask.row_block(n, 1));
     B::softmax_rows(scores);
-    for_heads(heads_of(context), scores_of(cv(scores)), Op::N, heads_of(cv(v)), Op::N, 1.0f, 0.0f);  // P V
+    if (probability_dropout_.active(dropout)) {  // P stays for the softmax backward
+      const View dropped = dropped_probs_.rows(scores.rows, tokens);
+      B::copy(dropped, scores);
+      probability_dropout_.forward(dropped, dropout);
+    } else {
+      probability_dropout_.forward(View{}, nullptr);
+    }
+    for_heads(heads_of(context), scores_of(weights()), Op::N, heads_of(cv(v)), Op::N, 1.0f, 0.0f);  // P V
   }
 
   /// dx (rows, hidden) from d_context; adapter (and SNIP weight) gradients of
   /// all sites accumulate, including through the relative-position paths.
   void backward(View dx, ConstView d_context, ConstView x, ConstView rel, BackwardScratch<B>& common,
                 DisentangledScratch<B>& scratch) {
+    rel = position_input(rel);
     const Index rows = x.rows, hidden = query_.out_features(), heads = options_.heads, tokens = tokens_;
     check<ShapeError>(rows == batch_ * tokens_, query_.name(), ": backward got ", rows, " rows but forward saw ",
                       batch_ * tokens_);
@@ -161,7 +184,8 @@ class DisentangledSelfAttention {
     const View d_probs = common.d_probs.rows(batch_ * heads * tokens, tokens);
     const View d_value = common.d_value.rows(rows, hidden);
     for_heads(scores_of(d_probs), heads_of(d_context), Op::N, heads_of(v), Op::T, 1.0f, 0.0f);  // dC V^T
-    for_heads(heads_of(d_value), scores_of(probs), Op::T, heads_of(d_context), Op::N, 1.0f, 0.0f);  // P^T dC
+    for_heads(heads_of(d_value), scores_of(weights()), Op::T, heads_of(d_context), Op::N, 1.0f, 0.0f);  // P^T dC
+    probability_dropout_.backward(d_probs, d_probs);
     const View d_scores = common.d_scores.rows(batch_ * heads * tokens, tokens);
     B::softmax_rows_backward(d_scores, probs, d_probs);
     B::scale(d_scores, inv_scale());  // gradient of the pre-scale sum
@@ -198,13 +222,30 @@ class DisentangledSelfAttention {
       }
     }
 
-    // LinearSite::backward overwrites its dx: sum the three input gradients.
-    const View d_input = dx.empty() ? View{} : common.d_input.rows(rows, x.cols);
+    // The three projections read the same x: their input gradients sum in dx.
     query_.backward(dx, d_query, x, saved_q_);
-    key_.backward(d_input, d_key, x, saved_k_);
-    if (!dx.empty()) B::axpy(dx, 1.0f, d_input);
-    value_.backward(d_input, d_value, x, saved_v_);
-    if (!dx.empty()) B::axpy(dx, 1.0f, d_input);
+    key_.backward(dx, d_key, x, saved_k_, Site::InputGrad::add);
+    value_.backward(dx, d_value, x, saved_v_, Site::InputGrad::add);
+  }
+
+  /// Exchanges the forward state (not the weights, nor the per-length position
+  /// indices) with another attention block.
+  void swap_activations(DisentangledSelfAttention& other) noexcept {
+    std::swap(q_, other.q_);
+    std::swap(k_, other.k_);
+    std::swap(v_, other.v_);
+    std::swap(rel_q_, other.rel_q_);
+    std::swap(rel_k_, other.rel_k_);
+    std::swap(probs_, other.probs_);
+    std::swap(saved_q_, other.saved_q_);
+    std::swap(saved_k_, other.saved_k_);
+    std::swap(saved_v_, other.saved_v_);
+    std::swap(saved_rel_q_, other.saved_rel_q_);
+    std::swap(saved_rel_k_, other.saved_rel_k_);
+    std::swap(rel_dropped_, other.rel_dropped_);
+    std::swap(dropped_probs_, other.dropped_probs_);
+    probability_dropout_.swap_activations(other.probability_dropout_);
+    position_dropout_.swap_activations(other.position_dropout_);
   }
 
  private:
@@ -296,6 +337,15 @@ class DisentangledSelfAttention {
   }
 
   static ConstView cv(ConstView m) { return m; }
+  /// The relative embeddings this layer's last forward used: rel or its dropped copy.
+  [[nodiscard]] ConstView position_input(ConstView rel) const {
+    return position_dropout_.applied() ? rel_dropped_.rows(rel.rows) : rel;
+  }
+  /// The attention weights the last forward multiplied V by: P or dropout(P).
+  [[nodiscard]] ConstView weights() const {
+    const Index rows = batch_ * options_.heads * tokens_;
+    return probability_dropout_.applied() ? dropped_probs_.rows(rows) : probs_.rows(rows);
+  }
 
   Site query_, key_, value_;
   std::optional<Site> pos_key_, pos_query_;
@@ -305,6 +355,9 @@ class DisentangledSelfAttention {
   detail::Scratch<B> q_, k_, v_;  // (rows, hidden)
   detail::Scratch<B> rel_q_, rel_k_;  // (2 span, hidden)
   detail::Scratch<B> probs_;      // (batch * heads * tokens, tokens)
+  detail::Scratch<B> dropped_probs_;  // dropout(P) in training, same shape
+  detail::Scratch<B> rel_dropped_;    // (2 span, hidden): this layer's dropped rel in training
+  Dropout<B> probability_dropout_, position_dropout_;
   Matrix identity_;               // (tokens, tokens)
   std::vector<typename B::Indices> c2p_index_, p2c_index_;  // per position, (tokens) each
   typename Site::Saved saved_q_, saved_k_, saved_v_, saved_rel_q_, saved_rel_k_;

@@ -61,6 +61,9 @@ class LayerNorm {
   }
   [[nodiscard]] Index trainable_count() const { return trainable() ? 2 * features() : 0; }
 
+  /// Exchanges the forward state (not the weights) with another LayerNorm.
+  void swap_activations(LayerNorm& other) noexcept { std::swap(stats_, other.stats_); }
+
  private:
   std::string name_;
   Matrix gamma_;

@@ -65,19 +65,28 @@ class LinearSite {
   }
   [[nodiscard]] std::optional<Matrix>& weight_grad() { return weight_grad_; }
 
-  /// y (T x out) = x (T x in) W^T + b (+ adapter); a FoldableAdapter's ΔW
-  /// joins W in the one GEMM.
-  void forward(View y, ConstView x, Saved& saved) {
-    B::gemm(y, x, Op::N, gemm_weight(Fold::form), Op::T, 1.0f, 0.0f);
-    if (!bias_.view().empty()) B::add_row_vector(y, bias_.view());
+  /// y (T x out) = [residual +] x (T x in) W^T + b (+ adapter); a
+  /// FoldableAdapter's ΔW joins W in the one GEMM. The bias and the residual
+  /// (T x out, or empty) preset y and the GEMM adds to them: no pass of its own.
+  void forward(View y, ConstView x, Saved& saved, ConstView residual = {}) {
+    if (!bias_.view().empty()) {
+      B::broadcast_add(y, residual, bias_.view());
+    } else if (!residual.empty()) {
+      B::copy(y, residual);
+    }
+    const bool preset = !bias_.view().empty() || !residual.empty();
+    B::gemm(y, x, Op::N, gemm_weight(Fold::form), Op::T, 1.0f, preset ? 1.0f : 0.0f);
     if (adapter_ && !folds()) adapter_->forward(y, x, saved.adapter);
   }
 
-  /// dx (T x in) = dy W (+ adapter's); skipped if dx is empty. Adapter grads
-  /// (and dW when enabled) accumulate. A folded adapter's ΔW is in the
-  /// forward's W + ΔW, so it adds only its parameter grads.
-  void backward(View dx, ConstView dy, ConstView x, const Saved& saved) {
-    if (!dx.empty()) B::gemm(dx, dy, Op::N, gemm_weight(Fold::reuse), Op::N, 1.0f, 0.0f);
+  /// dx (T x in) = dy W (+ adapter's), or dx += that with InputGrad::add;
+  /// skipped if dx is empty. Adapter grads (and dW when enabled) accumulate.
+  /// A folded adapter's ΔW is in the forward's W + ΔW, so it adds only its
+  /// parameter grads.
+  enum class InputGrad { assign, add };
+  void backward(View dx, ConstView dy, ConstView x, const Saved& saved, InputGrad mode = InputGrad::assign) {
+    const float beta = mode == InputGrad::add ? 1.0f : 0.0f;
+    if (!dx.empty()) B::gemm(dx, dy, Op::N, gemm_weight(Fold::reuse), Op::N, 1.0f, beta);
     if (weight_grad_) B::gemm(weight_grad_->view(), dy, Op::T, x, Op::N, 1.0f, 1.0f);
     if (adapter_) adapter_->backward(folds() ? View{} : dx, dy, x, saved.adapter);
   }

@@ -30,14 +30,15 @@ class Mlp {
   [[nodiscard]] Site& intermediate() { return intermediate_; }
   [[nodiscard]] Site& output() { return output_; }
 
-  /// out (rows, out) = output(gelu(intermediate(x))), x (rows, in); keeps the
-  /// pre-activation (GELU's input) and the activation (the output site's input).
-  void forward(View out, ConstView x) {
+  /// out (rows, out) = [residual +] output(gelu(intermediate(x))), x (rows, in);
+  /// keeps the pre-activation (GELU's input) and the activation (the output
+  /// site's input).
+  void forward(View out, ConstView x, ConstView residual = {}) {
     const Index inner = intermediate_.out_features();
     const View pre = pre_.rows(x.rows, inner), act = act_.rows(x.rows, inner);
     intermediate_.forward(pre, x, saved_intermediate_);
     B::gelu_forward(act, pre);
-    output_.forward(out, act, saved_output_);
+    output_.forward(out, act, saved_output_, residual);
   }
 
   /// dx (rows, in) from dout (rows, out) and the forward input x; an empty dx
@@ -49,6 +50,14 @@ class Mlp {
     output_.backward(d_act, dout, act_.rows(x.rows), saved_output_);
     B::gelu_backward(d_pre, d_act, pre_.rows(x.rows));
     intermediate_.backward(dx, d_pre, x, saved_intermediate_);
+  }
+
+  /// Exchanges the forward state (not the weights) with another block.
+  void swap_activations(Mlp& other) noexcept {
+    std::swap(pre_, other.pre_);
+    std::swap(act_, other.act_);
+    std::swap(saved_intermediate_, other.saved_intermediate_);
+    std::swap(saved_output_, other.saved_output_);
   }
 
  private:

@@ -1,0 +1,66 @@
+#pragma once
+// Inverted dropout on activations (torch.nn.Dropout in training mode): x ⊙ m
+// with m = 0 at probability p, else 1 / (1 - p). Masks come from
+// B::dropout_mask at the offset of the caller's counter-based stream, which
+// advances by the elements drawn, so a run is reproducible and a checkpoint
+// that saves the offset resumes exactly.
+#include <cstdint>
+#include <utility>
+
+#include "plora/adapters/detail/scratch.hpp"
+#include "plora/backend/concepts.hpp"
+#include "plora/core/error.hpp"
+#include "plora/core/rng.hpp"
+
+namespace plora {
+
+template <Backend B>
+class Dropout {
+ public:
+  using View = plora::View<typename B::Space>;
+  using ConstView = plora::ConstView<typename B::Space>;
+
+  Dropout() = default;
+  explicit Dropout(float p) : p_(p) {
+    check<ValueError>(p >= 0.0f && p < 1.0f, "dropout probability ", p, " is outside [0, 1)");
+  }
+
+  [[nodiscard]] float probability() const { return p_; }
+  /// Whether a forward with this stream drops anything (null: evaluation).
+  [[nodiscard]] bool active(const RandomStream* stream) const { return stream != nullptr && p_ > 0.0f; }
+  /// Whether the last forward dropped anything (and backward will mask).
+  [[nodiscard]] bool applied() const { return applied_; }
+
+  /// x ⊙= a fresh mask drawn from `stream` when active(stream); otherwise x
+  /// is left alone (and may be empty). Keeps the mask for backward.
+  void forward(View x, RandomStream* stream) {
+    applied_ = active(stream);
+    if (!applied_) return;
+    const View mask = mask_.rows(x.rows, x.cols);
+    B::dropout_mask(mask, p_, stream->seed(), stream->stream(), stream->offset());
+    stream->set_offset(stream->offset() + static_cast<std::uint64_t>(x.size()));
+    B::mul(x, mask);
+  }
+
+  /// The gradient at the dropout's input: dy itself when the forward dropped
+  /// nothing, else out = dy ⊙ mask (out may be dy).
+  ConstView backward(View out, ConstView dy) const {
+    if (!applied_) return dy;
+    if (out.data != dy.data) B::copy(out, dy);
+    B::mul(out, mask_.rows(dy.rows));
+    return out;
+  }
+
+  /// Exchanges the forward state (not p) with another dropout.
+  void swap_activations(Dropout& other) noexcept {
+    std::swap(mask_, other.mask_);
+    std::swap(applied_, other.applied_);
+  }
+
+ private:
+  float p_ = 0.0f;
+  bool applied_ = false;
+  detail::Scratch<B> mask_;  // (rows, cols) of the last forward, entries 0 or 1 / (1 - p)
+};
+
+}  // namespace plora
