@@ -332,7 +332,8 @@ Tensors vit(const VitFixture& fixture) {
 }
 
 /// The same for the DeBERTa fixture (LoRA on its lora_targets; the query and
-/// key adapters also act on the relative position embeddings).
+/// key adapters also act on the relative position embeddings), then one
+/// training-mode step: the model's dropouts (masks drawn alike on both backends).
 template <Backend B>
 Tensors deberta(const DebertaFixture& fixture) {
   auto model = build_deberta<B, Lora<B>>(fixture);
@@ -344,6 +345,10 @@ Tensors deberta(const DebertaFixture& fixture) {
   model.zero_grad();
   out.insert_or_assign("loss", scalar(model.forward_backward(fixture.batch)));
   record_grads<B>(out, "", model.parameters());
+  model.set_training(true);
+  model.zero_grad();
+  out.insert_or_assign("training.loss", scalar(model.forward_backward(fixture.batch)));
+  record_grads<B>(out, "training.", model.parameters());
   return out;
 }
 

@@ -126,7 +126,8 @@ TEST_CASE("ViT fixture: logits, loss and LoRA / head gradients match cpu (fp32)"
   MESSAGE("ViT: worst relative error ", worst);
 }
 
-TEST_CASE("DeBERTa fixture: logits, hidden states, loss and gradients match cpu (fp32)" * doctest::skip(no_gpu())) {
+TEST_CASE("DeBERTa fixture: logits, hidden states, loss and gradients, eval and training (dropouts), match cpu (fp32)" *
+          doctest::skip(no_gpu())) {
   const double worst =
       compare(scenario::deberta<plora::cuda>(deberta_fixture()), reference::deberta(deberta_fixture()), 1e-4);
   MESSAGE("DeBERTa: worst relative error ", worst);

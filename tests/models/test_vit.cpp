@@ -29,6 +29,7 @@
 
 using namespace plora;
 using plora::test::max_abs;
+using plora::test::finite_difference;
 using plora::test::max_abs_diff;
 using plora::test::relative_error;
 
@@ -171,6 +172,64 @@ TEST_CASE("inference forwards pass one layer's buffers along and match the train
   }
   expected_loss /= double(first.rows());
   CHECK(std::abs(double(loss) - expected_loss) <= 1e-5);
+}
+
+TEST_CASE("ViT training dropouts: transformers' placement, reproducible masks, gradients equal finite differences") {
+  // The fixture's config has no dropout (as the Hub's ViTs); this test sets 0.1 for both.
+  const std::filesystem::path dir = kData / "vit_a";
+  ViTConfig config = load_vit_checkpoint_config(dir);
+  config.hidden_dropout_prob = 0.1f;
+  config.attention_probs_dropout_prob = 0.1f;
+  const auto make = [&] {
+    LoraVit m = load_lora_vit(dir, config);
+    attach_adapters(m, std::vector<std::string>{"query", "value"}, [](const std::string& site, Index out, Index in) {
+      Lora<cpu> lora(out, in, LoraConfig{.rank = 4, .alpha = 8.0f}, RandomStream(1, stream_id(site)));
+      cpu::fill(lora.lora_B(), 0.05f);  // non-zero B: A gets gradients too
+      return lora;
+    });
+    return m;
+  };
+  LoraVit model = make(), probe = make();
+  const io::SafetensorsFile reference = io::SafetensorsFile::open(dir / "reference.safetensors");
+  const ImageBatch batch = reference_batch(reference, config);
+  const Index n = batch.size(), tokens = model.tokens(), rows = n * tokens, hidden = config.hidden_size;
+
+  const HostMatrix eval_logits = to_host<cpu>(model.forward(batch));  // a new model evaluates: no draws
+  CHECK(model.dropout_stream().offset() == 0);
+  model.set_training(true);
+  model.zero_grad();
+  (void)model.forward_backward(batch);
+  // Elements drawn by one training forward: the embeddings, then per layer the
+  // attention probabilities and both residual branches. The head has none.
+  const auto per_layer =
+      static_cast<std::uint64_t>(n * config.num_attention_heads * tokens * tokens + 2 * rows * hidden);
+  CHECK(model.dropout_stream().offset() == static_cast<std::uint64_t>(rows * hidden) +
+                                               static_cast<std::uint64_t>(config.num_hidden_layers) * per_layer);
+
+  probe.set_training(true);
+  const HostMatrix first = to_host<cpu>(probe.forward(batch));
+  probe.dropout_stream().set_offset(0);
+  const HostMatrix again = to_host<cpu>(probe.forward(batch));
+  CHECK(max_abs_diff(again.view(), first.view()) == 0.0);       // the offset fixes every mask
+  CHECK(max_abs_diff(first.view(), eval_logits.view()) > 1e-3);  // and dropout changes the logits
+
+  const auto loss = [&] {
+    probe.dropout_stream().set_offset(0);
+    probe.zero_grad();
+    return double(probe.forward_backward(batch));
+  };
+  // Layer-0 query sees every layer's probability dropout and the branch
+  // dropouts above it. Central differences (h = 1e-2) of an O(1) float loss
+  // resolve these gradients to ~1e-3 relative; a missing mask gives O(1) errors.
+  const std::string site = "vit.encoder.layer.0.attention.attention.query";
+  const HostMatrix analytic(model.site(site).adapter().lora_B_grad());
+  CHECK(relative_error(analytic.view(), finite_difference(probe.site(site).adapter().lora_B(), loss).view()) <= 1e-2);
+  const HostMatrix head_grad(model.classifier().parameters().at(0).grad);
+  CHECK(relative_error(head_grad.view(), finite_difference(probe.classifier().weight(), loss).view()) <= 1e-2);
+
+  ViTConfig bad = config;
+  bad.hidden_dropout_prob = 1.0f;
+  CHECK_THROWS_WITH_AS(load_lora_vit(dir, bad), doctest::Contains("hidden_dropout_prob"), ValueError);
 }
 
 TEST_CASE("a checkpoint for another number of labels gets a new head, the backbone is unchanged") {

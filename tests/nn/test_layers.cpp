@@ -123,22 +123,28 @@ struct AttentionCase {
 };
 }  // namespace
 
-TEST_CASE("a linear site adds a residual and its bias inside its GEMM; InputGrad::add accumulates dx") {
-  // y = residual + x W^T + b + LoRA against the plain forward plus an axpy, and
-  // dx += dy W (+ LoRA's) against the assigned dx plus an axpy. The same float
-  // terms summed in another order: a few ulps of the O(1..10) results.
+TEST_CASE("a linear site adds its bias inside its GEMM; InputGrad::add accumulates dx") {
+  // y = x W^T + b + LoRA against a zeroing GEMM, then the bias, then the LoRA
+  // branch on its own; dx += dy W (+ LoRA's) against the assigned dx plus an
+  // axpy. The same float terms summed in another order: a few ulps of the
+  // O(1..10) results.
   const Index tokens = 7, out = 5, in = 6;
   const HostMatrix x = random_matrix(tokens, in, 601), dy = random_matrix(tokens, out, 602);
-  const HostMatrix residual = random_matrix(tokens, out, 603), dx_before = random_matrix(tokens, in, 604);
+  const HostMatrix dx_before = random_matrix(tokens, in, 604);
   for (const bool bias : {true, false}) {
     INFO("bias ", bias);
     Site site = random_site("site", out, in, 605, bias);
     site.attach(random_lora(out, in, 606));
+    Lora<cpu> branch = site.adapter();
+    Lora<cpu>::Saved branch_saved;
     Site::Saved saved;
     HostMatrix expected(tokens, out), y(tokens, out);
-    site.forward(expected.view(), x.view(), saved);
-    cpu::axpy(expected.view(), 1.0f, residual.view());
-    site.forward(y.view(), x.view(), saved, residual.view());
+    cpu::fill(expected.view(), 123.0f);  // stale values the zeroing GEMM must not keep
+    cpu::gemm(expected.view(), x.view(), Op::N, site.weight(), Op::T, 1.0f, 0.0f);
+    if (bias) cpu::add_row_vector(expected.view(), site.bias());
+    branch.forward(expected.view(), x.view(), branch_saved);
+    cpu::fill(y.view(), 123.0f);
+    site.forward(y.view(), x.view(), saved);
     CHECK(relative_error(y.view(), expected.view()) < 1e-6);
 
     HostMatrix dx_expected(tokens, in), dx = dx_before;

@@ -59,7 +59,7 @@ concept Backend = requires {
   B::scale(v, f);
   B::mul(v, cv);
   B::add_row_vector(v, cv);
-  B::broadcast_add(v, cv, cv);
+  B::fill_rows(v, cv);
   B::scale_cols(v, cv);
   B::column_sums(v, cv, f);
   B::gather_rows(v, cv, idx);

@@ -112,6 +112,8 @@ inline ViTConfig parse_vit_config(const nlohmann::json& json, const std::string&
   f.read("patch_size", c.patch_size);
   f.read("num_channels", c.num_channels);
   f.read("qkv_bias", c.qkv_bias);
+  f.read("hidden_dropout_prob", c.hidden_dropout_prob);
+  f.read("attention_probs_dropout_prob", c.attention_probs_dropout_prob);
   detail::read_labels(f, c.num_labels, &c.id2label);
   for (const auto& [field, value] : {std::pair{"hidden_size", c.hidden_size}, {"num_hidden_layers", c.num_hidden_layers},
                                      {"num_attention_heads", c.num_attention_heads},

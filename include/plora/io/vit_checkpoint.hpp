@@ -65,7 +65,7 @@ inline WeightSource vit_weight_source(const io::SafetensorsFile& weights, Index 
 template <Backend B, Adapter A>
 Vit<B, A> load_vit(const std::filesystem::path& path, const ViTConfig& config, std::uint64_t seed = 0) {
   const io::SafetensorsFile weights = io::SafetensorsFile::open(detail::vit_weights_file(path));
-  return Vit<B, A>(config, vit_weight_source(weights, config.num_labels, seed));
+  return Vit<B, A>(config, vit_weight_source(weights, config.num_labels, seed), seed);
 }
 
 /// The config.json of a checkpoint directory, with num_labels replaced (and

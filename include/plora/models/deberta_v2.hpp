@@ -282,7 +282,7 @@ class DebertaV2 {
     B::fill(dy, 0.0f);  // only token 0 reaches the head
     const View d_context = cls_rows(dy);
     pooler_.backward(d_context, d_pre, context_token_.rows(n));
-    pooler_dropout_.backward(d_context, d_context);
+    (void)pooler_dropout_.backward(d_context, d_context);
     for (std::size_t l = layers_.size(); l-- > 0;) {
       const View dx = l == 0 ? View{} : d_stream_[(layers_.size() - l) % 2].rows(rows, hidden);
       layers_[l].backward(dx, dy, hidden_[l].rows(rows), rel_, scratch_, attn_);

@@ -3,7 +3,11 @@
 // linear sites: patch + CLS + position embeddings, pre-LN encoder layers
 //   h = x + O(Attn(LN_before(x))),   y = h + W2 gelu(W1 LN_after(h)),
 // the final vit.layernorm on token 0 only (the other tokens' normalised values
-// are never used), and a trainable classifier on it. No pooler.
+// are never used), and a trainable classifier on it. No pooler. In training
+// (set_training(true)) the embeddings, the attention probabilities and both
+// residual branches pass through transformers' dropouts (hidden_dropout_prob,
+// attention_probs_dropout_prob; 0 in the Hub's ViTs), drawn from
+// dropout_stream(); like a model from from_pretrained, a new model evaluates.
 //
 // Site names are the full PEFT module paths of a Hub checkpoint, "vit."
 // included: "vit.encoder.layer.3.attention.attention.query". A PEFT adapter
@@ -13,6 +17,7 @@
 // "vit.layers.3.attention.q_proj", but still saves the Hub names.)
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -24,6 +29,7 @@
 #include "plora/core/error.hpp"
 #include "plora/core/host_matrix.hpp"
 #include "plora/core/parameter.hpp"
+#include "plora/core/rng.hpp"
 #include "plora/models/batches.hpp"
 #include "plora/models/detail/layer_site_name.hpp"
 #include "plora/models/detail/layer_stack.hpp"
@@ -31,6 +37,7 @@
 #include "plora/nn/attention.hpp"
 #include "plora/nn/backward_scratch.hpp"
 #include "plora/nn/cross_entropy.hpp"
+#include "plora/nn/dropout.hpp"
 #include "plora/nn/layernorm.hpp"
 #include "plora/nn/linear_site.hpp"
 #include "plora/nn/mlp.hpp"
@@ -59,9 +66,11 @@ class VitLayer {
       "attention.attention.query", "attention.attention.key", "attention.attention.value",
       "attention.output.dense",    "intermediate.dense",      "output.dense"};
 
-  VitLayer(LayerNorm<B> before, SelfAttention<B, A> attention, LayerNorm<B> after, Mlp<B, A> mlp)
+  /// hidden_dropout: on both residual branches in training (hidden_dropout_prob).
+  VitLayer(LayerNorm<B> before, SelfAttention<B, A> attention, LayerNorm<B> after, Mlp<B, A> mlp,
+           float hidden_dropout)
       : before_(std::move(before)), attention_(std::move(attention)), after_(std::move(after)),
-        mlp_(std::move(mlp)) {}
+        mlp_(std::move(mlp)), attention_dropout_(hidden_dropout), output_dropout_(hidden_dropout) {}
 
   /// The site with one of the kSites suffixes.
   [[nodiscard]] Site& site(std::string_view suffix) {
@@ -74,15 +83,20 @@ class VitLayer {
     return mlp_.output();
   }
 
-  /// y (rows, hidden) from x (rows, hidden), rows = batch * tokens.
-  void forward(View y, ConstView x, Index tokens) {
+  /// y (rows, hidden) from x (rows, hidden), rows = batch * tokens. With a
+  /// `dropout` stream (training) the dropouts draw from it.
+  void forward(View y, ConstView x, Index tokens, RandomStream* dropout) {
     const Index rows = x.rows, hidden = x.cols;
     const View normed_before = normed_before_.rows(rows, hidden), h = h_.rows(rows, hidden);
     const View normed_after = normed_after_.rows(rows, hidden);
     before_.forward(normed_before, x);
-    attention_.forward(h, normed_before, tokens, {}, x);  // h = x + attention
+    attention_.forward(h, normed_before, tokens, {}, dropout);
+    attention_dropout_.forward(h, dropout);
+    B::axpy(h, 1.0f, x);  // h = x + dropout(attention)
     after_.forward(normed_after, h);
-    mlp_.forward(y, normed_after, h);  // y = h + mlp
+    mlp_.forward(y, normed_after);
+    output_dropout_.forward(y, dropout);
+    B::axpy(y, 1.0f, h);  // y = h + dropout(mlp)
   }
 
   /// dx (rows, hidden) from dy and the forward input x; an empty dx skips
@@ -90,10 +104,12 @@ class VitLayer {
   void backward(View dx, ConstView dy, ConstView x, BackwardScratch<B>& scratch) {
     const Index rows = x.rows, hidden = x.cols;
     const View d_normed = scratch.d_normed.rows(rows, hidden), dh = scratch.d_hidden.rows(rows, hidden);
-    mlp_.backward(d_normed, dy, normed_after_.rows(rows), scratch);
+    const View d_branch = scratch.d_branch.rows(rows, hidden);
+    mlp_.backward(d_normed, output_dropout_.backward(d_branch, dy), normed_after_.rows(rows), scratch);
     after_.backward(dh, d_normed, h_.rows(rows));
     B::axpy(dh, 1.0f, dy);
-    attention_.backward(dx.empty() ? View{} : d_normed, dh, normed_before_.rows(rows), scratch);
+    attention_.backward(dx.empty() ? View{} : d_normed, attention_dropout_.backward(d_branch, dh),
+                        normed_before_.rows(rows), scratch);
     if (dx.empty()) return;
     before_.backward(dx, d_normed, x);
     B::axpy(dx, 1.0f, dh);
@@ -108,6 +124,8 @@ class VitLayer {
     std::swap(normed_before_, other.normed_before_);
     std::swap(h_, other.h_);
     std::swap(normed_after_, other.normed_after_);
+    attention_dropout_.swap_activations(other.attention_dropout_);
+    output_dropout_.swap_activations(other.output_dropout_);
   }
 
  private:
@@ -116,6 +134,7 @@ class VitLayer {
   LayerNorm<B> after_;
   Mlp<B, A> mlp_;
   detail::Scratch<B> normed_before_, h_, normed_after_;  // (rows, hidden) each
+  Dropout<B> attention_dropout_, output_dropout_;        // on the two residual branches
 };
 
 /// ViTForImageClassification on backend B with adapters of type A.
@@ -138,7 +157,9 @@ class Vit {
   /// "vit.encoder.layer.<i>...", "vit.layernorm...", "classifier...").
   /// Throws ValueError for an unsupported config and ShapeError naming the key
   /// whose tensor disagrees with it.
-  Vit(const ViTConfig& config, const WeightSource& weights) : config_(validated(config)) {
+  /// `seed` seeds dropout_stream().
+  Vit(const ViTConfig& config, const WeightSource& weights, std::uint64_t seed = 0)
+      : config_(validated(config)), dropout_stream_(seed, stream_id("vit.dropout")) {
     const Index hidden = config_.hidden_size, inner = config_.intermediate_size;
     const auto load = [&](const std::string& key, Index rows, Index cols) {
       const HostMatrix m = weights(key, rows, cols);
@@ -175,18 +196,19 @@ class Vit {
       Site value = site(name(2), hidden, hidden, config_.qkv_bias);
       Site attention_output = site(name(3), hidden, hidden, true);
       SelfAttention<B, A> attention(std::move(query), std::move(key), std::move(value), std::move(attention_output),
-                                    config_.num_attention_heads);
+                                    config_.num_attention_heads, config_.attention_probs_dropout_prob);
       Site intermediate = site(name(4), inner, hidden, true);
       Site output = site(name(5), hidden, inner, true);
       LayerNorm<B> before = layernorm(p + "layernorm_before");
       LayerNorm<B> after = layernorm(p + "layernorm_after");
       layers_.emplace_back(std::move(before), std::move(attention), std::move(after),
-                           Mlp<B, A>(std::move(intermediate), std::move(output)));
+                           Mlp<B, A>(std::move(intermediate), std::move(output)), config_.hidden_dropout_prob);
     }
     final_norm_ = layernorm("vit.layernorm");
     Matrix head_weight = load("classifier.weight", config_.num_labels, hidden);
     Matrix head_bias = load("classifier.bias", 1, config_.num_labels);
     classifier_ = TrainableLinear<B>("classifier", std::move(head_weight), std::move(head_bias));
+    embedding_dropout_ = Dropout<B>(config_.hidden_dropout_prob);
     hidden_.resize(layers_.size() + 1);
   }
 
@@ -239,12 +261,16 @@ class Vit {
     classifier_.zero_grad();
   }
 
-  /// Switches adapter dropout (ViT itself has none: transformers' ViT dropouts default to 0).
+  /// Switches the model's dropouts and the adapters'.
   void set_training(bool training) {
+    training_ = training;
     for_each_site([&](Site& s) {
       if (s.has_adapter()) s.adapter().set_training(training);
     });
   }
+  /// The stream every model dropout draws from; its offset is the state a
+  /// checkpoint saves (Trainer::track_stream).
+  [[nodiscard]] RandomStream& dropout_stream() { return dropout_stream_; }
 
   /// Every adaptable site, layer by layer in VitLayer::kSites order.
   [[nodiscard]] std::vector<std::string> site_names() const {
@@ -293,6 +319,9 @@ class Vit {
     check<ValueError>(c.hidden_act == "gelu", "ViT config: hidden_act '", c.hidden_act,
                       "' is not supported (only the exact erf \"gelu\")");
     check<ValueError>(c.layer_norm_eps > 0.0f, "ViT config: layer_norm_eps ", c.layer_norm_eps, " must be > 0");
+    for (const auto& [key, p] : {std::pair{"hidden_dropout_prob", c.hidden_dropout_prob},
+                                 {"attention_probs_dropout_prob", c.attention_probs_dropout_prob}})
+      check<ValueError>(p >= 0.0f && p < 1.0f, "ViT config: ", key, " ", p, " is outside [0, 1)");
     return c;
   }
 
@@ -303,9 +332,11 @@ class Vit {
     const View pixels = pixels_.rows(n, batch.pixels.cols());
     B::upload(pixels, batch.pixels.view());
     batch_ = n;
+    RandomStream* const dropout = training_ ? &dropout_stream_ : nullptr;
     embeddings_.forward(hidden_[0].rows(n * tokens, hidden), pixels);
+    embedding_dropout_.forward(hidden_[0].rows(n * tokens, hidden), dropout);  // frozen embeddings: no backward
     detail::forward_layers(layers_, kept, [&](std::size_t l) {
-      layers_[l].forward(hidden_[l + 1].rows(n * tokens, hidden), hidden_[l].rows(n * tokens), tokens);
+      layers_[l].forward(hidden_[l + 1].rows(n * tokens, hidden), hidden_[l].rows(n * tokens), tokens, dropout);
     });
     const View cls_normed = cls_normed_.rows(n, hidden);
     final_norm_.forward(cls_normed, cls_rows(hidden_.back().rows(n * tokens)));
@@ -332,6 +363,9 @@ class Vit {
   LayerNorm<B> final_norm_;
   TrainableLinear<B> classifier_;
   CrossEntropy<B> loss_;
+  Dropout<B> embedding_dropout_;
+  RandomStream dropout_stream_;
+  bool training_ = false;
   Index batch_ = 0;  // images in the last forward
 
   detail::Scratch<B> pixels_;                 // (batch, C S S)

@@ -18,6 +18,8 @@ struct ViTConfig {
   Index patch_size = 16;
   Index num_channels = 3;
   bool qkv_bias = true;
+  float hidden_dropout_prob = 0.0f;           ///< embeddings and both residual branches, in training
+  float attention_probs_dropout_prob = 0.0f;  ///< attention probabilities, in training
   Index num_labels = 2;
   std::vector<std::string> id2label;  ///< empty if config.json has none
 };

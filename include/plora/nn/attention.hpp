@@ -3,7 +3,7 @@
 // an output dense site (BERT / ViT layout):
 //   Q, K, V = x Wq^T + bq, ...                          (rows, hidden), rows = batch * tokens
 //   P_(n,h) = softmax(Q_(n,h) K_(n,h)^T / sqrt(d) + mask_n)   (tokens, tokens) per image n, head h
-//   out     = concat_h(P_(n,h) V_(n,h)) Wo^T + bo
+//   out     = concat_h(dropout(P_(n,h)) V_(n,h)) Wo^T + bo   (dropout in training only)
 // Head h of image n is the column block [h d, (h + 1) d) of rows [n T, (n + 1) T):
 // a strided view, so the per-head products are batched GEMMs on views, no copies.
 #include <cmath>
@@ -14,6 +14,7 @@
 #include "plora/backend/concepts.hpp"
 #include "plora/core/error.hpp"
 #include "plora/nn/backward_scratch.hpp"
+#include "plora/nn/dropout.hpp"
 #include "plora/nn/linear_site.hpp"
 
 namespace plora {
@@ -28,10 +29,11 @@ class SelfAttention {
   using ConstView = plora::ConstView<typename B::Space>;
 
   SelfAttention() = default;
-  /// query, key, value: (hidden x in); output: (out x hidden); hidden divisible by heads.
-  SelfAttention(Site query, Site key, Site value, Site output, Index heads)
+  /// query, key, value: (hidden x in); output: (out x hidden); hidden divisible
+  /// by heads. probability_dropout: on P in training (attention_probs_dropout_prob).
+  SelfAttention(Site query, Site key, Site value, Site output, Index heads, float probability_dropout = 0.0f)
       : query_(std::move(query)), key_(std::move(key)), value_(std::move(value)), output_(std::move(output)),
-        heads_(heads) {
+        heads_(heads), probability_dropout_(probability_dropout) {
     const Index hidden = query_.out_features();
     check<ValueError>(heads_ > 0 && hidden % heads_ == 0, query_.name(), ": ", hidden,
                       " output features do not split into ", heads_, " heads");
@@ -53,11 +55,11 @@ class SelfAttention {
   /// rows ordered (image, head, query token).
   [[nodiscard]] ConstView probabilities() const { return probs_.rows(batch_ * heads_ * tokens_); }
 
-  /// out (rows, out) from x (rows, in), rows = batch * tokens, plus `residual`
-  /// (rows, out) unless empty. `mask` is empty or (batch x tokens) of additive
-  /// key scores (0 to attend, a large negative value for padding), added to
-  /// every head's scores of that image.
-  void forward(View out, ConstView x, Index tokens, ConstView mask = {}, ConstView residual = {}) {
+  /// out (rows, out) from x (rows, in), rows = batch * tokens. `mask` is empty
+  /// or (batch x tokens) of additive key scores (0 to attend, a large negative
+  /// value for padding), added to every head's scores of that image. With a
+  /// `dropout` stream (training) P's dropout draws from it.
+  void forward(View out, ConstView x, Index tokens, ConstView mask = {}, RandomStream* dropout = nullptr) {
     check<ShapeError>(tokens > 0 && x.rows % tokens == 0, query_.name(), ": ", x.rows,
                       " input rows are not a whole number of ", tokens, "-token sequences");
     tokens_ = tokens;
@@ -76,9 +78,16 @@ class SelfAttention {
       for (Index n = 0; n < batch_; ++n)
         B::add_row_vector(probs.row_block(n * heads_ * tokens, heads_ * tokens), mask.row_block(n, 1));
     B::softmax_rows(probs);
+    if (probability_dropout_.active(dropout)) {  // P stays for the softmax backward
+      const View dropped = dropped_probs_.rows(probs.rows, tokens);
+      B::copy(dropped, probs);
+      probability_dropout_.forward(dropped, dropout);
+    } else {
+      probability_dropout_.forward(View{}, nullptr);  // records that this pass dropped nothing
+    }
     const View context = context_.rows(rows, hidden);
-    per_head(heads_of(context), scores_of(cv(probs)), Op::N, heads_of(cv(v)), Op::N, 1.0f, 0.0f);  // P V
-    output_.forward(out, context, saved_output_, residual);
+    per_head(heads_of(context), scores_of(weights()), Op::N, heads_of(cv(v)), Op::N, 1.0f, 0.0f);  // P V
+    output_.forward(out, context, saved_output_);
   }
 
   /// dx (rows, in) from dout (rows, out) and the forward input x; site gradients
@@ -94,7 +103,8 @@ class SelfAttention {
     const View d_probs = scratch.d_probs.rows(rows * heads_, tokens);
     const View d_value = scratch.d_value.rows(rows, hidden);
     per_head(scores_of(d_probs), heads_of(cv(d_context)), Op::N, heads_of(v_.rows(rows)), Op::T, 1.0f, 0.0f);  // dC V^T
-    per_head(heads_of(d_value), scores_of(probs), Op::T, heads_of(cv(d_context)), Op::N, 1.0f, 0.0f);        // P^T dC
+    per_head(heads_of(d_value), scores_of(weights()), Op::T, heads_of(cv(d_context)), Op::N, 1.0f, 0.0f);    // P^T dC
+    (void)probability_dropout_.backward(d_probs, d_probs);
     const View d_scores = scratch.d_scores.rows(rows * heads_, tokens);
     B::softmax_rows_backward(d_scores, probs, d_probs);
     const View d_query = scratch.d_query.rows(rows, hidden), d_key = scratch.d_key.rows(rows, hidden);
@@ -118,6 +128,8 @@ class SelfAttention {
     std::swap(saved_key_, other.saved_key_);
     std::swap(saved_value_, other.saved_value_);
     std::swap(saved_output_, other.saved_output_);
+    std::swap(dropped_probs_, other.dropped_probs_);
+    probability_dropout_.swap_activations(other.probability_dropout_);
   }
 
  private:
@@ -157,6 +169,11 @@ class SelfAttention {
   }
 
   static ConstView cv(ConstView m) { return m; }
+  /// The attention weights the last forward multiplied V by: P or dropout(P).
+  [[nodiscard]] ConstView weights() const {
+    const Index rows = batch_ * heads_ * tokens_;
+    return probability_dropout_.applied() ? dropped_probs_.rows(rows) : probs_.rows(rows);
+  }
   [[nodiscard]] float scale() const { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim()))); }
 
   Site query_, key_, value_, output_;
@@ -165,6 +182,8 @@ class SelfAttention {
   Index batch_ = 0;
   detail::Scratch<B> q_, k_, v_;  // (rows, hidden)
   detail::Scratch<B> probs_;      // (batch * heads * tokens, tokens) softmax output
+  detail::Scratch<B> dropped_probs_;  // dropout(P) in training, same shape
+  Dropout<B> probability_dropout_;
   detail::Scratch<B> context_;    // (rows, hidden) input of the output site
   typename Site::Saved saved_query_, saved_key_, saved_value_, saved_output_;
 };

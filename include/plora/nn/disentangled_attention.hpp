@@ -185,7 +185,7 @@ class DisentangledSelfAttention {
     const View d_value = common.d_value.rows(rows, hidden);
     for_heads(scores_of(d_probs), heads_of(d_context), Op::N, heads_of(v), Op::T, 1.0f, 0.0f);  // dC V^T
     for_heads(heads_of(d_value), scores_of(weights()), Op::T, heads_of(d_context), Op::N, 1.0f, 0.0f);  // P^T dC
-    probability_dropout_.backward(d_probs, d_probs);
+    (void)probability_dropout_.backward(d_probs, d_probs);
     const View d_scores = common.d_scores.rows(batch_ * heads * tokens, tokens);
     B::softmax_rows_backward(d_scores, probs, d_probs);
     B::scale(d_scores, inv_scale());  // gradient of the pre-scale sum

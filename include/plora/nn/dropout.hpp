@@ -44,7 +44,7 @@ class Dropout {
 
   /// The gradient at the dropout's input: dy itself when the forward dropped
   /// nothing, else out = dy ⊙ mask (out may be dy).
-  ConstView backward(View out, ConstView dy) const {
+  [[nodiscard]] ConstView backward(View out, ConstView dy) const {
     if (!applied_) return dy;
     if (out.data != dy.data) B::copy(out, dy);
     B::mul(out, mask_.rows(dy.rows));

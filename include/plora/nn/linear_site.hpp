@@ -65,17 +65,13 @@ class LinearSite {
   }
   [[nodiscard]] std::optional<Matrix>& weight_grad() { return weight_grad_; }
 
-  /// y (T x out) = [residual +] x (T x in) W^T + b (+ adapter); a
-  /// FoldableAdapter's ΔW joins W in the one GEMM. The bias and the residual
-  /// (T x out, or empty) preset y and the GEMM adds to them: no pass of its own.
-  void forward(View y, ConstView x, Saved& saved, ConstView residual = {}) {
-    if (!bias_.view().empty()) {
-      B::broadcast_add(y, residual, bias_.view());
-    } else if (!residual.empty()) {
-      B::copy(y, residual);
-    }
-    const bool preset = !bias_.view().empty() || !residual.empty();
-    B::gemm(y, x, Op::N, gemm_weight(Fold::form), Op::T, 1.0f, preset ? 1.0f : 0.0f);
+  /// y (T x out) = x (T x in) W^T + b (+ adapter); a FoldableAdapter's ΔW
+  /// joins W in the one GEMM. The bias presets y and the GEMM adds to it:
+  /// one write pass instead of zeroing y and adding the bias after.
+  void forward(View y, ConstView x, Saved& saved) {
+    const bool biased = !bias_.view().empty();
+    if (biased) B::fill_rows(y, bias_.view());
+    B::gemm(y, x, Op::N, gemm_weight(Fold::form), Op::T, 1.0f, biased ? 1.0f : 0.0f);
     if (adapter_ && !folds()) adapter_->forward(y, x, saved.adapter);
   }
 

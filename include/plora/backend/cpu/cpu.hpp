@@ -175,21 +175,11 @@ struct cpu {
       for (Index c = 0; c < x.cols; ++c) xr[c] += br[c];
     });
   }
-  /// y[r, :] = x[r, :] + row, or y[r, :] = row when x is empty (row is 1 x
-  /// cols): presets a GEMM's c to bias (+ residual), so the GEMM adds with beta = 1
-  static void broadcast_add(HostView y, ConstHostView x, ConstHostView row) {
-    require_shape(row, 1, y.cols, "cpu::broadcast_add row");
-    if (x.empty()) {
-      for_rows(y, [&](Index r) { std::copy_n(row.data, y.cols, y.data + r * y.ld); });
-      return;
-    }
-    require_shape(x, y.rows, y.cols, "cpu::broadcast_add x");
-    for_rows(y, [&](Index r) {
-      float* __restrict yr = y.data + r * y.ld;
-      const float* __restrict xr = x.data + r * x.ld;
-      const float* __restrict rr = row.data;
-      for (Index c = 0; c < y.cols; ++c) yr[c] = xr[c] + rr[c];
-    });
+  /// y[r, :] = row for every r (row is 1 x cols): presets a GEMM's c to the
+  /// bias, so the GEMM adds with beta = 1 instead of zeroing c first
+  static void fill_rows(HostView y, ConstHostView row) {
+    require_shape(row, 1, y.cols, "cpu::fill_rows row");
+    for_rows(y, [&](Index r) { std::copy_n(row.data, y.cols, y.data + r * y.ld); });
   }
   /// x[:, c] *= s[c] (s is 1 x cols)
   static void scale_cols(HostView x, ConstHostView s) {

@@ -114,15 +114,11 @@ struct cuda {
         x.rows, x.cols, [=] __device__(Index r, Index c) { x.data[r * x.ld + c] += bias.data[c]; },
         "cuda::add_row_vector");
   }
-  /// y[r, :] = x[r, :] + row, or y[r, :] = row when x is empty (row is 1 x cols)
-  static void broadcast_add(View<Device> y, ConstView<Device> x, ConstView<Device> row) {
-    require_shape(row, 1, y.cols, "cuda::broadcast_add row");
-    if (!x.empty()) require_shape(x, y.rows, y.cols, "cuda::broadcast_add x");
-    const bool has_x = !x.empty();
+  /// y[r, :] = row for every r (row is 1 x cols)
+  static void fill_rows(View<Device> y, ConstView<Device> row) {
+    require_shape(row, 1, y.cols, "cuda::fill_rows row");
     detail::cuda::for_each_element(
-        y.rows, y.cols,
-        [=] __device__(Index r, Index c) { y.data[r * y.ld + c] = (has_x ? x.data[r * x.ld + c] : 0.0f) + row.data[c]; },
-        "cuda::broadcast_add");
+        y.rows, y.cols, [=] __device__(Index r, Index c) { y.data[r * y.ld + c] = row.data[c]; }, "cuda::fill_rows");
   }
   /// x[:, c] *= s[c] (s is 1 x cols)
   static void scale_cols(View<Device> x, ConstView<Device> s) {
