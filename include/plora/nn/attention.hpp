@@ -78,15 +78,9 @@ class SelfAttention {
       for (Index n = 0; n < batch_; ++n)
         B::add_row_vector(probs.row_block(n * heads_ * tokens, heads_ * tokens), mask.row_block(n, 1));
     B::softmax_rows(probs);
-    if (probability_dropout_.active(dropout)) {  // P stays for the softmax backward
-      const View dropped = dropped_probs_.rows(probs.rows, tokens);
-      B::copy(dropped, probs);
-      probability_dropout_.forward(dropped, dropout);
-    } else {
-      probability_dropout_.forward(View{}, nullptr);  // records that this pass dropped nothing
-    }
+    const ConstView weights = probability_dropout_.forward(probs, dropout);
     const View context = context_.rows(rows, hidden);
-    per_head(heads_of(context), scores_of(weights()), Op::N, heads_of(cv(v)), Op::N, 1.0f, 0.0f);  // P V
+    per_head(heads_of(context), scores_of(weights), Op::N, heads_of(cv(v)), Op::N, 1.0f, 0.0f);  // P V
     output_.forward(out, context, saved_output_);
   }
 
@@ -103,8 +97,9 @@ class SelfAttention {
     const View d_probs = scratch.d_probs.rows(rows * heads_, tokens);
     const View d_value = scratch.d_value.rows(rows, hidden);
     per_head(scores_of(d_probs), heads_of(cv(d_context)), Op::N, heads_of(v_.rows(rows)), Op::T, 1.0f, 0.0f);  // dC V^T
-    per_head(heads_of(d_value), scores_of(weights()), Op::T, heads_of(cv(d_context)), Op::N, 1.0f, 0.0f);    // P^T dC
-    (void)probability_dropout_.backward(d_probs, d_probs);
+    per_head(heads_of(d_value), scores_of(probability_dropout_.output(probs)), Op::T, heads_of(cv(d_context)), Op::N,
+             1.0f, 0.0f);  // P^T dC
+    probability_dropout_.backward(d_probs);
     const View d_scores = scratch.d_scores.rows(rows * heads_, tokens);
     B::softmax_rows_backward(d_scores, probs, d_probs);
     const View d_query = scratch.d_query.rows(rows, hidden), d_key = scratch.d_key.rows(rows, hidden);
@@ -128,7 +123,6 @@ class SelfAttention {
     std::swap(saved_key_, other.saved_key_);
     std::swap(saved_value_, other.saved_value_);
     std::swap(saved_output_, other.saved_output_);
-    std::swap(dropped_probs_, other.dropped_probs_);
     probability_dropout_.swap_activations(other.probability_dropout_);
   }
 
@@ -169,11 +163,6 @@ class SelfAttention {
   }
 
   static ConstView cv(ConstView m) { return m; }
-  /// The attention weights the last forward multiplied V by: P or dropout(P).
-  [[nodiscard]] ConstView weights() const {
-    const Index rows = batch_ * heads_ * tokens_;
-    return probability_dropout_.applied() ? dropped_probs_.rows(rows) : probs_.rows(rows);
-  }
   [[nodiscard]] float scale() const { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim()))); }
 
   Site query_, key_, value_, output_;
@@ -182,8 +171,7 @@ class SelfAttention {
   Index batch_ = 0;
   detail::Scratch<B> q_, k_, v_;  // (rows, hidden)
   detail::Scratch<B> probs_;      // (batch * heads * tokens, tokens) softmax output
-  detail::Scratch<B> dropped_probs_;  // dropout(P) in training, same shape
-  Dropout<B> probability_dropout_;
+  CopyingDropout<B> probability_dropout_;  // dropout(P) multiplies V in training
   detail::Scratch<B> context_;    // (rows, hidden) input of the output site
   typename Site::Saved saved_query_, saved_key_, saved_value_, saved_output_;
 };

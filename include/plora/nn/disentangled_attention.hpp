@@ -132,14 +132,7 @@ class DisentangledSelfAttention {
     B::fill(scores, 0.0f);
     if (relative()) {
       require_shape(rel, 2 * options_.span(), hidden, query_.name() + " relative embeddings");
-      if (position_dropout_.active(dropout)) {  // each layer drops its own copy of the shared rel
-        const View dropped = rel_dropped_.rows(rel.rows, hidden);
-        B::copy(dropped, rel);
-        position_dropout_.forward(dropped, dropout);
-      } else {
-        position_dropout_.forward(View{}, nullptr);  // records that this pass dropped nothing
-      }
-      rel = position_input(rel);
+      rel = position_dropout_.forward(rel, dropout);
       const View rel_k = rel_k_.rows(rel.rows, hidden), rel_q = rel_q_.rows(rel.rows, hidden);
       if (options_.c2p) rel_key_site().forward(rel_k, rel, saved_rel_k_);
       if (options_.p2c) rel_query_site().forward(rel_q, rel, saved_rel_q_);
@@ -161,21 +154,15 @@ class DisentangledSelfAttention {
     for (Index n = 0; n < batch_; ++n)
       B::add_row_vector(scores.row_block(n * heads * tokens, heads * tokens), mask.row_block(n, 1));
     B::softmax_rows(scores);
-    if (probability_dropout_.active(dropout)) {  // P stays for the softmax backward
-      const View dropped = dropped_probs_.rows(scores.rows, tokens);
-      B::copy(dropped, scores);
-      probability_dropout_.forward(dropped, dropout);
-    } else {
-      probability_dropout_.forward(View{}, nullptr);
-    }
-    for_heads(heads_of(context), scores_of(weights()), Op::N, heads_of(cv(v)), Op::N, 1.0f, 0.0f);  // P V
+    const ConstView weights = probability_dropout_.forward(scores, dropout);
+    for_heads(heads_of(context), scores_of(weights), Op::N, heads_of(cv(v)), Op::N, 1.0f, 0.0f);  // P V
   }
 
   /// dx (rows, hidden) from d_context; adapter (and SNIP weight) gradients of
   /// all sites accumulate, including through the relative-position paths.
   void backward(View dx, ConstView d_context, ConstView x, ConstView rel, BackwardScratch<B>& common,
                 DisentangledScratch<B>& scratch) {
-    rel = position_input(rel);
+    rel = position_dropout_.output(rel);
     const Index rows = x.rows, hidden = query_.out_features(), heads = options_.heads, tokens = tokens_;
     check<ShapeError>(rows == batch_ * tokens_, query_.name(), ": backward got ", rows, " rows but forward saw ",
                       batch_ * tokens_);
@@ -184,8 +171,9 @@ class DisentangledSelfAttention {
     const View d_probs = common.d_probs.rows(batch_ * heads * tokens, tokens);
     const View d_value = common.d_value.rows(rows, hidden);
     for_heads(scores_of(d_probs), heads_of(d_context), Op::N, heads_of(v), Op::T, 1.0f, 0.0f);  // dC V^T
-    for_heads(heads_of(d_value), scores_of(weights()), Op::T, heads_of(d_context), Op::N, 1.0f, 0.0f);  // P^T dC
-    (void)probability_dropout_.backward(d_probs, d_probs);
+    for_heads(heads_of(d_value), scores_of(probability_dropout_.output(probs)), Op::T, heads_of(d_context), Op::N,
+              1.0f, 0.0f);  // P^T dC
+    probability_dropout_.backward(d_probs);
     const View d_scores = common.d_scores.rows(batch_ * heads * tokens, tokens);
     B::softmax_rows_backward(d_scores, probs, d_probs);
     B::scale(d_scores, inv_scale());  // gradient of the pre-scale sum
@@ -242,8 +230,6 @@ class DisentangledSelfAttention {
     std::swap(saved_v_, other.saved_v_);
     std::swap(saved_rel_q_, other.saved_rel_q_);
     std::swap(saved_rel_k_, other.saved_rel_k_);
-    std::swap(rel_dropped_, other.rel_dropped_);
-    std::swap(dropped_probs_, other.dropped_probs_);
     probability_dropout_.swap_activations(other.probability_dropout_);
     position_dropout_.swap_activations(other.position_dropout_);
   }
@@ -337,15 +323,6 @@ class DisentangledSelfAttention {
   }
 
   static ConstView cv(ConstView m) { return m; }
-  /// The relative embeddings this layer's last forward used: rel or its dropped copy.
-  [[nodiscard]] ConstView position_input(ConstView rel) const {
-    return position_dropout_.applied() ? rel_dropped_.rows(rel.rows) : rel;
-  }
-  /// The attention weights the last forward multiplied V by: P or dropout(P).
-  [[nodiscard]] ConstView weights() const {
-    const Index rows = batch_ * options_.heads * tokens_;
-    return probability_dropout_.applied() ? dropped_probs_.rows(rows) : probs_.rows(rows);
-  }
 
   Site query_, key_, value_;
   std::optional<Site> pos_key_, pos_query_;
@@ -355,9 +332,8 @@ class DisentangledSelfAttention {
   detail::Scratch<B> q_, k_, v_;  // (rows, hidden)
   detail::Scratch<B> rel_q_, rel_k_;  // (2 span, hidden)
   detail::Scratch<B> probs_;      // (batch * heads * tokens, tokens)
-  detail::Scratch<B> dropped_probs_;  // dropout(P) in training, same shape
-  detail::Scratch<B> rel_dropped_;    // (2 span, hidden): this layer's dropped rel in training
-  Dropout<B> probability_dropout_, position_dropout_;
+  CopyingDropout<B> probability_dropout_;  // dropout(P) multiplies V in training
+  CopyingDropout<B> position_dropout_;     // this layer's dropped copy of rel in training
   Matrix identity_;               // (tokens, tokens)
   std::vector<typename B::Indices> c2p_index_, p2c_index_;  // per position, (tokens) each
   typename Site::Saved saved_q_, saved_k_, saved_v_, saved_rel_q_, saved_rel_k_;

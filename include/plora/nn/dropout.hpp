@@ -63,4 +63,42 @@ class Dropout {
   detail::Scratch<B> mask_;  // (rows, cols) of the last forward, entries 0 or 1 / (1 - p)
 };
 
+/// Dropout that keeps its input and drops a copy it owns: attention
+/// probabilities (the softmax backward needs them undropped) and DeBERTa's
+/// relative embeddings (shared by every layer, each layer drops its own).
+template <Backend B>
+class CopyingDropout {
+ public:
+  using View = plora::View<typename B::Space>;
+  using ConstView = plora::ConstView<typename B::Space>;
+
+  CopyingDropout() = default;
+  explicit CopyingDropout(float p) : dropout_(p) {}
+
+  /// x, or a copy of x ⊙ a fresh mask when a forward with `stream` drops.
+  ConstView forward(ConstView x, RandomStream* stream) {
+    if (!dropout_.active(stream)) {
+      dropout_.forward(View{}, nullptr);  // records that this pass dropped nothing
+      return x;
+    }
+    const View copy = copy_.rows(x.rows, x.cols);
+    B::copy(copy, x);
+    dropout_.forward(copy, stream);
+    return copy;
+  }
+  /// What the last forward returned for this x.
+  [[nodiscard]] ConstView output(ConstView x) const { return dropout_.applied() ? copy_.rows(x.rows) : x; }
+  /// The gradient at the input from the gradient at the output, in place.
+  void backward(View d) const { (void)dropout_.backward(d, d); }
+
+  void swap_activations(CopyingDropout& other) noexcept {
+    dropout_.swap_activations(other.dropout_);
+    std::swap(copy_, other.copy_);
+  }
+
+ private:
+  Dropout<B> dropout_;
+  detail::Scratch<B> copy_;  // the dropped copy of the last forward's input
+};
+
 }  // namespace plora
