@@ -249,10 +249,12 @@ TEST_CASE("DeBERTa-v2 layer gradients equal finite differences through the full 
 
 TEST_CASE("DeBERTa-v2 training dropouts: transformers' placement, reproducible masks, gradients equal finite differences") {
   const Fixture fx("rel");  // hidden 0.1, attention 0.1, pooler 0, cls absent (-> 0.1); c2p + p2c, shared keys
+  DebertaV2Config config = fx.config;
+  config.pooler_dropout = 0.1f;  // every dropout of the model active
   const TokenBatch batch = fixture_batch(fx.file, false);
   // A 10x head as in the test above, so the adapter gradients are large enough for finite differences.
   const auto make = [&] {
-    Deberta m = load_deberta_v2<cpu, Lora<cpu>>(fx.path(), fx.config);
+    Deberta m = load_deberta_v2<cpu, Lora<cpu>>(fx.path(), config);
     attach_fixture_lora(m, fx);
     cpu::scale(m.pooler().weight(), 10.0f);
     cpu::scale(m.classifier().weight(), 10.0f);
@@ -270,9 +272,9 @@ TEST_CASE("DeBERTa-v2 training dropouts: transformers' placement, reproducible m
   (void)model.forward_backward(batch);
   // Elements drawn by one training forward: the embeddings; per layer the
   // layer's copy of rel, the attention probabilities and both residual
-  // branches; the classifier's input. The pooler's p is 0: no draws.
+  // branches; the pooler's input (token 0) and the classifier's input.
   const auto per_layer = static_cast<std::uint64_t>(2 * span * hidden + n * heads * tokens * tokens + 2 * rows * hidden);
-  const auto per_forward = static_cast<std::uint64_t>(rows * hidden + n * hidden) +
+  const auto per_forward = static_cast<std::uint64_t>(rows * hidden + 2 * n * hidden) +
                            static_cast<std::uint64_t>(fx.config.num_hidden_layers) * per_layer;
   CHECK(model.dropout_stream().offset() == per_forward);
 

@@ -237,7 +237,7 @@ class DebertaV2 {
                            layernorm(p + "output.LayerNorm"), config_.hidden_dropout_prob);
     }
     embedding_dropout_ = Dropout<B>(config_.hidden_dropout_prob);
-    pooler_dropout_ = Dropout<B>(config_.pooler_dropout);
+    pooler_dropout_ = CopyingDropout<B>(config_.pooler_dropout);
     classifier_dropout_ = Dropout<B>(config_.cls_dropout < 0.0f ? config_.hidden_dropout_prob : config_.cls_dropout);
     pooler_ = head("pooler.dense", hidden, hidden);
     classifier_ = head("classifier", config_.num_labels, hidden);
@@ -281,8 +281,8 @@ class DebertaV2 {
     View dy = d_stream_[0].rows(rows, hidden);
     B::fill(dy, 0.0f);  // only token 0 reaches the head
     const View d_context = cls_rows(dy);
-    pooler_.backward(d_context, d_pre, context_token_.rows(n));
-    (void)pooler_dropout_.backward(d_context, d_context);
+    pooler_.backward(d_context, d_pre, pooler_dropout_.output(cls_rows(hidden_.back().rows(rows))));
+    pooler_dropout_.backward(d_context);
     for (std::size_t l = layers_.size(); l-- > 0;) {
       const View dx = l == 0 ? View{} : d_stream_[(layers_.size() - l) % 2].rows(rows, hidden);
       layers_[l].backward(dx, dy, hidden_[l].rows(rows), rel_, scratch_, attn_);
@@ -389,9 +389,7 @@ class DebertaV2 {
                          dropout);
     });
 
-    const View context = context_token_.rows(n, hidden);
-    B::copy(context, cls_rows(hidden_.back().rows(rows)));
-    pooler_dropout_.forward(context, dropout);
+    const ConstView context = pooler_dropout_.forward(cls_rows(hidden_.back().rows(rows)), dropout);
     const View pre = pooled_pre_.rows(n, hidden), pooled = pooled_.rows(n, hidden);
     pooler_.forward(pre, context);
     B::gelu_forward(pooled, pre);
@@ -552,7 +550,8 @@ class DebertaV2 {
   TrainableLinear<B> pooler_;
   TrainableLinear<B> classifier_;
   CrossEntropy<B> loss_;
-  Dropout<B> embedding_dropout_, pooler_dropout_, classifier_dropout_;
+  Dropout<B> embedding_dropout_, classifier_dropout_;
+  CopyingDropout<B> pooler_dropout_;  // token 0 stays in the last hidden state
   RandomStream dropout_stream_;
   bool training_ = false;
   Index batch_ = 0;   // sequences in the last forward
@@ -564,7 +563,6 @@ class DebertaV2 {
   detail::Scratch<B> rel_normed_;             // (2 span, hidden)
   ConstView rel_;                             // the relative embeddings the last forward used
   std::vector<detail::Scratch<B>> hidden_;    // layers + 1 of (rows, hidden)
-  detail::Scratch<B> context_token_;          // (batch, hidden) token 0 of the last layer, through the pooler's dropout
   detail::Scratch<B> pooled_pre_, pooled_, logits_, targets_;
   detail::Scratch<B> d_logits_, d_pooled_, d_pooled_pre_;
   std::array<detail::Scratch<B>, 2> d_stream_;  // residual-stream gradients, alternating by layer
