@@ -303,7 +303,13 @@ TEST_CASE("bad batches and site names fail clearly") {
   CHECK_THROWS_AS(model.forward_backward(batch), ValueError);  // 7 labels: ids 0..6
   CHECK_THROWS_AS((void)model.site("vit.encoder.layer.3.attention.attention.query"), ValueError);  // 3 layers
   CHECK_THROWS_AS((void)model.site("encoder.layer.0.attention.attention.query"), ValueError);     // the prefix is part
-  CHECK_THROWS_AS((void)model.site("vit.encoder.layer.0.attention.query"), ValueError);
+  // The message names the model, the layer range and every suffix.
+  CHECK_THROWS_WITH_AS((void)model.site("vit.encoder.layer.0.attention.query"),
+                       doctest::Contains("ViT has no site 'vit.encoder.layer.0.attention.query'; sites are "
+                                         "vit.encoder.layer.<0..2>.{attention.attention.query, attention.attention.key, "
+                                         "attention.attention.value, attention.output.dense, intermediate.dense, "
+                                         "output.dense}"),
+                       ValueError);
   CHECK(model.site("vit.encoder.layer.2.output.dense").in_features() == 96);
 }
 

@@ -18,10 +18,18 @@
 #include "plora/adapters/detail/host_init.hpp"
 #include "plora/adapters/detail/input_dropout.hpp"
 #include "plora/adapters/detail/restrict.hpp"
-#include "plora/adapters/detail/scratch.hpp"
+#include "plora/backend/scratch.hpp"
 #include "plora/core/rng.hpp"
 
 namespace plora {
+
+namespace detail {
+/// A contiguous (n x 1) column seen as a (1 x n) row (AdaLoRA's E as a scale_cols factor).
+template <class T, class Space>
+MatrixView<T, Space> as_row(MatrixView<T, Space> column) {
+  return {column.data, 1, column.rows, column.rows};
+}
+}  // namespace detail
 
 /// PEFT's AdaLoraConfig. The adapter uses init_r, alpha and dropout; the
 /// schedule fields (target_r, tinit, tfinal, deltaT, beta1, beta2, total_step)

@@ -13,7 +13,7 @@
 #include "plora/adapters/detail/host_init.hpp"
 #include "plora/adapters/detail/input_dropout.hpp"
 #include "plora/adapters/detail/restrict.hpp"
-#include "plora/adapters/detail/scratch.hpp"
+#include "plora/backend/scratch.hpp"
 #include "plora/core/rng.hpp"
 
 namespace plora {

@@ -27,7 +27,7 @@
 #include "plora/adapters/adalora.hpp"
 #include "plora/adapters/concepts.hpp"
 #include "plora/adapters/detail/checks.hpp"
-#include "plora/adapters/detail/scratch.hpp"
+#include "plora/backend/scratch.hpp"
 #include "plora/adapters/lora.hpp"
 #include "plora/core/rng.hpp"
 

@@ -28,7 +28,7 @@
 #include <utility>
 #include <vector>
 
-#include "plora/adapters/detail/scratch.hpp"
+#include "plora/backend/scratch.hpp"
 #include "plora/backend/concepts.hpp"
 #include "plora/core/error.hpp"
 #include "plora/core/host_matrix.hpp"
@@ -36,7 +36,7 @@
 #include "plora/core/rng.hpp"
 #include "plora/models/batches.hpp"
 #include "plora/models/deberta_v2_config.hpp"
-#include "plora/models/detail/layer_site_name.hpp"
+#include "plora/models/detail/layer_sites.hpp"
 #include "plora/models/detail/layer_stack.hpp"
 #include "plora/nn/backward_scratch.hpp"
 #include "plora/nn/cross_entropy.hpp"
@@ -278,16 +278,14 @@ class DebertaV2 {
     classifier_.backward(d_pooled, d_logits, pooled_.rows(n));
     B::gelu_backward(d_pre, classifier_dropout_.backward(d_pooled, d_pooled), pooled_pre_.rows(n));
 
-    View dy = d_stream_[0].rows(rows, hidden);
-    B::fill(dy, 0.0f);  // only token 0 reaches the head
-    const View d_context = cls_rows(dy);
+    const View d_top = d_stream_[0].rows(rows, hidden);
+    B::fill(d_top, 0.0f);  // only token 0 reaches the head
+    const View d_context = cls_rows(d_top);
     pooler_.backward(d_context, d_pre, pooler_dropout_.output(cls_rows(hidden_.back().rows(rows))));
     pooler_dropout_.backward(d_context);
-    for (std::size_t l = layers_.size(); l-- > 0;) {
-      const View dx = l == 0 ? View{} : d_stream_[(layers_.size() - l) % 2].rows(rows, hidden);
+    detail::backward_layers(layers_, d_stream_, rows, hidden, [&](std::size_t l, View dx, ConstView dy) {
       layers_[l].backward(dx, dy, hidden_[l].rows(rows), rel_, scratch_, attn_);
-      dy = dx;
-    }
+    });
     return loss;
   }
 
@@ -323,27 +321,11 @@ class DebertaV2 {
   [[nodiscard]] RandomStream& dropout_stream() { return dropout_stream_; }
 
   /// Every adaptable site, layer by layer in DebertaV2Layer::kSites order.
-  [[nodiscard]] std::vector<std::string> site_names() const {
-    std::vector<std::string> names;
-    for (std::size_t l = 0; l < layers_.size(); ++l)
-      for (const auto suffix : DebertaV2Layer<B, A>::kSites)
-        if (layers_[l].has_site(suffix))
-          names.push_back(std::string(kLayerPrefix) + std::to_string(l) + "." + std::string(suffix));
-    return names;
-  }
+  [[nodiscard]] std::vector<std::string> site_names() const { return detail::layer_site_names(layers_, kLayerPrefix); }
 
   /// The site named "deberta.encoder.layer.<i>.<suffix>"; ValueError for other names.
   [[nodiscard]] Site& site(const std::string& name) {
-    const auto parsed = detail::parse_layer_site_name(name, kLayerPrefix);
-    const Index layer = parsed ? parsed->layer : -1;
-    const std::string_view rest = parsed ? parsed->suffix : std::string_view{};
-    const bool known = layer >= 0 && layer < static_cast<Index>(layers_.size()) &&
-                       layers_[static_cast<std::size_t>(layer)].has_site(rest);
-    check<ValueError>(known, "DeBERTa has no site '", name, "'; sites are ", kLayerPrefix, "<0..",
-                      layers_.size() - 1,
-                      ">.{attention.self.query_proj, attention.self.key_proj, attention.self.value_proj, "
-                      "attention.output.dense, intermediate.dense, output.dense}");
-    return layers_[static_cast<std::size_t>(layer)].site(rest);
+    return detail::find_layer_site(layers_, name, kLayerPrefix, "DeBERTa");
   }
 
   /// Hidden state i of the last forward, (batch * tokens, hidden): i = 0 the
@@ -536,9 +518,7 @@ class DebertaV2 {
 
   template <class F>
   void for_each_site(F&& f) {
-    for (auto& layer : layers_)
-      for (const auto suffix : DebertaV2Layer<B, A>::kSites)
-        if (layer.has_site(suffix)) f(layer.site(suffix));
+    detail::for_each_layer_site(layers_, std::forward<F>(f));
   }
 
   DebertaV2Config config_;

@@ -24,14 +24,14 @@
 #include <utility>
 #include <vector>
 
-#include "plora/adapters/detail/scratch.hpp"
+#include "plora/backend/scratch.hpp"
 #include "plora/backend/concepts.hpp"
 #include "plora/core/error.hpp"
 #include "plora/core/host_matrix.hpp"
 #include "plora/core/parameter.hpp"
 #include "plora/core/rng.hpp"
 #include "plora/models/batches.hpp"
-#include "plora/models/detail/layer_site_name.hpp"
+#include "plora/models/detail/layer_sites.hpp"
 #include "plora/models/detail/layer_stack.hpp"
 #include "plora/models/vit_config.hpp"
 #include "plora/nn/attention.hpp"
@@ -72,6 +72,9 @@ class VitLayer {
       : before_(std::move(before)), attention_(std::move(attention)), after_(std::move(after)),
         mlp_(std::move(mlp)), attention_dropout_(hidden_dropout), output_dropout_(hidden_dropout) {}
 
+  [[nodiscard]] static bool has_site(std::string_view suffix) {
+    return std::find(kSites.begin(), kSites.end(), suffix) != kSites.end();
+  }
   /// The site with one of the kSites suffixes.
   [[nodiscard]] Site& site(std::string_view suffix) {
     if (suffix == kSites[0]) return attention_.query();
@@ -232,14 +235,12 @@ class Vit {
     const View d_cls = d_cls_.rows(n, hidden);
     classifier_.backward(d_cls, d_logits, cls_normed_.rows(n));
 
-    View dy = d_stream_[0].rows(rows, hidden);
-    B::fill(dy, 0.0f);  // only token 0 reaches the head
-    final_norm_.backward(cls_rows(dy), d_cls, cls_rows(hidden_.back().rows(rows)));
-    for (std::size_t l = layers_.size(); l-- > 0;) {
-      const View dx = l == 0 ? View{} : d_stream_[(layers_.size() - l) % 2].rows(rows, hidden);
+    const View d_top = d_stream_[0].rows(rows, hidden);
+    B::fill(d_top, 0.0f);  // only token 0 reaches the head
+    final_norm_.backward(cls_rows(d_top), d_cls, cls_rows(hidden_.back().rows(rows)));
+    detail::backward_layers(layers_, d_stream_, rows, hidden, [&](std::size_t l, View dx, ConstView dy) {
       layers_[l].backward(dx, dy, hidden_[l].rows(rows), scratch_);
-      dy = dx;
-    }
+    });
     return loss;
   }
 
@@ -273,26 +274,11 @@ class Vit {
   [[nodiscard]] RandomStream& dropout_stream() { return dropout_stream_; }
 
   /// Every adaptable site, layer by layer in VitLayer::kSites order.
-  [[nodiscard]] std::vector<std::string> site_names() const {
-    std::vector<std::string> names;
-    for (std::size_t l = 0; l < layers_.size(); ++l)
-      for (const auto suffix : VitLayer<B, A>::kSites)
-        names.push_back(std::string(kLayerPrefix) + std::to_string(l) + "." + std::string(suffix));
-    return names;
-  }
+  [[nodiscard]] std::vector<std::string> site_names() const { return detail::layer_site_names(layers_, kLayerPrefix); }
 
   /// The site named "vit.encoder.layer.<i>.<suffix>"; throws ValueError for other names.
   [[nodiscard]] Site& site(const std::string& name) {
-    const auto parsed = detail::parse_layer_site_name(name, kLayerPrefix);
-    const Index layer = parsed ? parsed->layer : -1;
-    const std::string_view rest = parsed ? parsed->suffix : std::string_view{};
-    const bool known = layer >= 0 && layer < static_cast<Index>(layers_.size()) &&
-                       std::find(VitLayer<B, A>::kSites.begin(), VitLayer<B, A>::kSites.end(), rest) !=
-                           VitLayer<B, A>::kSites.end();
-    check<ValueError>(known, "ViT has no site '", name, "'; sites are ", kLayerPrefix, "<0..", layers_.size() - 1,
-                      ">.{attention.attention.query, attention.attention.key, attention.attention.value, "
-                      "attention.output.dense, intermediate.dense, output.dense}");
-    return layers_[static_cast<std::size_t>(layer)].site(rest);
+    return detail::find_layer_site(layers_, name, kLayerPrefix, "ViT");
   }
 
   /// Hidden state i of the last forward, (batch * tokens, hidden): i = 0 the
@@ -353,8 +339,7 @@ class Vit {
 
   template <class F>
   void for_each_site(F&& f) {
-    for (auto& layer : layers_)
-      for (const auto suffix : VitLayer<B, A>::kSites) f(layer.site(suffix));
+    detail::for_each_layer_site(layers_, std::forward<F>(f));
   }
 
   ViTConfig config_;

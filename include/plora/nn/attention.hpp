@@ -10,7 +10,7 @@
 #include <string>
 #include <utility>
 
-#include "plora/adapters/detail/scratch.hpp"
+#include "plora/backend/scratch.hpp"
 #include "plora/backend/concepts.hpp"
 #include "plora/core/error.hpp"
 #include "plora/nn/backward_scratch.hpp"

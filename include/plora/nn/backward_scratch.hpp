@@ -4,7 +4,7 @@
 // one grad-activation arena the same way); forward activations, which backward
 // needs later, stay in each layer. Windows grow to the largest shape seen and
 // are reused, so repeated steps allocate nothing.
-#include "plora/adapters/detail/scratch.hpp"
+#include "plora/backend/scratch.hpp"
 #include "plora/backend/concepts.hpp"
 
 namespace plora {

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <utility>
 
-#include "plora/adapters/detail/scratch.hpp"
+#include "plora/backend/scratch.hpp"
 #include "plora/backend/concepts.hpp"
 #include "plora/core/error.hpp"
 #include "plora/core/rng.hpp"
@@ -86,6 +86,9 @@ class CopyingDropout {
     dropout_.forward(copy, stream);
     return copy;
   }
+  [[nodiscard]] float probability() const { return dropout_.probability(); }
+  /// Whether the last forward dropped anything (and returned the copy).
+  [[nodiscard]] bool applied() const { return dropout_.applied(); }
   /// What the last forward returned for this x.
   [[nodiscard]] ConstView output(ConstView x) const { return dropout_.applied() ? copy_.rows(x.rows) : x; }
   /// The gradient at the input from the gradient at the output, in place.

@@ -4,7 +4,7 @@
 #include <string>
 #include <utility>
 
-#include "plora/adapters/detail/scratch.hpp"
+#include "plora/backend/scratch.hpp"
 #include "plora/backend/concepts.hpp"
 #include "plora/core/parameter.hpp"
 

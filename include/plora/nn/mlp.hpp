@@ -3,7 +3,7 @@
 // dense layers adaptable sites, GELU the exact erf form (transformers' "gelu").
 #include <utility>
 
-#include "plora/adapters/detail/scratch.hpp"
+#include "plora/backend/scratch.hpp"
 #include "plora/backend/concepts.hpp"
 #include "plora/nn/backward_scratch.hpp"
 #include "plora/nn/linear_site.hpp"

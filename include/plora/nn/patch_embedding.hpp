@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "plora/adapters/detail/scratch.hpp"
+#include "plora/backend/scratch.hpp"
 #include "plora/backend/concepts.hpp"
 #include "plora/core/error.hpp"
 

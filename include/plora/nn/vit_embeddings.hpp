@@ -4,7 +4,7 @@
 // position interpolation, i.e. at the configured image size). Frozen.
 #include <utility>
 
-#include "plora/adapters/detail/scratch.hpp"
+#include "plora/backend/scratch.hpp"
 #include "plora/backend/concepts.hpp"
 #include "plora/nn/patch_embedding.hpp"
 

@@ -2,9 +2,12 @@
 // Running a stack of encoder layers, keeping every layer's activations for a
 // backward pass, or, for inference, one layer's: each layer hands its buffers
 // to the next once it is done (the last hands them back to the first, so the
-// next pass allocates nothing).
+// next pass allocates nothing). The backward runs the stack top-down with two
+// residual-stream gradient buffers in turn.
 #include <cstddef>
 #include <vector>
+
+#include "plora/core/view.hpp"
 
 namespace plora::detail {
 
@@ -18,6 +21,21 @@ void forward_layers(std::vector<Layer>& layers, Activations kept, F&& forward_la
     forward_layer(l);
     if (kept == Activations::one_layer && layers.size() > 1)
       layers[l].swap_activations(layers[(l + 1) % layers.size()]);
+  }
+}
+
+/// Calls backward_layer(l, dx, dy) for l = last, ..., 0. The gradient at the
+/// last layer's output is in d_stream[0] (rows, cols); each layer's dx is the
+/// next call's dy, written into the other buffer of the pair. Layer 0 gets an
+/// empty dx: the embeddings below it are frozen.
+template <class Layer, class Buffers, class F>
+void backward_layers(std::vector<Layer>& layers, Buffers& d_stream, Index rows, Index cols, F&& backward_layer) {
+  using View = decltype(d_stream[0].rows(rows, cols));
+  View dy = d_stream[0].rows(rows, cols);
+  for (std::size_t l = layers.size(); l-- > 0;) {
+    const View dx = l == 0 ? View{} : d_stream[(layers.size() - l) % 2].rows(rows, cols);
+    backward_layer(l, dx, dy);
+    dy = dx;
   }
 }
 

@@ -1,5 +1,5 @@
 #pragma once
-// Reusable buffers for adapters and their Saved state. A Scratch grows to the
+// Reusable buffers for modules, adapters and their Saved state. A Scratch grows to the
 // largest token count it has seen and hands out leading-row windows, so steps
 // with repeating (or smaller) shapes allocate nothing, and one adapter applied
 // to inputs of different lengths (DeBERTa's content and relative positions)
@@ -23,11 +23,5 @@ class Scratch {
  private:
   typename B::Matrix matrix_;
 };
-
-/// A contiguous (n x 1) column seen as a (1 x n) row (AdaLoRA's E as a scale_cols factor).
-template <class T, class Space>
-MatrixView<T, Space> as_row(MatrixView<T, Space> column) {
-  return {column.data, 1, column.rows, column.rows};
-}
 
 }  // namespace plora::detail
