@@ -4,8 +4,12 @@
 // (1576 x 768 x 3072). Its GFLOP/s is the practical peak the model benchmarks
 // compare their GEMM work against. Eigen's own kernel unless the build has
 // PLORA_USE_OPENBLAS=ON (cblas_sgemm); the kernel that ran is printed and
-// stored in the benchmark context ("gemm_kernel").
+// stored in the benchmark context ("gemm_kernel"). fma_peak measures the
+// arithmetic ceiling above both: the cores' fused multiply-add rate.
 #include <benchmark/benchmark.h>
+#include <immintrin.h>
+#include <omp.h>
+
 
 #include <cmath>
 #include <cstdlib>
@@ -50,6 +54,53 @@ void sgemm(benchmark::State& state) {
   state.counters["FLOPs"] =
       benchmark::Counter(2.0 * static_cast<double>(m * n * k), benchmark::Counter::kIsIterationInvariantRate);
 }
+
+#if defined(__AVX512F__) || defined(__FMA__)
+#if defined(__AVX512F__)
+using Lanes = __m512;
+constexpr int kLanes = 16;
+inline Lanes splat(float x) { return _mm512_set1_ps(x); }
+inline Lanes fused_multiply_add(Lanes a, Lanes b, Lanes c) { return _mm512_fmadd_ps(a, b, c); }
+inline void store(float* out, Lanes v) { _mm512_storeu_ps(out, v); }
+#else
+using Lanes = __m256;
+constexpr int kLanes = 8;
+inline Lanes splat(float x) { return _mm256_set1_ps(x); }
+inline Lanes fused_multiply_add(Lanes a, Lanes b, Lanes c) { return _mm256_fmadd_ps(a, b, c); }
+inline void store(float* out, Lanes v) { _mm256_storeu_ps(out, v); }
+#endif
+
+/// Every OpenMP thread runs 24 independent chains of vector FMAs: enough
+/// chains to hide the FMA latency on two ports, no memory traffic. Its rate
+/// is the cores' fp32 arithmetic peak, which no GEMM can pass.
+void fma_peak(benchmark::State& state) {
+  constexpr int kChains = 24;
+  constexpr long kSteps = 1 << 20;
+  const int threads = omp_get_max_threads();
+  float checksum = 0.0f;
+  for (auto _ : state) {
+#pragma omp parallel num_threads(threads) reduction(+ : checksum)
+    {
+      Lanes acc[kChains];
+      for (int i = 0; i < kChains; ++i) acc[i] = splat(0.001f * static_cast<float>(i));
+      const Lanes a = splat(0.999999f), b = splat(1e-7f);
+      for (long step = 0; step < kSteps; ++step)
+#pragma GCC unroll 24
+        for (int i = 0; i < kChains; ++i) acc[i] = fused_multiply_add(acc[i], a, b);
+      float lanes[kLanes];
+      for (const Lanes& v : acc) {
+        store(lanes, v);
+        for (const float x : lanes) checksum += x;
+      }
+    }
+  }
+  benchmark::DoNotOptimize(checksum);
+  state.counters["threads"] = threads;
+  state.counters["FLOPs"] = benchmark::Counter(2.0 * kLanes * kChains * static_cast<double>(kSteps) * threads,
+                                               benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(fma_peak)->UseRealTime()->Unit(benchmark::kMillisecond);
+#endif
 }  // namespace
 
 BENCHMARK(sgemm)
