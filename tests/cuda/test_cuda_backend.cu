@@ -86,6 +86,7 @@ TEST_CASE("shapes, indices and hyper-parameters are validated on the host before
   CHECK_THROWS_WITH_AS(cuda::gemm(c, a, Op::N, b, Op::N, 1.0f, 0.0f), doctest::Contains("op(a) is 4 x 5, op(b) is 6 x 3"),
                        ShapeError);
   CHECK_THROWS_AS(cuda::gemm_strided_batched(c, a, Op::N, b, Op::N, 1.0f, 0.0f, 2, 12, 20, 18), ShapeError);
+  CHECK_THROWS_AS(cuda::gemm_strided_batched(c, a, Op::N, b, Op::N, 1.0f, 0.0f, 0, 12, 20, 18), ShapeError);
   CHECK_THROWS_AS(cuda::axpy(c, 1.0f, a), ShapeError);
   CHECK_THROWS_AS(cuda::dropout_mask(c, 1.0f, 1, 2, 3), ValueError);
   CHECK_THROWS_AS(DeviceMatrix(-1, 3), ShapeError);
@@ -383,6 +384,11 @@ TEST_CASE("thin SVD matches cpu's singular values and reconstructs the matrix" *
     ref::gemm(vvt.view(), hvt.view(), Op::N, hvt.view(), Op::T, 1.0f, 0.0f);
     CHECK(max_abs_diff(utu.view(), identity(k).view()) < 2e-5);
     CHECK(max_abs_diff(vvt.view(), identity(k).view()) < 2e-5);
+    // The input may view an output (as on the CPU): the pool must not hand its
+    // block to the working copy before it is read.
+    DeviceMatrix in_u = to_backend<cuda>(HostMatrix(a.h()).view()), alias_s, alias_vt;
+    cuda::svd(in_u, alias_s, alias_vt, in_u.view());
+    CHECK(relative_error(to_host<cuda>(alias_s.view()).view(), hs.view()) < 2e-5);
   }
   DeviceMatrix u, s, vt;
   const DeviceMatrix empty(0, 5);

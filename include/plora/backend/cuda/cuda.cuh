@@ -84,7 +84,6 @@ struct cuda {
   static void gemm_strided_batched(View<Device> c, ConstView<Device> a, Op op_a, ConstView<Device> b, Op op_b,
                                    float alpha, float beta, Index batch, Index stride_c, Index stride_a,
                                    Index stride_b) {
-    if (batch <= 0) return;
     gemm_batched(c, a, op_a, b, op_b, alpha, beta, batch, stride_c, stride_a, stride_b, "cuda::gemm_strided_batched");
   }
 
@@ -360,6 +359,10 @@ struct cuda {
   static void svd(Matrix& u, Matrix& s, Matrix& vt, ConstView<Device> a) {
     const Index m = a.rows, n = a.cols, k = std::min(m, n);
     require_int(std::max(m, n), "cuda::svd: matrix dimension");
+    // Copied before the outputs are replaced, as cpu:: does: `a` may view one of
+    // them, whose freed block the pool would hand to the next allocation.
+    Matrix work_a(m, n);  // gesvdj overwrites its input
+    copy(work_a.view(), a);
     u = Matrix(m, k);
     s = Matrix(1, k);
     vt = Matrix(k, n);
@@ -367,8 +370,6 @@ struct cuda {
     // Row-major a is the column-major (n x m) matrix a^T = U' diag(s) V'^T, so
     // a = V' diag(s) U'^T: U' (n x k, column-major) is vt as stored, and V'
     // (m x k, column-major) is u transposed.
-    Matrix work_a(m, n);  // gesvdj overwrites its input
-    copy(work_a.view(), a);
     const detail::cuda::DeviceBuffer<float> v_prime(static_cast<std::size_t>(m * k));
     const auto nc = static_cast<int>(n), mc = static_cast<int>(m), kc = static_cast<int>(k);
     cusolverDnHandle_t solver = detail::cuda::thread_context().solver();
@@ -444,7 +445,8 @@ struct cuda {
     check<ShapeError>(op_rows(a, op_a) == c.rows && op_cols(b, op_b) == c.cols && op_cols(a, op_a) == op_rows(b, op_b),
                       what, ": op(a) is ", op_rows(a, op_a), " x ", op_cols(a, op_a), ", op(b) is ", op_rows(b, op_b),
                       " x ", op_cols(b, op_b), ", c is ", c.rows, " x ", c.cols);
-    if (c.empty()) return;
+    // After the shape check: cpu:: validates an empty batch too.
+    if (c.empty() || batch <= 0) return;
     const Index k = op_cols(a, op_a);
     if (k == 0) {  // no products: c = beta * c, as cpu:: does
       for (Index i = 0; i < batch; ++i) {
