@@ -40,7 +40,7 @@ namespace plora::runner {
 /// One Hub tensor of a demo checkpoint: its shape as saved and its values.
 struct HubTensor {
   std::vector<Index> shape;
-  std::vector<float> values;
+  HostMatrix::Values values;
 };
 /// A demo checkpoint's tensors by Hub key.
 using HubTensors = std::map<std::string, HubTensor>;
@@ -55,7 +55,7 @@ class HubTensorInit {
   void add(const std::string& key, std::vector<Index> shape, float stddev, float fill = 0.0f) {
     Index n = 1;
     for (const Index d : shape) n *= d;
-    std::vector<float> values(static_cast<std::size_t>(n), fill);
+    HostMatrix::Values values(static_cast<std::size_t>(n), fill);
     RandomStream rng(seed_, stream_id(key));
     if (stddev > 0.0f)
       for (float& v : values) v = stddev * rng.normal();
@@ -85,7 +85,7 @@ inline HostMatrix hub_tensor(const HubTensors& weights, std::string_view model, 
                              Index cols) {
   const auto found = weights.find(key);
   check<ValueError>(found != weights.end(), "demo ", model, ": no initial tensor '", key, "'");
-  return HostMatrix(rows, cols, found->second.values);
+  return HostMatrix::adopt(rows, cols, found->second.values);
 }
 
 /// config.json's {id2label, label2id} for class names `labels`.

@@ -247,8 +247,8 @@ inline std::pair<std::vector<TextExample>, std::vector<TextExample>> stratified_
 /// the N(0, 1) rows of `random_rows`. Returns (vocab x dims) row-major values.
 /// @tparam B  backend of the SVD
 template <Backend B>
-std::vector<float> corpus_embeddings(const DebertaV2Tokenizer& tokenizer, std::span<const std::string> sentences,
-                                     Index dims, Index window, std::vector<float> random_rows) {
+HostMatrix::Values corpus_embeddings(const DebertaV2Tokenizer& tokenizer, std::span<const std::string> sentences,
+                                     Index dims, Index window, HostMatrix::Values random_rows) {
   const Index vocab = tokenizer.vocab_size();
   check<ValueError>(static_cast<Index>(random_rows.size()) == vocab * dims, "corpus_embeddings: ",
                     random_rows.size(), " random values for ", vocab, " x ", dims);

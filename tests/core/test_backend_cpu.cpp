@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <numbers>
 #include <vector>
@@ -328,4 +329,22 @@ TEST_CASE("thin SVD reconstructs the matrix with descending singular values") {
   HostMatrix back(6, 4);
   cpu::gemm(back.view(), us.view(), Op::N, vt.view(), Op::N, 1.0f, 0.0f);
   CHECK(max_abs_diff(back.view(), a.view()) < 1e-5);
+}
+
+TEST_CASE("HostMatrix storage starts on a cache line, whatever the heap did before") {
+  // Vectorised reductions peel up to the first aligned packet, so an unaligned
+  // buffer would change their summation order and the run's rounding.
+  std::vector<std::vector<char>> clutter;
+  for (const Index cols : {Index{1}, Index{3}, Index{17}, Index{768}, Index{100003}}) {
+    clutter.emplace_back(static_cast<std::size_t>(cols % 13 + 1));  // odd-sized allocations in between
+    const HostMatrix m(2, cols);
+    CHECK(reinterpret_cast<std::uintptr_t>(m.data()) % 64 == 0);
+    const HostMatrix copy(m.view());
+    CHECK(reinterpret_cast<std::uintptr_t>(copy.data()) % 64 == 0);
+  }
+  const HostMatrix adopted = HostMatrix::adopt(2, 2, HostMatrix::Values{1, 2, 3, 4});
+  CHECK(adopted(1, 0) == 3.0f);
+  CHECK(reinterpret_cast<std::uintptr_t>(adopted.data()) % 64 == 0);
+  CHECK_THROWS_WITH_AS((void)HostMatrix::adopt(2, 3, HostMatrix::Values{1, 2}),
+                       doctest::Contains("2 values given for a 2 x 3"), ShapeError);
 }

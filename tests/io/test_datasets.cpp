@@ -144,7 +144,7 @@ TEST_CASE("pixel CSV with and without a header; malformed lines give the line nu
   const ImageDataset d = load_pixel_csv(dir / "h.csv", 1, 2, 2, raw());
   CHECK(d.labels == std::vector<std::int32_t>{1, 0});
   CHECK(d.num_classes == 2);
-  CHECK(d.pixels.values() == std::vector<float>{0, 255, 10, 20, 1, 2, 3, 4});
+  CHECK(d.pixels.values() == HostMatrix::Values{0, 255, 10, 20, 1, 2, 3, 4});
   write_bytes(dir / "n.csv", "2,1,1,1,1\n");
   CHECK(load_pixel_csv(dir / "n.csv", 1, 2, 2, raw()).num_classes == 3);
 

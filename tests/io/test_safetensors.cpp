@@ -75,12 +75,12 @@ TEST_CASE("a file written by the Python safetensors library loads with every dty
   const HostMatrix f32 = file.load("f32");
   REQUIRE(f32.rows() == 2);
   REQUIRE(f32.cols() == 3);
-  CHECK(f32.values() == std::vector<float>{-1.0f, -0.5f, 0.0f, 0.5f, 1.0f, 1.5f});
+  CHECK(f32.values() == HostMatrix::Values{-1.0f, -0.5f, 0.0f, 0.5f, 1.0f, 1.5f});
   const HostMatrix f16 = file.load("f16");  // 1-D -> 1 x n
   REQUIRE(f16.rows() == 1);
-  CHECK(f16.values() == std::vector<float>{1.0f, -2.5f, 65504.0f, std::ldexp(1.0f, -24)});
-  CHECK(file.load("bf16").values() == std::vector<float>{1.0f, -2.5f, 3.140625f, std::ldexp(1.0f, -10)});
-  CHECK(file.load("f64").values() == std::vector<float>{0.25f, -8.0f});
+  CHECK(f16.values() == HostMatrix::Values{1.0f, -2.5f, 65504.0f, std::ldexp(1.0f, -24)});
+  CHECK(file.load("bf16").values() == HostMatrix::Values{1.0f, -2.5f, 3.140625f, std::ldexp(1.0f, -10)});
+  CHECK(file.load("f64").values() == HostMatrix::Values{0.25f, -8.0f});
   const HostMatrix scalar = file.load("scalar");
   CHECK((scalar.rows() == 1 && scalar.cols() == 1 && scalar(0, 0) == 3.5f));
   const HostMatrix empty = file.load("empty");

@@ -51,7 +51,8 @@ TokenBatch fixture_batch(const io::SafetensorsFile& f, bool regression) {
   b.attention_mask = ints(f, "ref.attention_mask");
   b.token_type_ids = ints(f, "ref.token_type_ids");
   if (regression) {
-    b.targets = f.load("ref.labels").values();
+    const HostMatrix targets = f.load("ref.labels");
+    b.targets.assign(targets.values().begin(), targets.values().end());
   } else {
     b.labels = ints(f, "ref.labels");
   }

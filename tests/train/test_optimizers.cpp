@@ -160,7 +160,7 @@ TEST_CASE("exported optimizer state resumes bitwise in a fresh optimizer") {
     set_grad(a, kGrads[2]);
     set_grad(b, kGrads[0]);
     (mode == Mode::Uninterrupted ? opt : next).step(params);
-    std::vector<float> out = a.value.values();
+    std::vector<float> out(a.value.values().begin(), a.value.values().end());
     out.insert(out.end(), b.value.values().begin(), b.value.values().end());
     return out;
   };

@@ -1,8 +1,17 @@
 #pragma once
 // An owning row-major float matrix in host memory. It is the CPU backend's
 // matrix type and the exchange type of io/ (files load into it, reports read it).
+//
+// Its storage starts on a 64-byte boundary. Vectorised reductions (Eigen's
+// sums and dot products) peel scalars up to the first aligned packet, so with
+// malloc's 16-byte alignment their summation order, and the rounding of
+// every result, would depend on where the heap happened to place a buffer: the
+// same run could train differently from one output directory to another.
 #include <algorithm>
+#include <cstddef>
+#include <new>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "plora/core/error.hpp"
@@ -10,14 +19,46 @@
 
 namespace plora {
 
+/// std::allocator with the alignment of a cache line (and of an AVX-512 packet).
+template <class T>
+struct CacheLineAllocator {
+  using value_type = T;
+  static constexpr std::align_val_t kAlignment{64};
+
+  CacheLineAllocator() = default;
+  template <class U>
+  explicit CacheLineAllocator(const CacheLineAllocator<U>& /*other*/) {}
+
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlignment)); }
+  void deallocate(T* p, std::size_t /*n*/) { ::operator delete(p, kAlignment); }
+
+  template <class U>
+  bool operator==(const CacheLineAllocator<U>& /*other*/) const {
+    return true;
+  }
+};
+
 class HostMatrix {
  public:
+  using Values = std::vector<float, CacheLineAllocator<float>>;
+
   HostMatrix() = default;
   /// A zero-filled (rows x cols) matrix.
   HostMatrix(Index rows, Index cols) : rows_(rows), cols_(cols), values_(checked_size(rows, cols), 0.0f) {}
-  HostMatrix(Index rows, Index cols, std::vector<float> values) : rows_(rows), cols_(cols), values_(std::move(values)) {
+  HostMatrix(Index rows, Index cols, const std::vector<float>& values)
+      : rows_(rows), cols_(cols), values_(values.begin(), values.end()) {
     check<ShapeError>(static_cast<Index>(values_.size()) == rows * cols, "HostMatrix: ", values_.size(),
                       " values given for a ", rows, " x ", cols, " matrix");
+  }
+  /// Takes over `values` (rows * cols of them) without copying.
+  static HostMatrix adopt(Index rows, Index cols, Values values) {
+    HostMatrix m;
+    check<ShapeError>(rows >= 0 && cols >= 0 && static_cast<Index>(values.size()) == rows * cols, "HostMatrix: ",
+                      values.size(), " values given for a ", rows, " x ", cols, " matrix");
+    m.rows_ = rows;
+    m.cols_ = cols;
+    m.values_ = std::move(values);
+    return m;
   }
   /// A deep copy of any host view.
   explicit HostMatrix(ConstHostView source) : HostMatrix(source.rows, source.cols) {
@@ -29,8 +70,8 @@ class HostMatrix {
   [[nodiscard]] Index size() const { return rows_ * cols_; }
   [[nodiscard]] float* data() { return values_.data(); }
   [[nodiscard]] const float* data() const { return values_.data(); }
-  [[nodiscard]] std::vector<float>& values() { return values_; }
-  [[nodiscard]] const std::vector<float>& values() const { return values_; }
+  [[nodiscard]] Values& values() { return values_; }
+  [[nodiscard]] const Values& values() const { return values_; }
 
   [[nodiscard]] HostView view() { return {values_.data(), rows_, cols_}; }
   [[nodiscard]] ConstHostView view() const { return {values_.data(), rows_, cols_}; }
@@ -48,7 +89,7 @@ class HostMatrix {
   }
   Index rows_ = 0;
   Index cols_ = 0;
-  std::vector<float> values_;
+  Values values_;
 };
 
 /// Throws a ShapeError naming `what` unless `view` is (rows x cols).

@@ -87,7 +87,7 @@ class DatasetBuilder {
     check<IoError>(!labels_.empty(), "'", source, "' holds no images");
     ImageDataset data;
     const auto n = static_cast<Index>(labels_.size());
-    data.pixels = HostMatrix(n, channels_ * height_ * width_, std::move(values_));
+    data.pixels = HostMatrix::adopt(n, channels_ * height_ * width_, std::move(values_));
     data.labels = std::move(labels_);
     data.num_classes = static_cast<Index>(class_names.size());
     data.class_names = std::move(class_names);
@@ -100,7 +100,7 @@ class DatasetBuilder {
  private:
   PreprocessorConfig config_;
   Index channels_ = 0, height_ = 0, width_ = 0;
-  std::vector<float> values_;
+  HostMatrix::Values values_;
   std::vector<std::int32_t> labels_;
 };
 
