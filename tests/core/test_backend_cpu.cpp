@@ -347,4 +347,6 @@ TEST_CASE("HostMatrix storage starts on a cache line, whatever the heap did befo
   CHECK(reinterpret_cast<std::uintptr_t>(adopted.data()) % 64 == 0);
   CHECK_THROWS_WITH_AS((void)HostMatrix::adopt(2, 3, HostMatrix::Values{1, 2}),
                        doctest::Contains("2 values given for a 2 x 3"), ShapeError);
+  CHECK_THROWS_WITH_AS(HostMatrix(3, 1, std::vector<float>{1, 2}), doctest::Contains("2 values given for a 3 x 1"),
+                       ShapeError);
 }

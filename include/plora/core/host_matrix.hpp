@@ -45,11 +45,9 @@ class HostMatrix {
   HostMatrix() = default;
   /// A zero-filled (rows x cols) matrix.
   HostMatrix(Index rows, Index cols) : rows_(rows), cols_(cols), values_(checked_size(rows, cols), 0.0f) {}
+  /// A copy of `values` (rows * cols of them) into aligned storage.
   HostMatrix(Index rows, Index cols, const std::vector<float>& values)
-      : rows_(rows), cols_(cols), values_(values.begin(), values.end()) {
-    check<ShapeError>(static_cast<Index>(values_.size()) == rows * cols, "HostMatrix: ", values_.size(),
-                      " values given for a ", rows, " x ", cols, " matrix");
-  }
+      : HostMatrix(adopt(rows, cols, Values(values.begin(), values.end()))) {}
   /// Takes over `values` (rows * cols of them) without copying.
   static HostMatrix adopt(Index rows, Index cols, Values values) {
     HostMatrix m;

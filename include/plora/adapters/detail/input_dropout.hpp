@@ -7,8 +7,8 @@
 // The forward state lives in the caller's Saved, one per application, not in
 // the adapter: a shared site (DeBERTa's relative projections) applies the
 // same adapter more than once before its backwards run.
-#include "plora/backend/scratch.hpp"
 #include "plora/backend/concepts.hpp"
+#include "plora/backend/scratch.hpp"
 #include "plora/core/rng.hpp"
 #include "plora/nn/dropout.hpp"
 
