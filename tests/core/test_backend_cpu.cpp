@@ -83,6 +83,73 @@ TEST_CASE("gemm on strided sub-views and a shape mismatch error") {
   CHECK_THROWS_AS(cpu::gemm(wrong.view(), window, Op::N, b.view(), Op::N, 1.0f, 0.0f), ShapeError);
 }
 
+// Every extent above rank_gemm's kRankMax (16): the BLAS / Eigen path.
+TEST_CASE("gemm without a rank extent, every transpose combination") {
+  const Index m = 23, n = 19, k = 21;
+  for (Op op_a : {Op::N, Op::T})
+    for (Op op_b : {Op::N, Op::T}) {
+      const HostMatrix a = op_a == Op::N ? random_matrix(m, k, 11) : random_matrix(k, m, 11);
+      const HostMatrix b = op_b == Op::N ? random_matrix(k, n, 12) : random_matrix(n, k, 12);
+      HostMatrix c = random_matrix(m, n, 13);
+      const HostMatrix c0 = c;
+      cpu::gemm(c.view(), a.view(), op_a, b.view(), op_b, 0.5f, -2.0f);
+      const HostMatrix ab = naive_gemm(a, op_a, b, op_b);
+      double worst = 0;
+      for (Index i = 0; i < m; ++i)
+        for (Index j = 0; j < n; ++j) worst = std::max(worst, std::abs(c(i, j) - (0.5 * ab(i, j) - 2.0 * c0(i, j))));
+      // 21-term float dot products of values in [-1, 1]: below 21 * 2^-24 * 21 ~ 3e-5.
+      CHECK(worst < 3e-5);
+    }
+}
+
+// Shapes with one extent <= 16 take rank_gemm's kernels: rank_k (k small, any
+// layout), rank_n (n small, op(a) = a), rank_sum (op(a) = a^T, op(b) = b, m or
+// n small). Odd extents exercise every packet tail; the largest are split over
+// threads. c is a window of a wider matrix (ld > cols), and beta = 0 must not
+// read the stale NaNs under it.
+TEST_CASE("rank gemms equal the naive product for every layout, alpha and beta") {
+  struct Shape {
+    Index m, n, k;
+  };
+  const Shape shapes[] = {{5, 3, 7},   {37, 100, 8}, {70, 131, 16}, {2001, 301, 8}, {45, 8, 300}, {33, 5, 77},
+                          {20, 16, 40}, {3001, 8, 97}, {8, 150, 90}, {140, 8, 90}, {9, 11, 300}, {16, 1100, 257}};
+  for (const Shape& s : shapes)
+    for (Op op_a : {Op::N, Op::T})
+      for (Op op_b : {Op::N, Op::T})
+        for (const float beta : {0.0f, 1.0f, -2.0f}) {
+          CAPTURE(s.m);
+          CAPTURE(s.n);
+          CAPTURE(s.k);
+          CAPTURE(op_a == Op::N);
+          CAPTURE(op_b == Op::N);
+          CAPTURE(beta);
+          const HostMatrix a = op_a == Op::N ? random_matrix(s.m, s.k, 21) : random_matrix(s.k, s.m, 21);
+          const HostMatrix b = op_b == Op::N ? random_matrix(s.k, s.n, 22) : random_matrix(s.n, s.k, 22);
+          HostMatrix wide = random_matrix(s.m, s.n + 3, 23);
+          const HostMatrix wide0 = wide;
+          const HostView c = wide.view().block(0, 1, s.m, s.n);
+          const HostMatrix c0(ConstHostView{c});
+          if (beta == 0.0f)
+            for (Index i = 0; i < s.m; ++i)
+              for (Index j = 0; j < s.n; ++j) c.data[i * c.ld + j] = std::numeric_limits<float>::quiet_NaN();
+          cpu::gemm(c, a.view(), op_a, b.view(), op_b, 0.5f, beta);
+          const HostMatrix ab = naive_gemm(a, op_a, b, op_b);
+          // k-term float dot products of values in [-1, 1]: |error| <= k * 2^-24 * k.
+          const double tolerance = double(s.k) * double(s.k) * 0x1p-24 + 1e-6;
+          double worst = 0;
+          for (Index i = 0; i < s.m; ++i)
+            for (Index j = 0; j < s.n; ++j) {
+              const double expected = 0.5 * ab(i, j) + (beta == 0.0f ? 0.0 : beta * c0(i, j));
+              worst = std::max(worst, std::abs(double(c.data[i * c.ld + j]) - expected));
+            }
+          CHECK(worst < tolerance);
+          Index touched_outside = 0;  // the columns beside the window stay as they were
+          for (Index i = 0; i < s.m; ++i)
+            for (const Index j : {Index{0}, s.n + 1, s.n + 2}) touched_outside += wide(i, j) != wide0(i, j);
+          CHECK(touched_outside == 0);
+        }
+}
+
 TEST_CASE("strided batched gemm equals per-batch gemm") {
   const HostMatrix a = random_matrix(2 * 4, 3, 6), b = random_matrix(2 * 5, 3, 7);
   HostMatrix c(2 * 4, 5);

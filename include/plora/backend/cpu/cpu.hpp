@@ -1,7 +1,8 @@
 #pragma once
-// plora::cpu — the Backend on the host. GEMMs through Eigen 3.4, or straight
-// through cblas_sgemm when PLORA_USE_CBLAS is defined (CMake's
-// PLORA_USE_OPENBLAS); SVD through Eigen. Row-wise kernels are loops the
+// plora::cpu — the Backend on the host. GEMMs with a rank-sized extent
+// (<= 16: LoRA's) through the packing-free kernels of rank_gemm.hpp, others
+// through Eigen 3.4, or straight through cblas_sgemm when PLORA_USE_CBLAS is
+// defined (CMake's PLORA_USE_OPENBLAS); SVD through Eigen. Row-wise kernels are loops the
 // compiler vectorises (erf/exp through Eigen's packet math), split over rows
 // with OpenMP when the matrix is large enough.
 // Eigen never appears in a signature: callers see only plora views.
@@ -18,6 +19,8 @@
 
 #include "plora/backend/concepts.hpp"
 #include "plora/backend/cpu/indices.hpp"
+#include "plora/backend/cpu/parallel.hpp"
+#include "plora/backend/cpu/rank_gemm.hpp"
 #include "plora/core/error.hpp"
 #include "plora/core/host_matrix.hpp"
 #include "plora/core/rng.hpp"
@@ -42,36 +45,6 @@ inline ConstMap map(ConstHostView v) { return ConstMap(v.data, v.rows, v.cols, E
 inline Index op_rows(ConstHostView v, Op op) { return op == Op::N ? v.rows : v.cols; }
 inline Index op_cols(ConstHostView v, Op op) { return op == Op::N ? v.cols : v.rows; }
 
-/// Below this many elements a row-wise kernel runs on one thread: waking the
-/// OpenMP team costs more than a small matrix's loop.
-constexpr Index kParallelElements = Index{1} << 15;
-
-/// body(i) for i in [0, count), split over the threads GEMMs may use (one
-/// thread when nested in a parallel region); iterations must be independent.
-template <class F>
-void parallel_for(Index count, F&& body) {
-#ifdef _OPENMP
-  const int threads = Eigen::nbThreads();
-  if (threads > 1 && count > 1 && !omp_in_parallel()) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (Index i = 0; i < count; ++i) body(i);
-    return;
-  }
-#endif
-  for (Index i = 0; i < count; ++i) body(i);
-}
-
-/// body(r) for every row r of a (rows x cols) matrix: threaded only when the
-/// matrix is large enough to pay for waking the team.
-template <class F>
-void parallel_rows(Index rows, Index cols, F&& body) {
-  if (rows * cols >= kParallelElements) {
-    parallel_for(rows, body);
-  } else {
-    for (Index r = 0; r < rows; ++r) body(r);
-  }
-}
-
 /// One row of n floats as an Eigen array, so erf/exp use Eigen's vectorised packet math.
 inline Eigen::Map<Eigen::ArrayXf> row_array(float* data, Index n) { return {data, n}; }
 inline Eigen::Map<const Eigen::ArrayXf> row_array(const float* data, Index n) { return {data, n}; }
@@ -91,6 +64,8 @@ inline Index gemm_row_blocks(Index m, Index n, Index k) {
   (void)m, (void)n, (void)k;
   return 1;
 }
+/// Rows a rank GEMM streams from which its kernel beats OpenBLAS (section 2 of docs/benchmarks.md).
+constexpr Index kRankGemmMinRowsOverBlas = 256;
 inline CBLAS_TRANSPOSE cblas_op(Op op) { return op == Op::N ? CblasNoTrans : CblasTrans; }
 inline blasint blas_int(Index v) {
   check<ShapeError>(v <= std::numeric_limits<blasint>::max(), "cpu::gemm: extent ", v, " exceeds the BLAS integer");
@@ -487,6 +462,9 @@ struct cpu {
       scale_or_zero(c, beta);
       return;
     }
+    // OpenBLAS's own path is faster than the rank kernels on a few hundred
+    // rows (Partial's token tiles), slower on whole activations (docs/benchmarks.md §2).
+    if (rank_gemm::gemm(c, a, op_a, b, op_b, alpha, beta, kRankGemmMinRowsOverBlas)) return;
     // One thread pool for everything: OpenBLAS's own threads would spin
     // against the OpenMP team of the row-wise kernels, so OpenBLAS runs
     // single-threaded and a large GEMM is split into row blocks of c over
@@ -509,8 +487,13 @@ struct cpu {
       if (first < c.rows) rows_block(first, std::min(block_rows, c.rows - first));
     });
 #else
+    if (c.empty()) return;
+    if (a.empty() || b.empty()) {  // k = 0: no product, only the beta scaling
+      scale_or_zero(c, beta);
+      return;
+    }
+    if (rank_gemm::gemm(c, a, op_a, b, op_b, alpha, beta, 0)) return;  // faster than Eigen's at any size
     scale_or_zero(c, beta);
-    if (a.empty() || b.empty()) return;
     auto cm = map(c);
     const auto am = map(a);
     const auto bm = map(b);
