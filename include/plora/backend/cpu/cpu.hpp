@@ -64,13 +64,20 @@ inline Index gemm_row_blocks(Index m, Index n, Index k) {
   (void)m, (void)n, (void)k;
   return 1;
 }
-/// Rows a rank GEMM streams from which its kernel beats OpenBLAS (section 2 of docs/benchmarks.md).
-constexpr Index kRankGemmMinRowsOverBlas = 256;
 inline CBLAS_TRANSPOSE cblas_op(Op op) { return op == Op::N ? CblasNoTrans : CblasTrans; }
 inline blasint blas_int(Index v) {
   check<ShapeError>(v <= std::numeric_limits<blasint>::max(), "cpu::gemm: extent ", v, " exceeds the BLAS integer");
   return static_cast<blasint>(v);
 }
+#endif
+
+/// Rows a rank GEMM must stream for its packing-free kernel to run: OpenBLAS
+/// is faster on a few hundred rows (Partial's token tiles), slower on whole
+/// activations; Eigen's kernel is slower at every size (docs/benchmarks.md §2).
+#ifdef PLORA_USE_CBLAS
+constexpr Index kRankGemmMinRows = 256;
+#else
+constexpr Index kRankGemmMinRows = 0;
 #endif
 }  // namespace detail::cpu
 
@@ -456,15 +463,13 @@ struct cpu {
   static void gemm_unchecked(HostView c, ConstHostView a, Op op_a, ConstHostView b, Op op_b, float alpha,
                              float beta) {
     using namespace detail::cpu;
-#ifdef PLORA_USE_CBLAS
     if (c.empty()) return;
     if (a.empty() || b.empty()) {  // k = 0: no product, only the beta scaling
       scale_or_zero(c, beta);
       return;
     }
-    // OpenBLAS's own path is faster than the rank kernels on a few hundred
-    // rows (Partial's token tiles), slower on whole activations (docs/benchmarks.md §2).
-    if (rank_gemm::gemm(c, a, op_a, b, op_b, alpha, beta, kRankGemmMinRowsOverBlas)) return;
+    if (rank_gemm::gemm(c, a, op_a, b, op_b, alpha, beta, kRankGemmMinRows)) return;
+#ifdef PLORA_USE_CBLAS
     // One thread pool for everything: OpenBLAS's own threads would spin
     // against the OpenMP team of the row-wise kernels, so OpenBLAS runs
     // single-threaded and a large GEMM is split into row blocks of c over
@@ -487,12 +492,6 @@ struct cpu {
       if (first < c.rows) rows_block(first, std::min(block_rows, c.rows - first));
     });
 #else
-    if (c.empty()) return;
-    if (a.empty() || b.empty()) {  // k = 0: no product, only the beta scaling
-      scale_or_zero(c, beta);
-      return;
-    }
-    if (rank_gemm::gemm(c, a, op_a, b, op_b, alpha, beta, 0)) return;  // faster than Eigen's at any size
     scale_or_zero(c, beta);
     auto cm = map(c);
     const auto am = map(a);

@@ -22,7 +22,6 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <vector>
 
 #include "plora/backend/concepts.hpp"
 #include "plora/backend/cpu/parallel.hpp"
@@ -56,10 +55,12 @@ inline Packet scaled(const float* c, float beta) {
 inline float scaled(float c, float beta) { return beta == 0.0f ? 0.0f : beta * c; }
 
 /// The caller thread's scratch buffers (slot 0: a transposed operand or an
-/// accumulator; slot 1: scaled weights), kept between calls: no allocation per step.
+/// accumulator; slot 1: scaled weights), kept between calls: no allocation per
+/// step. Cache-line aligned like every HostMatrix, so a packet of a row whose
+/// length is a multiple of 16 never straddles two lines.
 template <int Slot>
 float* scratch(Index floats) {
-  thread_local std::vector<float> buffer;
+  thread_local HostMatrix::Values buffer;
   if (static_cast<Index>(buffer.size()) < floats) buffer.resize(static_cast<std::size_t>(floats));
   return buffer.data();
 }
