@@ -89,6 +89,7 @@ TEST_CASE("AdaLora gradients match finite differences (E non-zero), with and wit
   const HostMatrix x = random_matrix(kTokens, kIn, 9);
   check_gradients(ada, x, 10);
   check_accumulation(ada, x, 11);
+  check_strided_operands(ada, x, 12);
 
   AdaLora<cpu> dropped(kOut, kIn, config(3, 8.0f, 0.3f), RandomStream(1, 2));
   randomize_parameters(dropped, 8);

@@ -67,6 +67,7 @@ TEST_CASE("FullDelta starts at zero, adds x dW^T and trains every entry") {
   CHECK(worst < 1e-5);  // 9-term float sums of O(1) terms
   check_gradients(full, x, 5);
   check_accumulation(full, x, 6);
+  check_strided_operands(full, x, 6);
   check_merge(full, x, 7);
 
   FullDelta<cpu>::Saved saved;
@@ -124,6 +125,7 @@ TEST_CASE("RandomMasking gradients are the dense ones on the support and zero el
     cpu::mul(numeric.view(), mask.view());
   });
   check_accumulation(masking, x, 12);
+  check_strided_operands(masking, x, 12);
   check_merge(masking, x, 13);
   const HostMatrix grad(masking.parameters().at(0).grad);
   bool zero_off_support = true;

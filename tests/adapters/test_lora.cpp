@@ -81,6 +81,7 @@ TEST_CASE("Lora gradients match finite differences, accumulate, and skip an empt
   const HostMatrix x = random_matrix(kTokens, kIn, 7);
   check_gradients(lora, x, 8);
   check_accumulation(lora, x, 9);
+  check_strided_operands(lora, x, 10);
 }
 
 TEST_CASE("Lora gradients through input dropout in training mode") {

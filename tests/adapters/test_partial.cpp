@@ -247,6 +247,7 @@ TEST_CASE("Partial adapters: finite-difference gradients, accumulation, merge") 
   randomize_parameters(lora, 21);
   check_gradients(lora, x, 22);
   check_accumulation(lora, x, 23);
+  check_strided_operands(lora, x, 23);
   check_merge(lora, x, 24);
 
   PartialAdaLora<cpu> ada(kOut, kIn, {adalora_config(), kRows, kCols}, RandomStream(1, 2));
@@ -254,6 +255,7 @@ TEST_CASE("Partial adapters: finite-difference gradients, accumulation, merge") 
   randomize_parameters(ada, 25);
   check_gradients(ada, x, 26);
   check_accumulation(ada, x, 27);
+  check_strided_operands(ada, x, 27);
   check_merge(ada, x, 28);
 
   // Through the compact adapter's input dropout, rewound before every forward.

@@ -69,7 +69,9 @@ void check_against_reference(const std::filesystem::path& dir) {
   for (Index i = 0; i <= c.num_hidden_layers; ++i) {
     INFO("hidden state ", i);
     const HostMatrix expected = reference.load("hidden_states." + std::to_string(i), rows, c.hidden_size);
-    const double error = max_abs_diff(model.hidden_state(i), expected.view());
+    // The last layer computes token 0 of each image only (the head's input).
+    const ConstHostView compared = i == c.num_hidden_layers ? expected.view().every_nth_row(model.tokens()) : expected.view();
+    const double error = max_abs_diff(model.hidden_state(i), compared);
     CHECK(error <= 1e-4);
     hidden_error = std::max(hidden_error, error);
   }
@@ -174,6 +176,46 @@ TEST_CASE("inference forwards pass one layer's buffers along and match the train
   CHECK(std::abs(double(loss) - expected_loss) <= 1e-5);
 }
 
+TEST_CASE("the last layer computes token 0 alone unless every token is asked for: the same logits, loss and gradients") {
+  const std::filesystem::path dir = kData / "vit_a";
+  const auto make = [&] {
+    LoraVit m = load_vit_checkpoint<cpu, Lora<cpu>>(dir);
+    attach_adapters(m, std::vector<std::string>{"query", "value"}, [](const std::string& site, Index out, Index in) {
+      Lora<cpu> lora(out, in, LoraConfig{.rank = 4, .alpha = 8.0f}, RandomStream(1, stream_id(site)));
+      cpu::fill(lora.lora_B(), 0.05f);  // non-zero B: A gets gradients too
+      return lora;
+    });
+    return m;
+  };
+  LoraVit pruned = make(), every = make();
+  every.set_every_token(true);
+  const io::SafetensorsFile reference = io::SafetensorsFile::open(dir / "reference.safetensors");
+  const ImageBatch batch = reference_batch(reference, pruned.config());
+  const Index layers = pruned.config().num_hidden_layers, n = batch.size();
+
+  // Both compute token 0's rows with the same float operations; GEMMs over
+  // fewer rows may block their sums differently, a few ulps of O(1) values,
+  // grown through the layers to ~1e-6 relative. 1e-5 bounds it; a dropped or
+  // misplaced row gives O(1) errors.
+  const HostMatrix logits = to_host<cpu>(pruned.forward(batch));
+  CHECK(max_abs_diff(logits.view(), to_host<cpu>(every.forward(batch)).view()) <= 1e-5);
+  CHECK(pruned.hidden_state(layers).rows == n);
+  CHECK(every.hidden_state(layers).rows == n * every.tokens());
+  CHECK(max_abs_diff(pruned.hidden_state(layers), every.hidden_state(layers).every_nth_row(every.tokens())) <= 1e-5);
+
+  pruned.zero_grad();
+  every.zero_grad();
+  const float loss = pruned.forward_backward(batch);
+  CHECK(std::abs(double(loss) - double(every.forward_backward(batch))) <= 1e-6);
+  const auto pruned_params = pruned.parameters(), every_params = every.parameters();
+  REQUIRE(pruned_params.size() == every_params.size());
+  for (std::size_t i = 0; i < pruned_params.size(); ++i) {
+    INFO("gradient of ", pruned_params[i].name);
+    CHECK(max_abs(every_params[i].grad) > 0.0);
+    CHECK(relative_error(pruned_params[i].grad, every_params[i].grad) <= 1e-5);
+  }
+}
+
 TEST_CASE("ViT training dropouts: transformers' placement, reproducible masks, gradients equal finite differences") {
   // The fixture's config has no dropout (as the Hub's ViTs); this test sets 0.1 for both.
   const std::filesystem::path dir = kData / "vit_a";
@@ -200,11 +242,14 @@ TEST_CASE("ViT training dropouts: transformers' placement, reproducible masks, g
   model.zero_grad();
   (void)model.forward_backward(batch);
   // Elements drawn by one training forward: the embeddings, then per layer the
-  // attention probabilities and both residual branches. The head has none.
+  // attention probabilities and both residual branches, in the last layer
+  // for token 0's queries and rows only. The head has none.
   const auto per_layer =
       static_cast<std::uint64_t>(n * config.num_attention_heads * tokens * tokens + 2 * rows * hidden);
-  CHECK(model.dropout_stream().offset() == static_cast<std::uint64_t>(rows * hidden) +
-                                               static_cast<std::uint64_t>(config.num_hidden_layers) * per_layer);
+  const auto last_layer = static_cast<std::uint64_t>(n * config.num_attention_heads * tokens + 2 * n * hidden);
+  CHECK(model.dropout_stream().offset() ==
+        static_cast<std::uint64_t>(rows * hidden) +
+            static_cast<std::uint64_t>(config.num_hidden_layers - 1) * per_layer + last_layer);
 
   probe.set_training(true);
   const HostMatrix first = to_host<cpu>(probe.forward(batch));
@@ -237,6 +282,7 @@ TEST_CASE("a checkpoint for another number of labels gets a new head, the backbo
   CHECK(vit_head_matches(io::SafetensorsFile::open(dir / "model.safetensors"), 10));
   CHECK_FALSE(vit_head_matches(io::SafetensorsFile::open(dir / "model.safetensors"), 5));
   LoraVit model = load_vit_checkpoint<cpu, Lora<cpu>>(dir, 5, 7);
+  model.set_every_token(true);  // hidden_state(layers) then holds every token
   CHECK(model.config().num_labels == 5);
   CHECK(model.config().id2label.empty());
   const io::SafetensorsFile reference = io::SafetensorsFile::open(dir / "reference.safetensors");

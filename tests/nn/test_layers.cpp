@@ -262,6 +262,40 @@ TEST_CASE("self-attention backward matches finite differences (input, LoRA on al
   }
 }
 
+TEST_CASE("self-attention on first tokens only: token 0's rows of the full forward; its backward by finite differences") {
+  for (const AttentionCase c : {AttentionCase{3, 4, 2}, AttentionCase{1, 5, 3}}) {
+    const Index hidden = 6, in = 5, out = 4, rows = c.batch * c.tokens;
+    HostMatrix x = random_matrix(rows, in, 91);
+    Attention attention(random_site("q", hidden, in, 92), random_site("k", hidden, in, 94),
+                        random_site("v", hidden, in, 96), random_site("o", out, hidden, 98), c.heads);
+    std::vector<Site*> sites = {&attention.query(), &attention.key(), &attention.value(), &attention.output()};
+    std::uint64_t seed = 100;
+    for (Site* s : sites) s->attach(random_lora(s->out_features(), s->in_features(), seed += 3));
+    HostMatrix mask(c.batch, c.tokens);
+    mask(0, c.tokens - 1) = -1e9f;  // the mask's rows must follow the shorter score blocks
+    HostMatrix every(rows, out), first(c.batch, out);
+    attention.forward(every.view(), x.view(), c.tokens, mask.view());
+    attention.forward(first.view(), x.view(), c.tokens, mask.view(), nullptr, Queries::first_token);
+    CHECK(attention.probabilities().rows == c.batch * c.heads);
+    INFO("batch ", c.batch, " tokens ", c.tokens, " heads ", c.heads);
+    // The same float sums, possibly blocked differently in GEMMs of other
+    // shapes: a few ulps of these O(1) outputs.
+    CHECK(max_abs_diff(first.view(), every.view().every_nth_row(c.tokens)) < 1e-6);
+
+    const HostMatrix weights = random_matrix(c.batch, out, 110);
+    BackwardScratch<cpu> scratch;
+    const auto loss = [&] {
+      attention.forward(first.view(), x.view(), c.tokens, mask.view(), nullptr, Queries::first_token);
+      return weighted_sum(first.view(), weights.view());
+    };
+    loss();
+    for (Site* s : sites) s->adapter().zero_grad();
+    HostMatrix dx(rows, in);
+    attention.backward(dx.view(), weights.view(), x.view(), scratch);
+    check_gradients(x.view(), dx, loss, sites);
+  }
+}
+
 TEST_CASE("self-attention with an empty dx still fills site gradients, and dW for SNIP") {
   const Index tokens = 3, hidden = 4, rows = 2 * tokens;
   HostMatrix x = random_matrix(rows, hidden, 61);

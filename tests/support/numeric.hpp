@@ -19,17 +19,27 @@ inline HostMatrix random_matrix(Index rows, Index cols, std::uint64_t seed, floa
   return m;
 }
 
+/// NaN when any difference is NaN (std::max would drop it), so no bound holds.
 inline double max_abs_diff(ConstHostView a, ConstHostView b) {
   double worst = 0.0;
   for (Index r = 0; r < a.rows; ++r)
-    for (Index c = 0; c < a.cols; ++c) worst = std::max(worst, std::abs(double(a(r, c)) - double(b(r, c))));
+    for (Index c = 0; c < a.cols; ++c) {
+      const double difference = std::abs(double(a(r, c)) - double(b(r, c)));
+      if (std::isnan(difference)) return difference;
+      worst = std::max(worst, difference);
+    }
   return worst;
 }
 
+/// NaN when any entry is NaN.
 inline double max_abs(ConstHostView a) {
   double worst = 0.0;
   for (Index r = 0; r < a.rows; ++r)
-    for (Index c = 0; c < a.cols; ++c) worst = std::max(worst, std::abs(double(a(r, c))));
+    for (Index c = 0; c < a.cols; ++c) {
+      const double magnitude = std::abs(double(a(r, c)));
+      if (std::isnan(magnitude)) return magnitude;
+      worst = std::max(worst, magnitude);
+    }
   return worst;
 }
 

@@ -43,6 +43,9 @@ struct MatrixView {
   [[nodiscard]] constexpr MatrixView row_block(Index first, Index count) const {
     return {data + first * ld, count, cols, ld};
   }
+  /// Rows 0, step, 2 step, ... (a whole number of steps): token 0 of every
+  /// sequence when step is the sequence length.
+  [[nodiscard]] constexpr MatrixView every_nth_row(Index step) const { return {data, rows / step, cols, ld * step}; }
   /// Columns [first, first + count) of every row.
   [[nodiscard]] constexpr MatrixView col_block(Index first, Index count) const {
     return {data + first, rows, count, ld};

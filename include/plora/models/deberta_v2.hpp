@@ -283,7 +283,7 @@ class DebertaV2 {
     const View d_context = cls_rows(d_top);
     pooler_.backward(d_context, d_pre, pooler_dropout_.output(cls_rows(hidden_.back().rows(rows))));
     pooler_dropout_.backward(d_context);
-    detail::backward_layers(layers_, d_stream_, rows, hidden, [&](std::size_t l, View dx, ConstView dy) {
+    detail::backward_layers(layers_, d_stream_, rows, rows, hidden, [&](std::size_t l, View dx, ConstView dy) {
       layers_[l].backward(dx, dy, hidden_[l].rows(rows), rel_, scratch_, attn_);
     });
     return loss;

@@ -3,7 +3,10 @@
 // linear sites: patch + CLS + position embeddings, pre-LN encoder layers
 //   h = x + O(Attn(LN_before(x))),   y = h + W2 gelu(W1 LN_after(h)),
 // the final vit.layernorm on token 0 only (the other tokens' normalised values
-// are never used), and a trainable classifier on it. No pooler. In training
+// are never used), and a trainable classifier on it. No pooler. As the head
+// reads token 0 alone, the last layer computes only token 0's output (its keys
+// and values still see every token): the same logits and gradients for about
+// 1/L less work; set_every_token(true) computes every token there. In training
 // (set_training(true)) the embeddings, the attention probabilities and both
 // residual branches pass through transformers' dropouts (hidden_dropout_prob,
 // attention_probs_dropout_prob; 0 in the Hub's ViTs), drawn from
@@ -86,36 +89,41 @@ class VitLayer {
     return mlp_.output();
   }
 
-  /// y (rows, hidden) from x (rows, hidden), rows = batch * tokens. With a
+  /// y from x (rows, hidden), rows = batch * tokens: (rows, hidden) for
+  /// every token, (batch, hidden) for the first token of each image only
+  /// (everything above the keys and values then runs on those rows). With a
   /// `dropout` stream (training) the dropouts draw from it.
-  void forward(View y, ConstView x, Index tokens, RandomStream* dropout) {
+  void forward(View y, ConstView x, Index tokens, RandomStream* dropout, Queries queries = Queries::every_token) {
     const Index rows = x.rows, hidden = x.cols;
-    const View normed_before = normed_before_.rows(rows, hidden), h = h_.rows(rows, hidden);
-    const View normed_after = normed_after_.rows(rows, hidden);
+    token_step_ = queries == Queries::first_token ? tokens : 1;
+    const Index out_rows = rows / token_step_;
+    const View normed_before = normed_before_.rows(rows, hidden), h = h_.rows(out_rows, hidden);
+    const View normed_after = normed_after_.rows(out_rows, hidden);
     before_.forward(normed_before, x);
-    attention_.forward(h, normed_before, tokens, {}, dropout);
+    attention_.forward(h, normed_before, tokens, {}, dropout, queries);
     attention_dropout_.forward(h, dropout);
-    B::axpy(h, 1.0f, x);  // h = x + dropout(attention)
+    B::axpy(h, 1.0f, x.every_nth_row(token_step_));  // h = x + dropout(attention)
     after_.forward(normed_after, h);
     mlp_.forward(y, normed_after);
     output_dropout_.forward(y, dropout);
     B::axpy(y, 1.0f, h);  // y = h + dropout(mlp)
   }
 
-  /// dx (rows, hidden) from dy and the forward input x; an empty dx skips
-  /// everything below the sites (the first layer's input is frozen).
+  /// dx (rows, hidden) from dy (as the forward's y) and the forward input x;
+  /// an empty dx skips everything below the sites (the first layer's input is frozen).
   void backward(View dx, ConstView dy, ConstView x, BackwardScratch<B>& scratch) {
-    const Index rows = x.rows, hidden = x.cols;
-    const View d_normed = scratch.d_normed.rows(rows, hidden), dh = scratch.d_hidden.rows(rows, hidden);
-    const View d_branch = scratch.d_branch.rows(rows, hidden);
-    mlp_.backward(d_normed, output_dropout_.backward(d_branch, dy), normed_after_.rows(rows), scratch);
-    after_.backward(dh, d_normed, h_.rows(rows));
+    const Index rows = x.rows, out_rows = rows / token_step_, hidden = x.cols;
+    const View d_normed = scratch.d_normed.rows(rows, hidden), dh = scratch.d_hidden.rows(out_rows, hidden);
+    const View d_branch = scratch.d_branch.rows(out_rows, hidden);
+    const View d_normed_after = d_normed.row_block(0, out_rows);
+    mlp_.backward(d_normed_after, output_dropout_.backward(d_branch, dy), normed_after_.rows(out_rows), scratch);
+    after_.backward(dh, d_normed_after, h_.rows(out_rows));
     B::axpy(dh, 1.0f, dy);
     attention_.backward(dx.empty() ? View{} : d_normed, attention_dropout_.backward(d_branch, dh),
                         normed_before_.rows(rows), scratch);
     if (dx.empty()) return;
     before_.backward(dx, d_normed, x);
-    B::axpy(dx, 1.0f, dh);
+    B::axpy(dx.every_nth_row(token_step_), 1.0f, dh);
   }
 
   /// Exchanges the forward state (not the weights) with another layer.
@@ -127,6 +135,7 @@ class VitLayer {
     std::swap(normed_before_, other.normed_before_);
     std::swap(h_, other.h_);
     std::swap(normed_after_, other.normed_after_);
+    std::swap(token_step_, other.token_step_);
     attention_dropout_.swap_activations(other.attention_dropout_);
     output_dropout_.swap_activations(other.output_dropout_);
   }
@@ -136,7 +145,9 @@ class VitLayer {
   SelfAttention<B, A> attention_;
   LayerNorm<B> after_;
   Mlp<B, A> mlp_;
-  detail::Scratch<B> normed_before_, h_, normed_after_;  // (rows, hidden) each
+  Index token_step_ = 1;  // 1, or tokens when the last forward computed first tokens only
+  detail::Scratch<B> normed_before_;         // (rows, hidden)
+  detail::Scratch<B> h_, normed_after_;      // (rows / token_step_, hidden) each
   Dropout<B> attention_dropout_, output_dropout_;        // on the two residual branches
 };
 
@@ -235,10 +246,11 @@ class Vit {
     const View d_cls = d_cls_.rows(n, hidden);
     classifier_.backward(d_cls, d_logits, cls_normed_.rows(n));
 
-    const View d_top = d_stream_[0].rows(rows, hidden);
-    B::fill(d_top, 0.0f);  // only token 0 reaches the head
-    final_norm_.backward(cls_rows(d_top), d_cls, cls_rows(hidden_.back().rows(rows)));
-    detail::backward_layers(layers_, d_stream_, rows, hidden, [&](std::size_t l, View dx, ConstView dy) {
+    const Index top_rows = n * top_token_step();
+    const View d_top = d_stream_[0].rows(top_rows, hidden);
+    if (top_rows != n) B::fill(d_top, 0.0f);  // only token 0 reaches the head
+    final_norm_.backward(cls_rows(d_top), d_cls, cls_rows(hidden_.back().rows(top_rows)));
+    detail::backward_layers(layers_, d_stream_, top_rows, rows, hidden, [&](std::size_t l, View dx, ConstView dy) {
       layers_[l].backward(dx, dy, hidden_[l].rows(rows), scratch_);
     });
     return loss;
@@ -281,13 +293,19 @@ class Vit {
     return detail::find_layer_site(layers_, name, kLayerPrefix, "ViT");
   }
 
+  /// Whether the last layer computes every token's output (for
+  /// hidden_state(num_hidden_layers)) or, by default, token 0's alone.
+  void set_every_token(bool every_token) { every_token_ = every_token; }
+
   /// Hidden state i of the last forward, (batch * tokens, hidden): i = 0 the
   /// embeddings, i = l + 1 the output of layer l (before the final LayerNorm),
-  /// as transformers' output_hidden_states.
+  /// as transformers' output_hidden_states. The last layer's is (batch,
+  /// hidden), token 0 of each image, unless set_every_token(true).
   [[nodiscard]] ConstView hidden_state(Index i) const {
     check<ValueError>(i >= 0 && i < static_cast<Index>(hidden_.size()), "ViT hidden state ", i, " is outside [0, ",
                       hidden_.size(), ")");
-    return hidden_[static_cast<std::size_t>(i)].rows(batch_ * tokens());
+    const bool top = i + 1 == static_cast<Index>(hidden_.size());
+    return hidden_[static_cast<std::size_t>(i)].rows(batch_ * (top ? top_token_step() : tokens()));
   }
 
  private:
@@ -322,19 +340,25 @@ class Vit {
     embeddings_.forward(hidden_[0].rows(n * tokens, hidden), pixels);
     embedding_dropout_.forward(hidden_[0].rows(n * tokens, hidden), dropout);  // frozen embeddings: no backward
     detail::forward_layers(layers_, kept, [&](std::size_t l) {
-      layers_[l].forward(hidden_[l + 1].rows(n * tokens, hidden), hidden_[l].rows(n * tokens), tokens, dropout);
+      const bool top = l + 1 == layers_.size();
+      const Index out_rows = n * (top ? top_token_step() : tokens);
+      layers_[l].forward(hidden_[l + 1].rows(out_rows, hidden), hidden_[l].rows(n * tokens), tokens, dropout,
+                         top && !every_token_ ? Queries::first_token : Queries::every_token);
     });
     const View cls_normed = cls_normed_.rows(n, hidden);
-    final_norm_.forward(cls_normed, cls_rows(hidden_.back().rows(n * tokens)));
+    final_norm_.forward(cls_normed, cls_rows(hidden_.back().rows(n * top_token_step())));
     const View logits = logits_.rows(n, config_.num_labels);
     classifier_.forward(logits, cls_normed);
     return logits;
   }
 
-  /// Token 0 of every image: (batch, hidden) with a stride of one sequence.
+  /// Rows between consecutive images' token 0 in the top of the stream (the
+  /// last layer's output, or the embeddings when there are no layers).
+  [[nodiscard]] Index top_token_step() const { return every_token_ || layers_.empty() ? tokens() : 1; }
+  /// Token 0 of every image in the top of the stream: (batch, hidden).
   template <class T>
-  [[nodiscard]] MatrixView<T, typename B::Space> cls_rows(MatrixView<T, typename B::Space> stream) const {
-    return {stream.data, batch_, stream.cols, tokens() * stream.ld};
+  [[nodiscard]] MatrixView<T, typename B::Space> cls_rows(MatrixView<T, typename B::Space> top) const {
+    return top.every_nth_row(top_token_step());
   }
 
   template <class F>
@@ -351,6 +375,7 @@ class Vit {
   Dropout<B> embedding_dropout_;
   RandomStream dropout_stream_;
   bool training_ = false;
+  bool every_token_ = false;  // the last layer's outputs: every token's, or token 0's
   Index batch_ = 0;  // images in the last forward
 
   detail::Scratch<B> pixels_;                 // (batch, C S S)

@@ -6,6 +6,9 @@
 //   out     = concat_h(dropout(P_(n,h)) V_(n,h)) Wo^T + bo   (dropout in training only)
 // Head h of image n is the column block [h d, (h + 1) d) of rows [n T, (n + 1) T):
 // a strided view, so the per-head products are batched GEMMs on views, no copies.
+// A forward may compute the queries of each sequence's first token only (a
+// classifier on token 0 reads nothing else): Q and P shrink to one row per
+// (image, head) while K and V still come from every token.
 #include <cmath>
 #include <string>
 #include <utility>
@@ -18,6 +21,9 @@
 #include "plora/nn/linear_site.hpp"
 
 namespace plora {
+
+/// Which tokens' outputs an attention forward computes.
+enum class Queries { every_token, first_token };
 
 /// @tparam B  backend
 /// @tparam A  adapter type the four sites may carry
@@ -51,71 +57,84 @@ class SelfAttention {
   [[nodiscard]] Site& output() { return output_; }
   [[nodiscard]] Index heads() const { return heads_; }
   [[nodiscard]] Index head_dim() const { return query_.out_features() / heads_; }
-  /// The attention probabilities of the last forward, (batch * heads * tokens, tokens),
-  /// rows ordered (image, head, query token).
-  [[nodiscard]] ConstView probabilities() const { return probs_.rows(batch_ * heads_ * tokens_); }
+  /// The attention probabilities of the last forward, (batch * heads * query
+  /// tokens, tokens), rows ordered (image, head, query token).
+  [[nodiscard]] ConstView probabilities() const { return probs_.rows(batch_ * heads_ * query_tokens_); }
 
-  /// out (rows, out) from x (rows, in), rows = batch * tokens. `mask` is empty
-  /// or (batch x tokens) of additive key scores (0 to attend, a large negative
+  /// out from x (rows, in), rows = batch * tokens: (rows, out) for every
+  /// token's queries, (batch, out) for the first token's. `mask` is empty or
+  /// (batch x tokens) of additive key scores (0 to attend, a large negative
   /// value for padding), added to every head's scores of that image. With a
   /// `dropout` stream (training) P's dropout draws from it.
-  void forward(View out, ConstView x, Index tokens, ConstView mask = {}, RandomStream* dropout = nullptr) {
+  void forward(View out, ConstView x, Index tokens, ConstView mask = {}, RandomStream* dropout = nullptr,
+               Queries queries = Queries::every_token) {
     check<ShapeError>(tokens > 0 && x.rows % tokens == 0, query_.name(), ": ", x.rows,
                       " input rows are not a whole number of ", tokens, "-token sequences");
     tokens_ = tokens;
+    query_tokens_ = queries == Queries::first_token ? 1 : tokens;
     batch_ = x.rows / tokens;
     check<ShapeError>(mask.empty() || (mask.rows == batch_ && mask.cols == tokens), query_.name(),
                       ": attention mask must be ", batch_, " x ", tokens, ", got ", mask.rows, " x ", mask.cols);
-    const Index rows = x.rows, hidden = query_.out_features();
-    const View q = q_.rows(rows, hidden), k = k_.rows(rows, hidden), v = v_.rows(rows, hidden);
-    query_.forward(q, x, saved_query_);
+    const Index rows = x.rows, query_rows = batch_ * query_tokens_, hidden = query_.out_features();
+    check<ShapeError>(out.rows == query_rows, query_.name(), ": output has ", out.rows, " rows, expected ",
+                      query_rows, " (", query_tokens_, " query tokens of ", batch_, " sequences)");
+    const View q = q_.rows(query_rows, hidden), k = k_.rows(rows, hidden), v = v_.rows(rows, hidden);
+    query_.forward(q, query_rows_of(x), saved_query_);
     key_.forward(k, x, saved_key_);
     value_.forward(v, x, saved_value_);
 
-    const View probs = probs_.rows(batch_ * heads_ * tokens, tokens);
-    per_head(scores_of(probs), heads_of(cv(q)), Op::N, heads_of(cv(k)), Op::T, scale(), 0.0f);  // Q K^T / sqrt(d)
+    const View probs = probs_.rows(query_rows * heads_, tokens);
+    per_head(scores_of(probs), queries_of(cv(q)), Op::N, keys_of(cv(k)), Op::T, scale(), 0.0f);  // Q K^T / sqrt(d)
     if (!mask.empty())
       for (Index n = 0; n < batch_; ++n)
-        B::add_row_vector(probs.row_block(n * heads_ * tokens, heads_ * tokens), mask.row_block(n, 1));
+        B::add_row_vector(probs.row_block(n * heads_ * query_tokens_, heads_ * query_tokens_), mask.row_block(n, 1));
     B::softmax_rows(probs);
     const ConstView weights = probability_dropout_.forward(probs, dropout);
-    const View context = context_.rows(rows, hidden);
-    per_head(heads_of(context), scores_of(weights), Op::N, heads_of(cv(v)), Op::N, 1.0f, 0.0f);  // P V
+    const View context = context_.rows(query_rows, hidden);
+    per_head(queries_of(context), scores_of(weights), Op::N, keys_of(cv(v)), Op::N, 1.0f, 0.0f);  // P V
     output_.forward(out, context, saved_output_);
   }
 
-  /// dx (rows, in) from dout (rows, out) and the forward input x; site gradients
-  /// accumulate. An empty dx skips the input gradient (site parameter grads are still filled).
+  /// dx (rows, in) from dout (as the forward's out) and the forward input x;
+  /// site gradients accumulate. An empty dx skips the input gradient (site
+  /// parameter grads are still filled).
   void backward(View dx, ConstView dout, ConstView x, BackwardScratch<B>& scratch) {
-    const Index rows = x.rows, hidden = query_.out_features(), tokens = tokens_;
+    const Index rows = x.rows, query_rows = batch_ * query_tokens_, hidden = query_.out_features();
     check<ShapeError>(rows == batch_ * tokens_, query_.name(), ": backward got ", rows,
                       " input rows but forward saw ", batch_ * tokens_);
-    const ConstView probs = probs_.rows(rows * heads_);
-    const View d_context = scratch.d_context.rows(rows, hidden);
-    output_.backward(d_context, dout, context_.rows(rows), saved_output_);
+    const ConstView probs = probs_.rows(query_rows * heads_);
+    const View d_context = scratch.d_context.rows(query_rows, hidden);
+    output_.backward(d_context, dout, context_.rows(query_rows), saved_output_);
 
-    const View d_probs = scratch.d_probs.rows(rows * heads_, tokens);
+    const View d_probs = scratch.d_probs.rows(query_rows * heads_, tokens_);
     const View d_value = scratch.d_value.rows(rows, hidden);
-    per_head(scores_of(d_probs), heads_of(cv(d_context)), Op::N, heads_of(v_.rows(rows)), Op::T, 1.0f, 0.0f);  // dC V^T
-    per_head(heads_of(d_value), scores_of(probability_dropout_.output(probs)), Op::T, heads_of(cv(d_context)), Op::N,
+    per_head(scores_of(d_probs), queries_of(cv(d_context)), Op::N, keys_of(v_.rows(rows)), Op::T, 1.0f,
+             0.0f);  // dC V^T
+    per_head(keys_of(d_value), scores_of(probability_dropout_.output(probs)), Op::T, queries_of(cv(d_context)), Op::N,
              1.0f, 0.0f);  // P^T dC
     probability_dropout_.backward(d_probs);
-    const View d_scores = scratch.d_scores.rows(rows * heads_, tokens);
+    const View d_scores = scratch.d_scores.rows(query_rows * heads_, tokens_);
     B::softmax_rows_backward(d_scores, probs, d_probs);
-    const View d_query = scratch.d_query.rows(rows, hidden), d_key = scratch.d_key.rows(rows, hidden);
-    per_head(heads_of(d_query), scores_of(cv(d_scores)), Op::N, heads_of(k_.rows(rows)), Op::N, scale(), 0.0f);  // dS K
-    per_head(heads_of(d_key), scores_of(cv(d_scores)), Op::T, heads_of(q_.rows(rows)), Op::N, scale(), 0.0f);  // dS^T Q
+    const View d_query = scratch.d_query.rows(query_rows, hidden), d_key = scratch.d_key.rows(rows, hidden);
+    per_head(queries_of(d_query), scores_of(cv(d_scores)), Op::N, keys_of(k_.rows(rows)), Op::N, scale(),
+             0.0f);  // dS K
+    per_head(keys_of(d_key), scores_of(cv(d_scores)), Op::T, queries_of(q_.rows(query_rows)), Op::N, scale(),
+             0.0f);  // dS^T Q
 
-    // The three projections read the same x: their input gradients sum in dx.
-    query_.backward(dx, d_query, x, saved_query_);
-    key_.backward(dx, d_key, x, saved_key_, Site::InputGrad::add);
+    // The three projections read the same x: their input gradients sum in dx
+    // (the query's only on its rows when it saw the first tokens alone).
+    key_.backward(dx, d_key, x, saved_key_);
     value_.backward(dx, d_value, x, saved_value_, Site::InputGrad::add);
+    query_.backward(query_rows_of(dx), d_query, query_rows_of(x), saved_query_, Site::InputGrad::add);
   }
 
   /// Exchanges the forward state (not the weights) with another attention block.
   void swap_activations(SelfAttention& other) noexcept {
     std::swap(q_, other.q_);
     std::swap(k_, other.k_);
+    std::swap(tokens_, other.tokens_);
+    std::swap(query_tokens_, other.query_tokens_);
+    std::swap(batch_, other.batch_);
     std::swap(v_, other.v_);
     std::swap(probs_, other.probs_);
     std::swap(context_, other.context_);
@@ -134,15 +153,32 @@ class SelfAttention {
     Index image_stride;
     Index head_stride;
   };
-  /// Activations (rows, hidden): head h of image n is the (tokens x d) block at (n T, h d).
+  /// Activations of `per_image` rows per image: head h of image n is the
+  /// (per_image x d) block at (n per_image, h d).
   template <class T>
-  [[nodiscard]] Blocks<T> heads_of(MatrixView<T, typename B::Space> m) const {
-    return {m.block(0, 0, tokens_, head_dim()), tokens_ * m.ld, head_dim()};
+  [[nodiscard]] Blocks<T> heads_of(MatrixView<T, typename B::Space> m, Index per_image) const {
+    return {m.block(0, 0, per_image, head_dim()), per_image * m.ld, head_dim()};
   }
-  /// Scores (batch * heads * tokens, tokens): (n, h) is the (tokens x tokens) block at row (n heads + h) T.
+  /// Q-side activations (queries, context): query_tokens_ rows per image.
+  template <class T>
+  [[nodiscard]] Blocks<T> queries_of(MatrixView<T, typename B::Space> m) const {
+    return heads_of(m, query_tokens_);
+  }
+  /// K-side activations (keys, values): every token's row.
+  template <class T>
+  [[nodiscard]] Blocks<T> keys_of(MatrixView<T, typename B::Space> m) const {
+    return heads_of(m, tokens_);
+  }
+  /// Scores (batch * heads * Tq, tokens), Tq = query_tokens_: (n, h) is the
+  /// (Tq x tokens) block at row (n heads + h) Tq.
   template <class T>
   [[nodiscard]] Blocks<T> scores_of(MatrixView<T, typename B::Space> m) const {
-    return {m.block(0, 0, tokens_, tokens_), heads_ * tokens_ * m.ld, tokens_ * m.ld};
+    return {m.block(0, 0, query_tokens_, tokens_), heads_ * query_tokens_ * m.ld, query_tokens_ * m.ld};
+  }
+  /// The rows of an input-side matrix (rows, in) whose queries the forward computed.
+  template <class T>
+  [[nodiscard]] MatrixView<T, typename B::Space> query_rows_of(MatrixView<T, typename B::Space> m) const {
+    return query_tokens_ == tokens_ || m.empty() ? m : m.every_nth_row(tokens_);
   }
 
   /// c_(n,h) = alpha op(a_(n,h)) op(b_(n,h)) + beta c_(n,h) for every image n and
@@ -167,12 +203,13 @@ class SelfAttention {
 
   Site query_, key_, value_, output_;
   Index heads_ = 1;
-  Index tokens_ = 0;  // of the last forward
+  Index tokens_ = 0;        // of the last forward
+  Index query_tokens_ = 0;  // per image whose queries it computed: tokens_ or 1
   Index batch_ = 0;
-  detail::Scratch<B> q_, k_, v_;  // (rows, hidden)
-  detail::Scratch<B> probs_;      // (batch * heads * tokens, tokens) softmax output
+  detail::Scratch<B> q_, k_, v_;  // (query rows, hidden), (rows, hidden) twice
+  detail::Scratch<B> probs_;      // (batch * heads * query tokens, tokens) softmax output
   CopyingDropout<B> probability_dropout_;  // dropout(P) multiplies V in training
-  detail::Scratch<B> context_;    // (rows, hidden) input of the output site
+  detail::Scratch<B> context_;    // (query rows, hidden) input of the output site
   typename Site::Saved saved_query_, saved_key_, saved_value_, saved_output_;
 };
 

@@ -25,13 +25,15 @@ void forward_layers(std::vector<Layer>& layers, Activations kept, F&& forward_la
 }
 
 /// Calls backward_layer(l, dx, dy) for l = last, ..., 0. The gradient at the
-/// last layer's output is in d_stream[0] (rows, cols); each layer's dx is the
+/// last layer's output is in d_stream[0] (top_rows, cols: fewer than rows when
+/// that layer computed some tokens only); each layer's dx (rows, cols) is the
 /// next call's dy, written into the other buffer of the pair. Layer 0 gets an
 /// empty dx: the embeddings below it are frozen.
 template <class Layer, class Buffers, class F>
-void backward_layers(std::vector<Layer>& layers, Buffers& d_stream, Index rows, Index cols, F&& backward_layer) {
+void backward_layers(std::vector<Layer>& layers, Buffers& d_stream, Index top_rows, Index rows, Index cols,
+                     F&& backward_layer) {
   using View = decltype(d_stream[0].rows(rows, cols));
-  View dy = d_stream[0].rows(rows, cols);
+  View dy = d_stream[0].rows(top_rows, cols);
   for (std::size_t l = layers.size(); l-- > 0;) {
     const View dx = l == 0 ? View{} : d_stream[(layers.size() - l) % 2].rows(rows, cols);
     backward_layer(l, dx, dy);
