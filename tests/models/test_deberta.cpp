@@ -20,6 +20,7 @@
 
 using namespace plora;
 using plora::test::finite_difference;
+using plora::test::max_abs;
 using plora::test::max_abs_diff;
 using plora::test::random_matrix;
 using plora::test::relative_error;
@@ -115,12 +116,22 @@ TEST_CASE("DeBERTa-v2 forward equals transformers: logits and per-layer hidden s
     // fp32 through a 2-layer model of width <= 32 with O(1) activations: the
     // two implementations differ only by summation order, ~1e-6; 1e-4 leaves margin.
     CHECK(max_abs_diff(logits.view(), fx.file.load("ref.logits").view()) <= 1e-4);
-    for (Index i = 0; i <= fx.config.num_hidden_layers; ++i) {
+    const Index layers = fx.config.num_hidden_layers;
+    for (Index i = 0; i < layers; ++i) {
       INFO("hidden state ", i);
       const HostMatrix h = to_host<cpu>(model.hidden_state(i));
       CHECK(real_token_diff(h.view(), fx.file.load("ref.hidden." + std::to_string(i)).view(), batch.attention_mask) <=
             1e-4);
     }
+    // The last layer computes token 0 of each sequence alone (the pooler's
+    // input), or every token when asked.
+    const HostMatrix top_expected = fx.file.load("ref.hidden." + std::to_string(layers));
+    CHECK(max_abs_diff(to_host<cpu>(model.hidden_state(layers)).view(),
+                       top_expected.view().every_nth_row(batch.seq_len)) <= 1e-4);
+    model.set_every_token(true);
+    CHECK(max_abs_diff(to_host<cpu>(model.forward(batch)).view(), logits.view()) <= 1e-5);
+    CHECK(real_token_diff(to_host<cpu>(model.hidden_state(layers)).view(), top_expected.view(), batch.attention_mask) <=
+          1e-4);
   }
 }
 
@@ -193,27 +204,64 @@ TEST_CASE("disentangled attention backward equals finite differences (input and 
   const HostMatrix rel = random_matrix(2 * options.span(), hidden, 5);
   HostMatrix mask(batch, tokens);
   mask(1, 4) = -1e30f;  // one padded key
-  const HostMatrix weights = random_matrix(rows, hidden, 6);
   DisentangledScratch<cpu> scratch;
   BackwardScratch<cpu> common;
-  HostMatrix context(rows, hidden);
-  const auto loss = [&] {
-    attention.forward(context.view(), x.view(), rel.view(), mask.view(), tokens, scratch);
-    return weighted_sum(context.view(), weights.view());
-  };
-  (void)loss();
-  HostMatrix dx(rows, hidden);
-  attention.backward(dx.view(), weights.view(), x.view(), rel.view(), common, scratch);
+  HostMatrix every(rows, hidden);
+  attention.forward(every.view(), x.view(), rel.view(), mask.view(), tokens, scratch);
+  // Every token's queries, then the first token's alone (c2p one row, p2c one column per image and head).
+  for (const Queries queries : {Queries::every_token, Queries::first_token}) {
+    const Index out_rows = queries == Queries::every_token ? rows : batch;
+    INFO("queries of ", out_rows, " rows");
+    const HostMatrix weights = random_matrix(out_rows, hidden, 6);
+    HostMatrix context(out_rows, hidden);
+    const auto loss = [&] {
+      attention.forward(context.view(), x.view(), rel.view(), mask.view(), tokens, scratch, nullptr, queries);
+      return weighted_sum(context.view(), weights.view());
+    };
+    (void)loss();
+    // The same float sums as token 0's rows of the full pass, possibly blocked
+    // differently by GEMMs of other shapes: a few ulps of O(1) values.
+    CHECK(max_abs_diff(context.view(), every.view().every_nth_row(rows / out_rows)) <= 1e-6);
+    for (Site* s : {&attention.query(), &attention.key()}) s->adapter().zero_grad();
+    HostMatrix dx(rows, hidden);
+    attention.backward(dx.view(), weights.view(), x.view(), rel.view(), common, scratch);
 
-  // Central differences, h = 1e-2 on O(1) inputs: truncation ~h^2 and rounding
-  // ~1e-7 |loss| / h, both below 1e-3 of the gradients' scale; we allow 5e-3.
-  CHECK(relative_error(dx.view(), finite_difference(x.view(), loss).view()) <= 5e-3);
-  for (Site* s : {&attention.query(), &attention.key()}) {
-    INFO("site ", s->name());
-    const HostMatrix grad_b(s->adapter().lora_B_grad());
-    const HostMatrix grad_a(s->adapter().lora_A_grad());
-    CHECK(relative_error(grad_b.view(), finite_difference(s->adapter().lora_B(), loss).view()) <= 5e-3);
-    CHECK(relative_error(grad_a.view(), finite_difference(s->adapter().lora_A(), loss).view()) <= 5e-3);
+    // Central differences, h = 1e-2 on O(1) inputs: truncation ~h^2 and rounding
+    // ~1e-7 |loss| / h, both below 1e-3 of the gradients' scale; we allow 5e-3.
+    CHECK(relative_error(dx.view(), finite_difference(x.view(), loss).view()) <= 5e-3);
+    for (Site* s : {&attention.query(), &attention.key()}) {
+      INFO("site ", s->name());
+      const HostMatrix grad_b(s->adapter().lora_B_grad());
+      const HostMatrix grad_a(s->adapter().lora_A_grad());
+      CHECK(relative_error(grad_b.view(), finite_difference(s->adapter().lora_B(), loss).view()) <= 5e-3);
+      CHECK(relative_error(grad_a.view(), finite_difference(s->adapter().lora_A(), loss).view()) <= 5e-3);
+    }
+  }
+}
+
+TEST_CASE("DeBERTa's last layer computes token 0 alone unless every token is asked for: the same logits, loss, gradients") {
+  const Fixture fx("rel");  // c2p + p2c, log buckets, a padded sequence
+  const auto make = [&] {
+    Deberta m = load_deberta_v2<cpu, Lora<cpu>>(fx.path(), fx.config);
+    attach_fixture_lora(m, fx);
+    return m;
+  };
+  Deberta pruned = make(), every = make();
+  every.set_every_token(true);
+  const TokenBatch batch = fixture_batch(fx.file, false);
+  // Both compute token 0's rows with the same float operations; GEMMs over
+  // fewer rows may block their sums differently: ulps of O(1) values, grown
+  // through two layers to ~1e-6 relative. A dropped or misplaced row gives O(1) errors.
+  CHECK(max_abs_diff(to_host<cpu>(pruned.forward(batch)).view(), to_host<cpu>(every.forward(batch)).view()) <= 1e-5);
+  pruned.zero_grad();
+  every.zero_grad();
+  CHECK(std::abs(double(pruned.forward_backward(batch)) - double(every.forward_backward(batch))) <= 1e-6);
+  const auto pruned_params = pruned.parameters(), every_params = every.parameters();
+  REQUIRE(pruned_params.size() == every_params.size());
+  for (std::size_t i = 0; i < pruned_params.size(); ++i) {
+    INFO("gradient of ", pruned_params[i].name);
+    CHECK(max_abs(every_params[i].grad) > 0.0);
+    CHECK(relative_error(pruned_params[i].grad, every_params[i].grad) <= 1e-5);
   }
 }
 
@@ -273,10 +321,12 @@ TEST_CASE("DeBERTa-v2 training dropouts: transformers' placement, reproducible m
   (void)model.forward_backward(batch);
   // Elements drawn by one training forward: the embeddings; per layer the
   // layer's copy of rel, the attention probabilities and both residual
-  // branches; the pooler's input (token 0) and the classifier's input.
+  // branches (in the last layer for token 0's queries and rows only); the
+  // pooler's input (token 0) and the classifier's input.
   const auto per_layer = static_cast<std::uint64_t>(2 * span * hidden + n * heads * tokens * tokens + 2 * rows * hidden);
+  const auto last_layer = static_cast<std::uint64_t>(2 * span * hidden + n * heads * tokens + 2 * n * hidden);
   const auto per_forward = static_cast<std::uint64_t>(rows * hidden + 2 * n * hidden) +
-                           static_cast<std::uint64_t>(fx.config.num_hidden_layers) * per_layer;
+                           static_cast<std::uint64_t>(fx.config.num_hidden_layers - 1) * per_layer + last_layer;
   CHECK(model.dropout_stream().offset() == per_forward);
 
   probe.set_training(true);

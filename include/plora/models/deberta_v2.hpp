@@ -18,6 +18,11 @@
 // like a model from from_pretrained, a new model evaluates. All draw from one
 // counter-based stream, dropout_stream(), which a checkpoint should track.
 //
+// As the head reads token 0 alone, the last layer computes only token 0's
+// output (its keys and values still see every token): the same logits and
+// gradients for about 1/L less work; set_every_token(true) computes every
+// token there.
+//
 // Site names are the PEFT module paths: "deberta.encoder.layer.3.attention.self.query_proj".
 #include <algorithm>
 #include <array>
@@ -94,17 +99,21 @@ class DebertaV2Layer {
     return suffix == kSites[6] ? *attention_.pos_key() : *attention_.pos_query();
   }
 
-  /// y (rows, hidden) from x (rows, hidden); rel and mask as DisentangledSelfAttention
+  /// y from x (rows, hidden): (rows, hidden) for every token, (batch, hidden)
+  /// for the first token of each sequence only (everything above the keys and
+  /// values then runs on those rows); rel and mask as DisentangledSelfAttention
   /// takes them. With a `dropout` stream (training) the dropouts draw from it.
   void forward(View y, ConstView x, ConstView rel, ConstView mask, Index tokens, DisentangledScratch<B>& scratch,
-               RandomStream* dropout) {
-    const Index rows = x.rows, hidden = x.cols;
-    const View context = context_.rows(rows, hidden), z1 = z1_.rows(rows, hidden), a = a_.rows(rows, hidden);
-    const View z2 = z2_.rows(rows, hidden);
-    attention_.forward(context, x, rel, mask, tokens, scratch, dropout);
+               RandomStream* dropout, Queries queries = Queries::every_token) {
+    const Index hidden = x.cols;
+    token_step_ = queries == Queries::first_token ? tokens : 1;
+    const Index out_rows = x.rows / token_step_;
+    const View context = context_.rows(out_rows, hidden), z1 = z1_.rows(out_rows, hidden);
+    const View a = a_.rows(out_rows, hidden), z2 = z2_.rows(out_rows, hidden);
+    attention_.forward(context, x, rel, mask, tokens, scratch, dropout, queries);
     attention_output_.forward(z1, context, saved_output_);
     attention_dropout_.forward(z1, dropout);
-    B::axpy(z1, 1.0f, x);  // z1 = x + dropout(attention output)
+    B::axpy(z1, 1.0f, x.every_nth_row(token_step_));  // z1 = x + dropout(attention output)
     attention_norm_.forward(a, z1);
     mlp_.forward(z2, a);
     output_dropout_.forward(z2, dropout);
@@ -112,20 +121,22 @@ class DebertaV2Layer {
     output_norm_.forward(y, z2);
   }
 
-  /// dx (rows, hidden) from dy; an empty dx skips the input gradient. Site grads accumulate.
+  /// dx (rows, hidden) from dy (as the forward's y); an empty dx skips the
+  /// input gradient. Site grads accumulate.
   void backward(View dx, ConstView dy, ConstView x, ConstView rel, BackwardScratch<B>& common,
                 DisentangledScratch<B>& scratch) {
-    const Index rows = x.rows, hidden = x.cols;
-    const View dz = common.d_hidden.rows(rows, hidden), da = common.d_normed.rows(rows, hidden);
-    const View d_branch = common.d_branch.rows(rows, hidden);
-    output_norm_.backward(dz, dy, z2_.rows(rows));  // dz2
-    mlp_.backward(da, output_dropout_.backward(d_branch, dz), a_.rows(rows), common);
+    const Index out_rows = x.rows / token_step_, hidden = x.cols;
+    const View dz = common.d_hidden.rows(out_rows, hidden), da = common.d_normed.rows(out_rows, hidden);
+    const View d_branch = common.d_branch.rows(out_rows, hidden);
+    output_norm_.backward(dz, dy, z2_.rows(out_rows));  // dz2
+    mlp_.backward(da, output_dropout_.backward(d_branch, dz), a_.rows(out_rows), common);
     B::axpy(da, 1.0f, dz);
-    attention_norm_.backward(dz, da, z1_.rows(rows));  // dz1
-    const View d_context = common.d_context.rows(rows, hidden);
-    attention_output_.backward(d_context, attention_dropout_.backward(d_branch, dz), context_.rows(rows), saved_output_);
+    attention_norm_.backward(dz, da, z1_.rows(out_rows));  // dz1
+    const View d_context = common.d_context.rows(out_rows, hidden);
+    attention_output_.backward(d_context, attention_dropout_.backward(d_branch, dz), context_.rows(out_rows),
+                               saved_output_);
     attention_.backward(dx, d_context, x, rel, common, scratch);
-    if (!dx.empty()) B::axpy(dx, 1.0f, dz);
+    if (!dx.empty()) B::axpy(dx.every_nth_row(token_step_), 1.0f, dz);
   }
 
   /// Exchanges the forward state (not the weights) with another layer.
@@ -138,6 +149,7 @@ class DebertaV2Layer {
     std::swap(z1_, other.z1_);
     std::swap(a_, other.a_);
     std::swap(z2_, other.z2_);
+    std::swap(token_step_, other.token_step_);
     std::swap(saved_output_, other.saved_output_);
     attention_dropout_.swap_activations(other.attention_dropout_);
     output_dropout_.swap_activations(other.output_dropout_);
@@ -149,7 +161,9 @@ class DebertaV2Layer {
   LayerNorm<B> attention_norm_;
   Mlp<B, A> mlp_;
   LayerNorm<B> output_norm_;
-  detail::Scratch<B> context_, z1_, a_, z2_;  // (rows, hidden): attention context, pre-LN sums, LN1 output
+  Index token_step_ = 1;  // 1, or tokens when the last forward computed first tokens only
+  // (rows / token_step_, hidden): attention context, pre-LN sums, LN1 output
+  detail::Scratch<B> context_, z1_, a_, z2_;
   typename Site::Saved saved_output_;
   Dropout<B> attention_dropout_, output_dropout_;  // on the two residual branches
 };
@@ -278,12 +292,13 @@ class DebertaV2 {
     classifier_.backward(d_pooled, d_logits, pooled_.rows(n));
     B::gelu_backward(d_pre, classifier_dropout_.backward(d_pooled, d_pooled), pooled_pre_.rows(n));
 
-    const View d_top = d_stream_[0].rows(rows, hidden);
-    B::fill(d_top, 0.0f);  // only token 0 reaches the head
+    const Index top_rows = n * top_token_step();
+    const View d_top = d_stream_[0].rows(top_rows, hidden);
+    if (top_rows != n) B::fill(d_top, 0.0f);  // only token 0 reaches the head
     const View d_context = cls_rows(d_top);
-    pooler_.backward(d_context, d_pre, pooler_dropout_.output(cls_rows(hidden_.back().rows(rows))));
+    pooler_.backward(d_context, d_pre, pooler_dropout_.output(cls_rows(hidden_.back().rows(top_rows))));
     pooler_dropout_.backward(d_context);
-    detail::backward_layers(layers_, d_stream_, rows, rows, hidden, [&](std::size_t l, View dx, ConstView dy) {
+    detail::backward_layers(layers_, d_stream_, top_rows, rows, hidden, [&](std::size_t l, View dx, ConstView dy) {
       layers_[l].backward(dx, dy, hidden_[l].rows(rows), rel_, scratch_, attn_);
     });
     return loss;
@@ -328,12 +343,19 @@ class DebertaV2 {
     return detail::find_layer_site(layers_, name, kLayerPrefix, "DeBERTa");
   }
 
+  /// Whether the last layer computes every token's output (for
+  /// hidden_state(num_hidden_layers)) or, by default, token 0's alone.
+  void set_every_token(bool every_token) { every_token_ = every_token; }
+
   /// Hidden state i of the last forward, (batch * tokens, hidden): i = 0 the
   /// embeddings, i = l + 1 the output of layer l (transformers' hidden_states).
+  /// The last layer's is (batch, hidden), token 0 of each sequence, unless
+  /// set_every_token(true).
   [[nodiscard]] ConstView hidden_state(Index i) const {
     check<ValueError>(i >= 0 && i < static_cast<Index>(hidden_.size()), "DeBERTa hidden state ", i,
                       " is outside [0, ", hidden_.size(), ")");
-    return hidden_[static_cast<std::size_t>(i)].rows(batch_ * tokens_);
+    const bool top = i + 1 == static_cast<Index>(hidden_.size());
+    return hidden_[static_cast<std::size_t>(i)].rows(batch_ * (top ? top_token_step() : tokens_));
   }
 
  private:
@@ -367,11 +389,12 @@ class DebertaV2 {
     }
     rel_ = rel;
     detail::forward_layers(layers_, kept, [&](std::size_t l) {
-      layers_[l].forward(hidden_[l + 1].rows(rows, hidden), hidden_[l].rows(rows), rel, key_mask, tokens, attn_,
-                         dropout);
+      const Index out_rows = n * (l + 1 == layers_.size() ? top_token_step() : tokens);
+      layers_[l].forward(hidden_[l + 1].rows(out_rows, hidden), hidden_[l].rows(rows), rel, key_mask, tokens, attn_,
+                         dropout, detail::layer_queries(l, layers_.size(), every_token_));
     });
 
-    const ConstView context = pooler_dropout_.forward(cls_rows(hidden_.back().rows(rows)), dropout);
+    const ConstView context = pooler_dropout_.forward(cls_rows(hidden_.back().rows(n * top_token_step())), dropout);
     const View pre = pooled_pre_.rows(n, hidden), pooled = pooled_.rows(n, hidden);
     pooler_.forward(pre, context);
     B::gelu_forward(pooled, pre);
@@ -510,10 +533,13 @@ class DebertaV2 {
     return static_cast<float>(loss);
   }
 
-  /// Token 0 of every sequence: (batch, hidden) with a stride of one sequence.
+  [[nodiscard]] Index top_token_step() const {
+    return detail::top_token_step(layers_.size(), every_token_, tokens_);
+  }
+  /// Token 0 of every sequence in the top of the stream: (batch, hidden).
   template <class T>
-  [[nodiscard]] MatrixView<T, typename B::Space> cls_rows(MatrixView<T, typename B::Space> stream) const {
-    return {stream.data, batch_, stream.cols, tokens_ * stream.ld};
+  [[nodiscard]] MatrixView<T, typename B::Space> cls_rows(MatrixView<T, typename B::Space> top) const {
+    return top.every_nth_row(top_token_step());
   }
 
   template <class F>
@@ -534,6 +560,7 @@ class DebertaV2 {
   CopyingDropout<B> pooler_dropout_;  // token 0 stays in the last hidden state
   RandomStream dropout_stream_;
   bool training_ = false;
+  bool every_token_ = false;  // the last layer's outputs: every token's, or token 0's
   Index batch_ = 0;   // sequences in the last forward
   Index tokens_ = 0;  // their padded length
 

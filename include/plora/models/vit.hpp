@@ -343,7 +343,7 @@ class Vit {
       const bool top = l + 1 == layers_.size();
       const Index out_rows = n * (top ? top_token_step() : tokens);
       layers_[l].forward(hidden_[l + 1].rows(out_rows, hidden), hidden_[l].rows(n * tokens), tokens, dropout,
-                         top && !every_token_ ? Queries::first_token : Queries::every_token);
+                         detail::layer_queries(l, layers_.size(), every_token_));
     });
     const View cls_normed = cls_normed_.rows(n, hidden);
     final_norm_.forward(cls_normed, cls_rows(hidden_.back().rows(n * top_token_step())));
@@ -352,9 +352,9 @@ class Vit {
     return logits;
   }
 
-  /// Rows between consecutive images' token 0 in the top of the stream (the
-  /// last layer's output, or the embeddings when there are no layers).
-  [[nodiscard]] Index top_token_step() const { return every_token_ || layers_.empty() ? tokens() : 1; }
+  [[nodiscard]] Index top_token_step() const {
+    return detail::top_token_step(layers_.size(), every_token_, tokens());
+  }
   /// Token 0 of every image in the top of the stream: (batch, hidden).
   template <class T>
   [[nodiscard]] MatrixView<T, typename B::Space> cls_rows(MatrixView<T, typename B::Space> top) const {

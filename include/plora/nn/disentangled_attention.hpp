@@ -13,7 +13,9 @@
 // The gathers run once per query (c2p) or key (p2c) position over all
 // (image, head) rows at once: the index vector depends only on the position.
 // p2c is gathered transposed, as transformers does, and added with a GEMM
-// against the identity.
+// against the identity. A forward may compute the queries of each sequence's
+// first token only (Queries::first_token, as for SelfAttention): Q, the
+// scores and c2p shrink to one row per (image, head), p2c to one column.
 #include <algorithm>
 #include <cmath>
 #include <optional>
@@ -24,6 +26,7 @@
 #include "plora/backend/scratch.hpp"
 #include "plora/backend/concepts.hpp"
 #include "plora/core/error.hpp"
+#include "plora/nn/attention.hpp"
 #include "plora/nn/backward_scratch.hpp"
 #include "plora/nn/dropout.hpp"
 #include "plora/nn/linear_site.hpp"
@@ -67,7 +70,7 @@ struct DisentangledOptions {
 template <Backend B>
 struct DisentangledScratch {
   detail::Scratch<B> position_scores;         // (batch * heads * tokens, 2 span): Q Kr^T or K Qr^T, or their grads
-  detail::Scratch<B> p2c_transposed;          // (batch * heads * tokens, tokens), or its grad
+  detail::Scratch<B> p2c_transposed;          // (batch * heads * tokens, query tokens), or its grad
   detail::Scratch<B> d_rel_query, d_rel_key;  // (2 span, hidden)
 };
 
@@ -110,25 +113,30 @@ class DisentangledSelfAttention {
   [[nodiscard]] const DisentangledOptions& options() const { return options_; }
   [[nodiscard]] Index head_dim() const { return query_.out_features() / options_.heads; }
 
-  /// context (rows, hidden) from x (rows, hidden), rows = batch * tokens. `rel`
+  /// context from x (rows, hidden), rows = batch * tokens: (rows, hidden) for
+  /// every token's queries, (batch, hidden) for the first token's. `rel`
   /// (2 span, hidden) are the normalised relative embeddings (ignored without
   /// relative attention); `mask` (batch x tokens) holds additive key scores.
   /// With a `dropout` stream (training) the two dropouts draw from it.
   void forward(View context, ConstView x, ConstView rel, ConstView mask, Index tokens,
-               DisentangledScratch<B>& scratch, RandomStream* dropout = nullptr) {
+               DisentangledScratch<B>& scratch, RandomStream* dropout = nullptr,
+               Queries queries = Queries::every_token) {
     check<ShapeError>(tokens > 0 && x.rows % tokens == 0, query_.name(), ": ", x.rows,
                       " rows are not a whole number of ", tokens, "-token sequences");
     tokens_ = tokens;
+    query_tokens_ = queries == Queries::first_token ? 1 : tokens;
     batch_ = x.rows / tokens;
     require_shape(mask, batch_, tokens, query_.name() + " attention mask");
-    const Index rows = x.rows, hidden = query_.out_features(), heads = options_.heads;
+    const Index rows = x.rows, query_rows = batch_ * query_tokens_, hidden = query_.out_features();
+    const Index heads = options_.heads, tq = query_tokens_;
+    require_shape(context, query_rows, hidden, query_.name() + " context");
     ensure_positions(tokens);
-    const View q = q_.rows(rows, hidden), k = k_.rows(rows, hidden), v = v_.rows(rows, hidden);
-    query_.forward(q, x, saved_q_);
+    const View q = q_.rows(query_rows, hidden), k = k_.rows(rows, hidden), v = v_.rows(rows, hidden);
+    query_.forward(q, query_rows_of(x), saved_q_);
     key_.forward(k, x, saved_k_);
     value_.forward(v, x, saved_v_);
 
-    const View scores = probs_.rows(batch_ * heads * tokens, tokens);
+    const View scores = probs_.rows(query_rows * heads, tokens);
     B::fill(scores, 0.0f);
     if (relative()) {
       require_shape(rel, 2 * options_.span(), hidden, query_.name() + " relative embeddings");
@@ -136,84 +144,101 @@ class DisentangledSelfAttention {
       const View rel_k = rel_k_.rows(rel.rows, hidden), rel_q = rel_q_.rows(rel.rows, hidden);
       if (options_.c2p) rel_key_site().forward(rel_k, rel, saved_rel_k_);
       if (options_.p2c) rel_query_site().forward(rel_q, rel, saved_rel_q_);
-      const View pos = scratch.position_scores.rows(batch_ * heads * tokens, rel.rows);
       if (options_.c2p) {
-        for_heads(scores_of(pos), heads_of(cv(q)), Op::N, rel_of(cv(rel_k)), Op::T, 1.0f, 0.0f);  // Q Kr^T
-        for (Index i = 0; i < tokens; ++i) B::gather_cols(position_rows(scores, i), position_rows(cv(pos), i), c2p_index_[i]);
+        const View pos = scratch.position_scores.rows(query_rows * heads, rel.rows);
+        for_heads(blocks_of(pos, tq), heads_of(cv(q), tq), Op::N, rel_of(cv(rel_k)), Op::T, 1.0f, 0.0f);  // Q Kr^T
+        for (Index i = 0; i < tq; ++i)
+          B::gather_cols(position_rows(scores, i, tq), position_rows(cv(pos), i, tq), c2p_index_[i]);
       }
       if (options_.p2c) {
-        for_heads(scores_of(pos), heads_of(cv(k)), Op::N, rel_of(cv(rel_q)), Op::T, 1.0f, 0.0f);  // K Qr^T
-        const View transposed = scratch.p2c_transposed.rows(batch_ * heads * tokens, tokens);
+        const View pos = scratch.position_scores.rows(rows * heads, rel.rows);
+        for_heads(blocks_of(pos, tokens), heads_of(cv(k), tokens), Op::N, rel_of(cv(rel_q)), Op::T, 1.0f,
+                  0.0f);  // K Qr^T
+        const View transposed = scratch.p2c_transposed.rows(rows * heads, tq);
         for (Index j = 0; j < tokens; ++j)
-          B::gather_cols(position_rows(transposed, j), position_rows(cv(pos), j), p2c_index_[j]);
-        for_heads(scores_of(scores), scores_of(cv(transposed)), Op::T, identity_of(), Op::N, 1.0f, 1.0f);
+          B::gather_cols(position_rows(transposed, j, tokens), position_rows(cv(pos), j, tokens), p2c_indices()[j]);
+        for_heads(blocks_of(scores, tq), blocks_of(cv(transposed), tokens), Op::T, identity_of(tokens), Op::N, 1.0f,
+                  1.0f);
       }
     }
-    for_heads(scores_of(scores), heads_of(cv(q)), Op::N, heads_of(cv(k)), Op::T, 1.0f, 1.0f);  // + Q K^T
+    for_heads(blocks_of(scores, tq), heads_of(cv(q), tq), Op::N, heads_of(cv(k), tokens), Op::T, 1.0f,
+              1.0f);  // + Q K^T
     B::scale(scores, inv_scale());
     for (Index n = 0; n < batch_; ++n)
-      B::add_row_vector(scores.row_block(n * heads * tokens, heads * tokens), mask.row_block(n, 1));
+      B::add_row_vector(scores.row_block(n * heads * tq, heads * tq), mask.row_block(n, 1));
     B::softmax_rows(scores);
     const ConstView weights = probability_dropout_.forward(scores, dropout);
-    for_heads(heads_of(context), scores_of(weights), Op::N, heads_of(cv(v)), Op::N, 1.0f, 0.0f);  // P V
+    for_heads(heads_of(context, tq), blocks_of(weights, tq), Op::N, heads_of(cv(v), tokens), Op::N, 1.0f,
+              0.0f);  // P V
   }
 
-  /// dx (rows, hidden) from d_context; adapter (and SNIP weight) gradients of
-  /// all sites accumulate, including through the relative-position paths.
+  /// dx (rows, hidden) from d_context (as the forward's context); adapter (and
+  /// SNIP weight) gradients of all sites accumulate, including through the
+  /// relative-position paths.
   void backward(View dx, ConstView d_context, ConstView x, ConstView rel, BackwardScratch<B>& common,
                 DisentangledScratch<B>& scratch) {
     rel = position_dropout_.output(rel);
-    const Index rows = x.rows, hidden = query_.out_features(), heads = options_.heads, tokens = tokens_;
+    const Index rows = x.rows, query_rows = batch_ * query_tokens_, hidden = query_.out_features();
+    const Index heads = options_.heads, tokens = tokens_, tq = query_tokens_;
     check<ShapeError>(rows == batch_ * tokens_, query_.name(), ": backward got ", rows, " rows but forward saw ",
                       batch_ * tokens_);
-    const ConstView probs = probs_.rows(batch_ * heads * tokens);
-    const ConstView q = q_.rows(rows), k = k_.rows(rows), v = v_.rows(rows);
-    const View d_probs = common.d_probs.rows(batch_ * heads * tokens, tokens);
+    const ConstView probs = probs_.rows(query_rows * heads);
+    const ConstView q = q_.rows(query_rows), k = k_.rows(rows), v = v_.rows(rows);
+    const View d_probs = common.d_probs.rows(query_rows * heads, tokens);
     const View d_value = common.d_value.rows(rows, hidden);
-    for_heads(scores_of(d_probs), heads_of(d_context), Op::N, heads_of(v), Op::T, 1.0f, 0.0f);  // dC V^T
-    for_heads(heads_of(d_value), scores_of(probability_dropout_.output(probs)), Op::T, heads_of(d_context), Op::N,
-              1.0f, 0.0f);  // P^T dC
+    for_heads(blocks_of(d_probs, tq), heads_of(d_context, tq), Op::N, heads_of(v, tokens), Op::T, 1.0f,
+              0.0f);  // dC V^T
+    for_heads(heads_of(d_value, tokens), blocks_of(probability_dropout_.output(probs), tq), Op::T,
+              heads_of(d_context, tq), Op::N, 1.0f, 0.0f);  // P^T dC
     probability_dropout_.backward(d_probs);
-    const View d_scores = common.d_scores.rows(batch_ * heads * tokens, tokens);
+    const View d_scores = common.d_scores.rows(query_rows * heads, tokens);
     B::softmax_rows_backward(d_scores, probs, d_probs);
     B::scale(d_scores, inv_scale());  // gradient of the pre-scale sum
-    const View d_query = common.d_query.rows(rows, hidden), d_key = common.d_key.rows(rows, hidden);
-    for_heads(heads_of(d_query), scores_of(cv(d_scores)), Op::N, heads_of(k), Op::N, 1.0f, 0.0f);  // dS K
-    for_heads(heads_of(d_key), scores_of(cv(d_scores)), Op::T, heads_of(q), Op::N, 1.0f, 0.0f);   // dS^T Q
+    const View d_query = common.d_query.rows(query_rows, hidden), d_key = common.d_key.rows(rows, hidden);
+    for_heads(heads_of(d_query, tq), blocks_of(cv(d_scores), tq), Op::N, heads_of(k, tokens), Op::N, 1.0f,
+              0.0f);  // dS K
+    for_heads(heads_of(d_key, tokens), blocks_of(cv(d_scores), tq), Op::T, heads_of(q, tq), Op::N, 1.0f,
+              0.0f);  // dS^T Q
 
     if (relative()) {
       const Index rel_rows = rel.rows;
-      const View d_pos = scratch.position_scores.rows(batch_ * heads * tokens, rel_rows);
       if (options_.c2p) {
         const ConstView rel_k = rel_k_.rows(rel_rows);
+        const View d_pos = scratch.position_scores.rows(query_rows * heads, rel_rows);
         B::fill(d_pos, 0.0f);
-        for (Index i = 0; i < tokens; ++i)
-          B::scatter_add_cols(position_rows(d_pos, i), position_rows(cv(d_scores), i), c2p_index_[i], 1.0f);
-        for_heads(heads_of(d_query), scores_of(cv(d_pos)), Op::N, rel_of(rel_k), Op::N, 1.0f, 1.0f);  // += dC2 Kr
+        for (Index i = 0; i < tq; ++i)
+          B::scatter_add_cols(position_rows(d_pos, i, tq), position_rows(cv(d_scores), i, tq), c2p_index_[i], 1.0f);
+        for_heads(heads_of(d_query, tq), blocks_of(cv(d_pos), tq), Op::N, rel_of(rel_k), Op::N, 1.0f,
+                  1.0f);  // += dC2 Kr
         const View d_rel_k = scratch.d_rel_key.rows(rel_rows, hidden);
         B::fill(d_rel_k, 0.0f);
-        sum_over_images(d_rel_k, cv(d_pos), q);  // dKr_h = sum_n dC2^T Q
+        sum_over_images(d_rel_k, cv(d_pos), q, tq);  // dKr_h = sum_n dC2^T Q
         rel_key_site().backward(View{}, d_rel_k, rel, saved_rel_k_);
       }
       if (options_.p2c) {
         const ConstView rel_q = rel_q_.rows(rel_rows);
-        const View d_transposed = scratch.p2c_transposed.rows(batch_ * heads * tokens, tokens);
-        for_heads(scores_of(d_transposed), scores_of(cv(d_scores)), Op::T, identity_of(), Op::N, 1.0f, 0.0f);
+        const View d_transposed = scratch.p2c_transposed.rows(rows * heads, tq);
+        for_heads(blocks_of(d_transposed, tokens), blocks_of(cv(d_scores), tq), Op::T, identity_of(tq), Op::N, 1.0f,
+                  0.0f);
+        const View d_pos = scratch.position_scores.rows(rows * heads, rel_rows);
         B::fill(d_pos, 0.0f);
         for (Index j = 0; j < tokens; ++j)
-          B::scatter_add_cols(position_rows(d_pos, j), position_rows(cv(d_transposed), j), p2c_index_[j], 1.0f);
-        for_heads(heads_of(d_key), scores_of(cv(d_pos)), Op::N, rel_of(rel_q), Op::N, 1.0f, 1.0f);  // += dD Qr
+          B::scatter_add_cols(position_rows(d_pos, j, tokens), position_rows(cv(d_transposed), j, tokens),
+                              p2c_indices()[j], 1.0f);
+        for_heads(heads_of(d_key, tokens), blocks_of(cv(d_pos), tokens), Op::N, rel_of(rel_q), Op::N, 1.0f,
+                  1.0f);  // += dD Qr
         const View d_rel_q = scratch.d_rel_query.rows(rel_rows, hidden);
         B::fill(d_rel_q, 0.0f);
-        sum_over_images(d_rel_q, cv(d_pos), k);  // dQr_h = sum_n dD^T K
+        sum_over_images(d_rel_q, cv(d_pos), k, tokens);  // dQr_h = sum_n dD^T K
         rel_query_site().backward(View{}, d_rel_q, rel, saved_rel_q_);
       }
     }
 
-    // The three projections read the same x: their input gradients sum in dx.
-    query_.backward(dx, d_query, x, saved_q_);
-    key_.backward(dx, d_key, x, saved_k_, Site::InputGrad::add);
+    // The three projections read the same x: their input gradients sum in dx
+    // (the query's only on its rows when it saw the first tokens alone).
+    key_.backward(dx, d_key, x, saved_k_);
     value_.backward(dx, d_value, x, saved_v_, Site::InputGrad::add);
+    query_.backward(query_rows_of(dx), d_query, query_rows_of(x), saved_q_, Site::InputGrad::add);
   }
 
   /// Exchanges the forward state (not the weights, nor the per-length position
@@ -222,6 +247,9 @@ class DisentangledSelfAttention {
     std::swap(q_, other.q_);
     std::swap(k_, other.k_);
     std::swap(v_, other.v_);
+    std::swap(tokens_, other.tokens_);
+    std::swap(query_tokens_, other.query_tokens_);
+    std::swap(batch_, other.batch_);
     std::swap(rel_q_, other.rel_q_);
     std::swap(rel_k_, other.rel_k_);
     std::swap(probs_, other.probs_);
@@ -250,32 +278,45 @@ class DisentangledSelfAttention {
     return 1.0f / std::sqrt(static_cast<float>(head_dim()) * static_cast<float>(options_.scale_factor()));
   }
 
-  /// Activations (rows, hidden): head h of image n is the (tokens x d) block at (n T, h d).
+  /// Activations of `per_image` rows per image (every token's, or the
+  /// queries'): head h of image n is the (per_image x d) block at (n per_image, h d).
   template <class T>
-  [[nodiscard]] auto heads_of(MatrixView<T, typename B::Space> m) const {
+  [[nodiscard]] auto heads_of(MatrixView<T, typename B::Space> m, Index per_image) const {
     return [=, this](Index h) {
-      return PerImage<T>{m.block(0, h * head_dim(), tokens_, head_dim()), tokens_ * m.ld};
+      return PerImage<T>{m.block(0, h * head_dim(), per_image, head_dim()), per_image * m.ld};
     };
   }
-  /// Scores (batch * heads * tokens, cols), rows ordered (image, head, token).
+  /// Per-(image, head) blocks of `per_block` rows (batch * heads * per_block,
+  /// cols), rows ordered (image, head, token): scores, position scores.
   template <class T>
-  [[nodiscard]] auto scores_of(MatrixView<T, typename B::Space> m) const {
+  [[nodiscard]] auto blocks_of(MatrixView<T, typename B::Space> m, Index per_block) const {
     return [=, this](Index h) {
-      return PerImage<T>{m.block(h * tokens_, 0, tokens_, m.cols), options_.heads * tokens_ * m.ld};
+      return PerImage<T>{m.block(h * per_block, 0, per_block, m.cols), options_.heads * per_block * m.ld};
     };
+  }
+  /// The rows of an input-side matrix (rows, hidden) whose queries the forward computed.
+  template <class T>
+  [[nodiscard]] MatrixView<T, typename B::Space> query_rows_of(MatrixView<T, typename B::Space> m) const {
+    return query_tokens_ == tokens_ || m.empty() ? m : m.every_nth_row(tokens_);
+  }
+  /// Per key position, the p2c gather indices over the computed queries.
+  [[nodiscard]] const std::vector<typename B::Indices>& p2c_indices() const {
+    return query_tokens_ == tokens_ ? p2c_index_ : p2c_first_index_;
   }
   /// Relative projections (2 span, hidden): the same block for every image.
   [[nodiscard]] auto rel_of(ConstView m) const {
     return [=, this](Index h) { return PerImage<const float>{m.block(0, h * head_dim(), m.rows, head_dim()), 0}; };
   }
-  [[nodiscard]] auto identity_of() const {
-    const ConstView eye = identity_.view();
+  /// The (size x size) identity, size <= tokens.
+  [[nodiscard]] auto identity_of(Index size) const {
+    const ConstView eye = identity_.view().block(0, 0, size, size);
     return [=](Index) { return PerImage<const float>{eye, 0}; };
   }
-  /// The rows of position `p` across every (image, head): a strided view.
+  /// Row `p` of every (image, head) block of `per_block` rows: a strided view.
   template <class T>
-  [[nodiscard]] MatrixView<T, typename B::Space> position_rows(MatrixView<T, typename B::Space> m, Index p) const {
-    return {m.data + p * m.ld, batch_ * options_.heads, m.cols, tokens_ * m.ld};
+  [[nodiscard]] MatrixView<T, typename B::Space> position_rows(MatrixView<T, typename B::Space> m, Index p,
+                                                                Index per_block) const {
+    return {m.data + p * m.ld, batch_ * options_.heads, m.cols, per_block * m.ld};
   }
 
   /// c(n, h) = alpha op(a(n, h)) op(b(n, h)) + beta c(n, h) for all images and heads.
@@ -290,13 +331,14 @@ class DisentangledSelfAttention {
     }
   }
 
-  /// d_rel[:, head h] += sum over images n of d_pos(n, h)^T act(n, h).
-  void sum_over_images(View d_rel, ConstView d_pos, ConstView act) const {
+  /// d_rel[:, head h] += sum over images n of d_pos(n, h)^T act(n, h), both of
+  /// `per_image` rows per (image, head).
+  void sum_over_images(View d_rel, ConstView d_pos, ConstView act, Index per_image) const {
     for (Index h = 0; h < options_.heads; ++h) {
       const View out = d_rel.block(0, h * head_dim(), d_rel.rows, head_dim());
       for (Index n = 0; n < batch_; ++n)
-        B::gemm(out, d_pos.block((n * options_.heads + h) * tokens_, 0, tokens_, d_pos.cols), Op::T,
-                act.block(n * tokens_, h * head_dim(), tokens_, head_dim()), Op::N, 1.0f, 1.0f);
+        B::gemm(out, d_pos.block((n * options_.heads + h) * per_image, 0, per_image, d_pos.cols), Op::T,
+                act.block(n * per_image, h * head_dim(), per_image, head_dim()), Op::N, 1.0f, 1.0f);
     }
   }
 
@@ -308,6 +350,7 @@ class DisentangledSelfAttention {
     identity_ = to_backend<B>(eye.view());
     c2p_index_.clear();
     p2c_index_.clear();
+    p2c_first_index_.clear();
     const Index span = options_.span();
     const auto clamp = [&](Index value) { return static_cast<std::int32_t>(std::clamp<Index>(value, 0, 2 * span - 1)); };
     const auto bucket = [&](Index r) {
@@ -319,6 +362,7 @@ class DisentangledSelfAttention {
       c2p_index_.push_back(B::make_indices(ids));
       for (Index b = 0; b < tokens; ++b) ids[std::size_t(b)] = clamp(span - bucket(a - b));  // key a, query b
       p2c_index_.push_back(B::make_indices(ids));
+      p2c_first_index_.push_back(B::make_indices(std::vector<std::int32_t>{ids.front()}));  // query 0 alone
     }
   }
 
@@ -327,15 +371,17 @@ class DisentangledSelfAttention {
   Site query_, key_, value_;
   std::optional<Site> pos_key_, pos_query_;
   DisentangledOptions options_;
-  Index tokens_ = 0;  // of the last forward
+  Index tokens_ = 0;        // of the last forward
+  Index query_tokens_ = 0;  // per image whose queries it computed: tokens_ or 1
   Index batch_ = 0;
-  detail::Scratch<B> q_, k_, v_;  // (rows, hidden)
+  detail::Scratch<B> q_, k_, v_;  // (query rows, hidden), (rows, hidden) twice
   detail::Scratch<B> rel_q_, rel_k_;  // (2 span, hidden)
-  detail::Scratch<B> probs_;      // (batch * heads * tokens, tokens)
+  detail::Scratch<B> probs_;      // (batch * heads * query tokens, tokens)
   CopyingDropout<B> probability_dropout_;  // dropout(P) multiplies V in training
   CopyingDropout<B> position_dropout_;     // this layer's dropped copy of rel in training
   Matrix identity_;               // (tokens, tokens)
   std::vector<typename B::Indices> c2p_index_, p2c_index_;  // per position, (tokens) each
+  std::vector<typename B::Indices> p2c_first_index_;        // per key position, query 0's index alone
   typename Site::Saved saved_q_, saved_k_, saved_v_, saved_rel_q_, saved_rel_k_;
 };
 

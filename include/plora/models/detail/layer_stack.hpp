@@ -3,15 +3,29 @@
 // backward pass, or, for inference, one layer's: each layer hands its buffers
 // to the next once it is done (the last hands them back to the first, so the
 // next pass allocates nothing). The backward runs the stack top-down with two
-// residual-stream gradient buffers in turn.
+// residual-stream gradient buffers in turn. A classifier on token 0 needs
+// nothing else from the last layer, which then computes that token alone.
 #include <cstddef>
 #include <vector>
 
 #include "plora/core/view.hpp"
+#include "plora/nn/attention.hpp"
 
 namespace plora::detail {
 
 enum class Activations { every_layer, one_layer };
+
+/// What layer l of `count` computes: token 0 alone in the last layer unless
+/// every token is asked for.
+inline Queries layer_queries(std::size_t l, std::size_t count, bool every_token) {
+  return l + 1 == count && !every_token ? Queries::first_token : Queries::every_token;
+}
+/// Rows between consecutive sequences' token 0 at the top of the stream: 1
+/// when the last layer computed token 0 alone, else `tokens` (also when there
+/// are no layers and the top is the embeddings).
+inline Index top_token_step(std::size_t count, bool every_token, Index tokens) {
+  return count == 0 || every_token ? tokens : 1;
+}
 
 /// Calls forward_layer(l) for l = 0, 1, ... in order. Layer needs
 /// swap_activations(Layer&) that exchanges forward state, not weights.
