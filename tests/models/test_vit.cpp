@@ -25,10 +25,12 @@
 #include "plora/models/concepts.hpp"
 #include "plora/models/sites.hpp"
 #include "plora/models/vit.hpp"
+#include "support/gradients.hpp"
 #include "support/numeric.hpp"
 
 using namespace plora;
 using plora::test::max_abs;
+using plora::test::check_same_gradients;
 using plora::test::finite_difference;
 using plora::test::max_abs_diff;
 using plora::test::relative_error;
@@ -43,6 +45,18 @@ LoraVit load_lora_vit(const std::filesystem::path& path, const ViTConfig& config
 }
 
 const std::filesystem::path kData = PLORA_TEST_DATA_DIR;
+
+/// The checkpoint in `dir` under `config`, LoRA (r 4, alpha 8) on query and
+/// value with B = 0.05 everywhere, so that A gets gradients too.
+LoraVit lora_vit_with_nonzero_b(const std::filesystem::path& dir, const ViTConfig& config) {
+  LoraVit model = load_lora_vit(dir, config);
+  attach_adapters(model, std::vector<std::string>{"query", "value"}, [](const std::string& site, Index out, Index in) {
+    Lora<cpu> lora(out, in, LoraConfig{.rank = 4, .alpha = 8.0f}, RandomStream(1, stream_id(site)));
+    cpu::fill(lora.lora_B(), 0.05f);
+    return lora;
+  });
+  return model;
+}
 
 ImageBatch reference_batch(const io::SafetensorsFile& reference, const ViTConfig& c) {
   ImageBatch batch;
@@ -178,16 +192,8 @@ TEST_CASE("inference forwards pass one layer's buffers along and match the train
 
 TEST_CASE("the last layer computes token 0 alone unless every token is asked for: the same logits, loss and gradients") {
   const std::filesystem::path dir = kData / "vit_a";
-  const auto make = [&] {
-    LoraVit m = load_vit_checkpoint<cpu, Lora<cpu>>(dir);
-    attach_adapters(m, std::vector<std::string>{"query", "value"}, [](const std::string& site, Index out, Index in) {
-      Lora<cpu> lora(out, in, LoraConfig{.rank = 4, .alpha = 8.0f}, RandomStream(1, stream_id(site)));
-      cpu::fill(lora.lora_B(), 0.05f);  // non-zero B: A gets gradients too
-      return lora;
-    });
-    return m;
-  };
-  LoraVit pruned = make(), every = make();
+  const ViTConfig config = load_vit_checkpoint_config(dir);
+  LoraVit pruned = lora_vit_with_nonzero_b(dir, config), every = lora_vit_with_nonzero_b(dir, config);
   every.set_every_token(true);
   const io::SafetensorsFile reference = io::SafetensorsFile::open(dir / "reference.safetensors");
   const ImageBatch batch = reference_batch(reference, pruned.config());
@@ -207,13 +213,7 @@ TEST_CASE("the last layer computes token 0 alone unless every token is asked for
   every.zero_grad();
   const float loss = pruned.forward_backward(batch);
   CHECK(std::abs(double(loss) - double(every.forward_backward(batch))) <= 1e-6);
-  const auto pruned_params = pruned.parameters(), every_params = every.parameters();
-  REQUIRE(pruned_params.size() == every_params.size());
-  for (std::size_t i = 0; i < pruned_params.size(); ++i) {
-    INFO("gradient of ", pruned_params[i].name);
-    CHECK(max_abs(every_params[i].grad) > 0.0);
-    CHECK(relative_error(pruned_params[i].grad, every_params[i].grad) <= 1e-5);
-  }
+  check_same_gradients(pruned.parameters(), every.parameters(), 1e-5);
 }
 
 TEST_CASE("ViT training dropouts: transformers' placement, reproducible masks, gradients equal finite differences") {
@@ -222,16 +222,7 @@ TEST_CASE("ViT training dropouts: transformers' placement, reproducible masks, g
   ViTConfig config = load_vit_checkpoint_config(dir);
   config.hidden_dropout_prob = 0.1f;
   config.attention_probs_dropout_prob = 0.1f;
-  const auto make = [&] {
-    LoraVit m = load_lora_vit(dir, config);
-    attach_adapters(m, std::vector<std::string>{"query", "value"}, [](const std::string& site, Index out, Index in) {
-      Lora<cpu> lora(out, in, LoraConfig{.rank = 4, .alpha = 8.0f}, RandomStream(1, stream_id(site)));
-      cpu::fill(lora.lora_B(), 0.05f);  // non-zero B: A gets gradients too
-      return lora;
-    });
-    return m;
-  };
-  LoraVit model = make(), probe = make();
+  LoraVit model = lora_vit_with_nonzero_b(dir, config), probe = lora_vit_with_nonzero_b(dir, config);
   const io::SafetensorsFile reference = io::SafetensorsFile::open(dir / "reference.safetensors");
   const ImageBatch batch = reference_batch(reference, config);
   const Index n = batch.size(), tokens = model.tokens(), rows = n * tokens, hidden = config.hidden_size;
