@@ -106,7 +106,7 @@ class DebertaV2Layer {
   void forward(View y, ConstView x, ConstView rel, ConstView mask, Index tokens, DisentangledScratch<B>& scratch,
                RandomStream* dropout, Queries queries = Queries::every_token) {
     const Index hidden = x.cols;
-    token_step_ = queries == Queries::first_token ? tokens : 1;
+    token_step_ = query_step(queries, tokens);
     const Index out_rows = x.rows / token_step_;
     const View context = context_.rows(out_rows, hidden), z1 = z1_.rows(out_rows, hidden);
     const View a = a_.rows(out_rows, hidden), z2 = z2_.rows(out_rows, hidden);
@@ -389,9 +389,10 @@ class DebertaV2 {
     }
     rel_ = rel;
     detail::forward_layers(layers_, kept, [&](std::size_t l) {
-      const Index out_rows = n * (l + 1 == layers_.size() ? top_token_step() : tokens);
+      const Queries queries = detail::layer_queries(l, layers_.size(), every_token_);
+      const Index out_rows = rows / query_step(queries, tokens);
       layers_[l].forward(hidden_[l + 1].rows(out_rows, hidden), hidden_[l].rows(rows), rel, key_mask, tokens, attn_,
-                         dropout, detail::layer_queries(l, layers_.size(), every_token_));
+                         dropout, queries);
     });
 
     const ConstView context = pooler_dropout_.forward(cls_rows(hidden_.back().rows(n * top_token_step())), dropout);

@@ -95,7 +95,7 @@ class VitLayer {
   /// `dropout` stream (training) the dropouts draw from it.
   void forward(View y, ConstView x, Index tokens, RandomStream* dropout, Queries queries = Queries::every_token) {
     const Index rows = x.rows, hidden = x.cols;
-    token_step_ = queries == Queries::first_token ? tokens : 1;
+    token_step_ = query_step(queries, tokens);
     const Index out_rows = rows / token_step_;
     const View normed_before = normed_before_.rows(rows, hidden), h = h_.rows(out_rows, hidden);
     const View normed_after = normed_after_.rows(out_rows, hidden);
@@ -340,10 +340,9 @@ class Vit {
     embeddings_.forward(hidden_[0].rows(n * tokens, hidden), pixels);
     embedding_dropout_.forward(hidden_[0].rows(n * tokens, hidden), dropout);  // frozen embeddings: no backward
     detail::forward_layers(layers_, kept, [&](std::size_t l) {
-      const bool top = l + 1 == layers_.size();
-      const Index out_rows = n * (top ? top_token_step() : tokens);
-      layers_[l].forward(hidden_[l + 1].rows(out_rows, hidden), hidden_[l].rows(n * tokens), tokens, dropout,
-                         detail::layer_queries(l, layers_.size(), every_token_));
+      const Queries queries = detail::layer_queries(l, layers_.size(), every_token_);
+      const Index out_rows = n * tokens / query_step(queries, tokens);
+      layers_[l].forward(hidden_[l + 1].rows(out_rows, hidden), hidden_[l].rows(n * tokens), tokens, dropout, queries);
     });
     const View cls_normed = cls_normed_.rows(n, hidden);
     final_norm_.forward(cls_normed, cls_rows(hidden_.back().rows(n * top_token_step())));

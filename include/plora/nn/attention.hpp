@@ -24,6 +24,9 @@ namespace plora {
 
 /// Which tokens' outputs an attention forward computes.
 enum class Queries { every_token, first_token };
+/// Rows between consecutive computed queries in a stream of `tokens`-token
+/// sequences: 1, or one sequence for its first token alone.
+inline Index query_step(Queries queries, Index tokens) { return queries == Queries::first_token ? tokens : 1; }
 
 /// @tparam B  backend
 /// @tparam A  adapter type the four sites may carry
@@ -71,7 +74,7 @@ class SelfAttention {
     check<ShapeError>(tokens > 0 && x.rows % tokens == 0, query_.name(), ": ", x.rows,
                       " input rows are not a whole number of ", tokens, "-token sequences");
     tokens_ = tokens;
-    query_tokens_ = queries == Queries::first_token ? 1 : tokens;
+    query_tokens_ = tokens / query_step(queries, tokens);
     batch_ = x.rows / tokens;
     check<ShapeError>(mask.empty() || (mask.rows == batch_ && mask.cols == tokens), query_.name(),
                       ": attention mask must be ", batch_, " x ", tokens, ", got ", mask.rows, " x ", mask.cols);
@@ -178,7 +181,7 @@ class SelfAttention {
   /// The rows of an input-side matrix (rows, in) whose queries the forward computed.
   template <class T>
   [[nodiscard]] MatrixView<T, typename B::Space> query_rows_of(MatrixView<T, typename B::Space> m) const {
-    return query_tokens_ == tokens_ || m.empty() ? m : m.every_nth_row(tokens_);
+    return m.every_nth_row(tokens_ / query_tokens_);
   }
 
   /// c_(n,h) = alpha op(a_(n,h)) op(b_(n,h)) + beta c_(n,h) for every image n and

@@ -124,7 +124,7 @@ class DisentangledSelfAttention {
     check<ShapeError>(tokens > 0 && x.rows % tokens == 0, query_.name(), ": ", x.rows,
                       " rows are not a whole number of ", tokens, "-token sequences");
     tokens_ = tokens;
-    query_tokens_ = queries == Queries::first_token ? 1 : tokens;
+    query_tokens_ = tokens / query_step(queries, tokens);
     batch_ = x.rows / tokens;
     require_shape(mask, batch_, tokens, query_.name() + " attention mask");
     const Index rows = x.rows, query_rows = batch_ * query_tokens_, hidden = query_.out_features();
@@ -297,7 +297,7 @@ class DisentangledSelfAttention {
   /// The rows of an input-side matrix (rows, hidden) whose queries the forward computed.
   template <class T>
   [[nodiscard]] MatrixView<T, typename B::Space> query_rows_of(MatrixView<T, typename B::Space> m) const {
-    return query_tokens_ == tokens_ || m.empty() ? m : m.every_nth_row(tokens_);
+    return m.every_nth_row(tokens_ / query_tokens_);
   }
   /// Per key position, the p2c gather indices over the computed queries.
   [[nodiscard]] const std::vector<typename B::Indices>& p2c_indices() const {
