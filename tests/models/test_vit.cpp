@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "plora/adapters/full_delta.hpp"
 #include "plora/adapters/lora.hpp"
 #include "plora/backend/cpu/cpu.hpp"
 #include "plora/io/safetensors.hpp"
@@ -214,6 +215,42 @@ TEST_CASE("the last layer computes token 0 alone unless every token is asked for
   const float loss = pruned.forward_backward(batch);
   CHECK(std::abs(double(loss) - double(every.forward_backward(batch))) <= 1e-6);
   check_same_gradients(pruned.parameters(), every.parameters(), 1e-5);
+}
+
+TEST_CASE("full fine-tuning folds every site's delta into one shared buffer: the model whose W is W + delta, bitwise") {
+  // Every site of the folded model forms W + ΔW in the one buffer
+  // attach_adapters shares, right before each GEMM that reads it. The merged
+  // model holds W + ΔW (the same float addition) and asks each site for dL/dW
+  // (the same GEMM as ΔW's gradient): the same float operations, so the loss
+  // and every gradient agree bitwise. A GEMM reading another site's fold
+  // would be off by O(1).
+  using FullVit = Vit<cpu, FullDelta<cpu>>;
+  const std::filesystem::path dir = kData / "vit_a";
+  FullVit folded = load_vit_checkpoint<cpu, FullDelta<cpu>>(dir), merged = load_vit_checkpoint<cpu, FullDelta<cpu>>(dir);
+  const std::vector<std::string> every_site = folded.site_names();
+  std::uint64_t seed = 0;
+  attach_adapters(folded, every_site, [&](const std::string&, Index out, Index in) {
+    FullDelta<cpu> full(out, in, {}, RandomStream(1, 0));
+    cpu::copy(full.delta_W(), plora::test::random_matrix(out, in, ++seed, -0.05f, 0.05f).view());
+    return full;
+  });
+  for (const auto& name : every_site) {
+    folded.site(name).adapter().merge_into(merged.site(name).mutable_weight());
+    merged.site(name).enable_weight_grad(true);
+  }
+  const io::SafetensorsFile reference = io::SafetensorsFile::open(dir / "reference.safetensors");
+  const ImageBatch batch = reference_batch(reference, folded.config());
+  folded.zero_grad();
+  merged.zero_grad();
+  CHECK(folded.forward_backward(batch) == merged.forward_backward(batch));
+  for (const auto& name : every_site) {
+    INFO("site ", name);
+    const ConstHostView delta_grad = folded.site(name).adapter().delta_W_grad();
+    CHECK(max_abs(delta_grad) > 0.0);
+    CHECK(max_abs_diff(delta_grad, merged.site(name).weight_grad()->view()) == 0.0);
+  }
+  const auto folded_head = folded.parameters(), merged_head = merged.parameters();
+  CHECK(max_abs_diff(folded_head.back().grad, merged_head.back().grad) == 0.0);
 }
 
 TEST_CASE("ViT training dropouts: transformers' placement, reproducible masks, gradients equal finite differences") {

@@ -41,14 +41,12 @@ concept Adapter = Backend<typename A::BackendType> && std::default_initializable
 /// An adapter whose ΔW is a dense (out x in) matrix, which a site folds into
 /// its own GEMMs: y = x (W + ΔW)^T and dx = dy (W + ΔW), one GEMM each instead
 /// of the frozen one plus the adapter's.
-///   folded_weight(W)    W + ΔW, formed now and kept until the next call
-///   folded_weight()     the one formed last (backward reuses forward's)
+///   fold_into(F, W)     F = W + ΔW (F is the site's buffer, W's shape)
 ///   backward(empty dx, dy, x, saved)   only the parameter grads
 template <class A>
-concept FoldableAdapter = Adapter<A> && requires(A& a, const A& ca, ConstView<typename A::BackendType::Space> w) {
-  { a.folded_weight(w) } -> std::same_as<ConstView<typename A::BackendType::Space>>;
-  { ca.folded_weight() } -> std::same_as<ConstView<typename A::BackendType::Space>>;
-};
+concept FoldableAdapter =
+    Adapter<A> && requires(const A& ca, View<typename A::BackendType::Space> folded,
+                           ConstView<typename A::BackendType::Space> w) { ca.fold_into(folded, w); };
 
 /// A low-rank adapter that `Partial` can restrict to kept output rows and input
 /// columns: `restricted(rows, cols)` returns the compact adapter whose factors are

@@ -66,15 +66,13 @@ class FullDelta {
   [[nodiscard]] Index in_features() const { return delta_.view().cols; }
   [[nodiscard]] Index out_features() const { return delta_.view().rows; }
 
-  /// W + ΔW, for a site that folds this adapter into its GEMMs (FoldableAdapter).
-  [[nodiscard]] ConstView folded_weight(ConstView weight) {
-    require_shape(weight, out_features(), in_features(), "FullDelta::folded_weight weight");
-    if (folded_.view().rows != out_features()) folded_ = Matrix(out_features(), in_features());
-    B::copy(folded_.view(), weight);
-    B::axpy(folded_.view(), 1.0f, delta_.view());
-    return folded_.view();
+  /// folded = W + ΔW, for a site that folds this adapter into its GEMMs (FoldableAdapter).
+  void fold_into(View folded, ConstView weight) const {
+    require_shape(weight, out_features(), in_features(), "FullDelta::fold_into weight");
+    require_shape(folded, out_features(), in_features(), "FullDelta::fold_into folded");
+    B::copy(folded, weight);
+    B::axpy(folded, 1.0f, delta_.view());
   }
-  [[nodiscard]] ConstView folded_weight() const { return folded_.view(); }
 
   [[nodiscard]] View delta_W() { return delta_.view(); }
   [[nodiscard]] ConstView delta_W() const { return delta_.view(); }
@@ -82,9 +80,8 @@ class FullDelta {
   [[nodiscard]] ConstView delta_W_grad() const { return grad_.view(); }
 
  private:
-  Matrix delta_;   // (out, in)
-  Matrix grad_;    // (out, in)
-  Matrix folded_;  // (out, in) W + ΔW once a site folds; one more weight-sized matrix for two fewer GEMMs a step
+  Matrix delta_;  // (out, in)
+  Matrix grad_;   // (out, in)
 };
 
 }  // namespace plora

@@ -56,9 +56,8 @@ class RandomMasking {
   [[nodiscard]] Index in_features() const { return dense_.in_features(); }
   [[nodiscard]] Index out_features() const { return dense_.out_features(); }
 
-  /// W + ΔW for a folding site (FoldableAdapter); ΔW is zero off the support.
-  [[nodiscard]] ConstView folded_weight(ConstView weight) { return dense_.folded_weight(weight); }
-  [[nodiscard]] ConstView folded_weight() const { return dense_.folded_weight(); }
+  /// folded = W + ΔW for a folding site (FoldableAdapter); ΔW is zero off the support.
+  void fold_into(View folded, ConstView weight) const { dense_.fold_into(folded, weight); }
 
   [[nodiscard]] View delta_W() { return dense_.delta_W(); }
   [[nodiscard]] ConstView delta_W() const { return dense_.delta_W(); }

@@ -1,9 +1,11 @@
 #pragma once
 // Choosing sites the way PEFT chooses target_modules, attaching adapters to
 // them, and counting what is trained. Works for any plora::Model.
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -50,12 +52,18 @@ std::vector<std::string> matched_sites(M& model, std::span<const std::string> ta
 
 /// Attaches `factory(site_name, out_features, in_features)` to every site
 /// matched by `targets` (replacing any adapter there); returns their names.
+/// The attached sites share one fold buffer (where folding adapters, full
+/// fine-tuning's, form W + ΔW), so the model must run them one at a time, as
+/// its forward and backward do.
 template <Model M, class Factory>
 std::vector<std::string> attach_adapters(M& model, std::span<const std::string> targets, Factory&& factory) {
   std::vector<std::string> names = matched_sites(model, targets);
+  using Site = std::remove_reference_t<decltype(model.site(names.front()))>;
+  const auto fold_buffer = std::make_shared<typename Site::FoldBuffer>();
   for (const auto& n : names) {
     auto& site = model.site(n);
     site.attach(factory(n, site.out_features(), site.in_features()));
+    site.share_fold_buffer(fold_buffer);
   }
   return names;
 }

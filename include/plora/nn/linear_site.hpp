@@ -3,12 +3,14 @@
 // where adapters apply (llama.cpp-style choke point). W (out x in) is never
 // changed by training; merging an adapter into it is an explicit operation.
 // The ratio extractors may override W temporarily and may ask for dL/dW (SNIP).
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 
 #include "plora/adapters/concepts.hpp"
 #include "plora/backend/concepts.hpp"
+#include "plora/backend/scratch.hpp"
 #include "plora/core/error.hpp"
 
 namespace plora {
@@ -51,6 +53,14 @@ class LinearSite {
     adapter_.emplace(std::move(adapter));
   }
   void detach() { adapter_.reset(); }
+
+  /// Where a FoldableAdapter's W + ΔW is formed, anew before each GEMM that
+  /// reads it (the backward's too: forming costs a small fraction of that
+  /// GEMM). Sites that run one at a time, as a model's do, may share one
+  /// buffer (attach_adapters shares it): one weight-sized matrix per model
+  /// instead of one per site. A site without one makes its own.
+  using FoldBuffer = detail::ShapedScratch<B>;
+  void share_fold_buffer(std::shared_ptr<FoldBuffer> buffer) { fold_buffer_ = std::move(buffer); }
   [[nodiscard]] bool has_adapter() const { return adapter_.has_value(); }
   [[nodiscard]] A& adapter() { return checked_adapter(); }
   [[nodiscard]] const A& adapter() const { return const_cast<LinearSite*>(this)->checked_adapter(); }
@@ -71,18 +81,18 @@ class LinearSite {
   void forward(View y, ConstView x, Saved& saved) {
     const bool biased = !bias_.view().empty();
     if (biased) B::fill_rows(y, bias_.view());
-    B::gemm(y, x, Op::N, gemm_weight(Fold::form), Op::T, 1.0f, biased ? 1.0f : 0.0f);
+    B::gemm(y, x, Op::N, gemm_weight(), Op::T, 1.0f, biased ? 1.0f : 0.0f);
     if (adapter_ && !folds()) adapter_->forward(y, x, saved.adapter);
   }
 
   /// dx (T x in) = dy W (+ adapter's), or dx += that with InputGrad::add;
   /// skipped if dx is empty. Adapter grads (and dW when enabled) accumulate.
-  /// A folded adapter's ΔW is in the forward's W + ΔW, so it adds only its
+  /// A folded adapter's ΔW is in the GEMM's W + ΔW, so it adds only its
   /// parameter grads.
   enum class InputGrad { assign, add };
   void backward(View dx, ConstView dy, ConstView x, const Saved& saved, InputGrad mode = InputGrad::assign) {
     const float beta = mode == InputGrad::add ? 1.0f : 0.0f;
-    if (!dx.empty()) B::gemm(dx, dy, Op::N, gemm_weight(Fold::reuse), Op::N, 1.0f, beta);
+    if (!dx.empty()) B::gemm(dx, dy, Op::N, gemm_weight(), Op::N, 1.0f, beta);
     if (weight_grad_) B::gemm(weight_grad_->view(), dy, Op::T, x, Op::N, 1.0f, 1.0f);
     if (adapter_) adapter_->backward(folds() ? View{} : dx, dy, x, saved.adapter);
   }
@@ -95,14 +105,14 @@ class LinearSite {
       return false;
     }
   }
-  enum class Fold { form, reuse };
-  /// W, or W + ΔW of a folding adapter: formed anew (forward) or as the last
-  /// forward formed it (backward).
-  ConstView gemm_weight(Fold fold) {
+  /// W, or W + ΔW of a folding adapter formed in the fold buffer.
+  ConstView gemm_weight() {
     if constexpr (FoldableAdapter<A>) {
       if (adapter_) {
-        return fold == Fold::form ? adapter_->folded_weight(weight_.view())
-                                  : std::as_const(*adapter_).folded_weight();
+        if (!fold_buffer_) fold_buffer_ = std::make_shared<FoldBuffer>();
+        const View folded = fold_buffer_->shaped(out_features(), in_features());
+        adapter_->fold_into(folded, weight_.view());
+        return folded;
       }
     }
     return weight_.view();
@@ -118,6 +128,7 @@ class LinearSite {
   Matrix bias_;
   std::optional<A> adapter_;
   std::optional<Matrix> weight_grad_;
+  std::shared_ptr<FoldBuffer> fold_buffer_;
 };
 
 }  // namespace plora
