@@ -238,11 +238,23 @@ TEST_CASE("full fine-tuning folds every site's delta into one shared buffer: the
     folded.site(name).adapter().merge_into(merged.site(name).mutable_weight());
     merged.site(name).enable_weight_grad(true);
   }
+  const auto* const buffer = folded.site(every_site.front()).fold_buffer();
+  CHECK(buffer != nullptr);
+  for (const auto& name : every_site) CHECK(folded.site(name).fold_buffer() == buffer);
+  // A copy (an extraction replica, which may run beside the original) shares nothing.
+  FullVit copy = folded;
+  for (const auto& name : every_site) CHECK(copy.site(name).fold_buffer() == nullptr);
+
   const io::SafetensorsFile reference = io::SafetensorsFile::open(dir / "reference.safetensors");
   const ImageBatch batch = reference_batch(reference, folded.config());
   folded.zero_grad();
   merged.zero_grad();
-  CHECK(folded.forward_backward(batch) == merged.forward_backward(batch));
+  const float loss = folded.forward_backward(batch);
+  CHECK(loss == merged.forward_backward(batch));
+  copy.zero_grad();
+  CHECK(copy.forward_backward(batch) == loss);  // each of its sites formed W + ΔW in a buffer of its own
+  CHECK(copy.site(every_site.front()).fold_buffer() != nullptr);
+  CHECK(copy.site(every_site.front()).fold_buffer() != copy.site(every_site.back()).fold_buffer());
   for (const auto& name : every_site) {
     INFO("site ", name);
     const ConstHostView delta_grad = folded.site(name).adapter().delta_W_grad();

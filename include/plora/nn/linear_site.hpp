@@ -58,9 +58,12 @@ class LinearSite {
   /// reads it (the backward's too: forming costs a small fraction of that
   /// GEMM). Sites that run one at a time, as a model's do, may share one
   /// buffer (attach_adapters shares it): one weight-sized matrix per model
-  /// instead of one per site. A site without one makes its own.
+  /// instead of one per site. A site without one, and a copy of a site (a
+  /// copied model may run beside the original), makes its own.
   using FoldBuffer = detail::ShapedScratch<B>;
-  void share_fold_buffer(std::shared_ptr<FoldBuffer> buffer) { fold_buffer_ = std::move(buffer); }
+  void share_fold_buffer(std::shared_ptr<FoldBuffer> buffer) { fold_buffer_.shared = std::move(buffer); }
+  /// The buffer this site forms W + ΔW in; null until shared or first needed.
+  [[nodiscard]] const FoldBuffer* fold_buffer() const { return fold_buffer_.shared.get(); }
   [[nodiscard]] bool has_adapter() const { return adapter_.has_value(); }
   [[nodiscard]] A& adapter() { return checked_adapter(); }
   [[nodiscard]] const A& adapter() const { return const_cast<LinearSite*>(this)->checked_adapter(); }
@@ -109,8 +112,8 @@ class LinearSite {
   ConstView gemm_weight() {
     if constexpr (FoldableAdapter<A>) {
       if (adapter_) {
-        if (!fold_buffer_) fold_buffer_ = std::make_shared<FoldBuffer>();
-        const View folded = fold_buffer_->shaped(out_features(), in_features());
+        if (!fold_buffer_.shared) fold_buffer_.shared = std::make_shared<FoldBuffer>();
+        const View folded = fold_buffer_.shared->shaped(out_features(), in_features());
         adapter_->fold_into(folded, weight_.view());
         return folded;
       }
@@ -128,7 +131,20 @@ class LinearSite {
   Matrix bias_;
   std::optional<A> adapter_;
   std::optional<Matrix> weight_grad_;
-  std::shared_ptr<FoldBuffer> fold_buffer_;
+  /// Moves keep the sharing; copies start without a buffer.
+  struct UnsharedOnCopy {
+    std::shared_ptr<FoldBuffer> shared;
+    UnsharedOnCopy() = default;
+    UnsharedOnCopy(const UnsharedOnCopy& /*other*/) noexcept {}
+    UnsharedOnCopy(UnsharedOnCopy&&) noexcept = default;
+    UnsharedOnCopy& operator=(const UnsharedOnCopy& /*other*/) noexcept {
+      shared.reset();
+      return *this;
+    }
+    UnsharedOnCopy& operator=(UnsharedOnCopy&&) noexcept = default;
+    ~UnsharedOnCopy() = default;
+  };
+  UnsharedOnCopy fold_buffer_;
 };
 
 }  // namespace plora
