@@ -54,6 +54,10 @@ class LinearSite {
   }
   void detach() { adapter_.reset(); }
 
+  [[nodiscard]] bool has_adapter() const { return adapter_.has_value(); }
+  [[nodiscard]] A& adapter() { return checked_adapter(); }
+  [[nodiscard]] const A& adapter() const { return const_cast<LinearSite*>(this)->checked_adapter(); }
+
   /// Where a FoldableAdapter's W + ΔW is formed, anew before each GEMM that
   /// reads it (the backward's too: forming costs a small fraction of that
   /// GEMM). Sites that run one at a time, as a model's do, may share one
@@ -64,9 +68,6 @@ class LinearSite {
   void share_fold_buffer(std::shared_ptr<FoldBuffer> buffer) { fold_buffer_.shared = std::move(buffer); }
   /// The buffer this site forms W + ΔW in; null until shared or first needed.
   [[nodiscard]] const FoldBuffer* fold_buffer() const { return fold_buffer_.shared.get(); }
-  [[nodiscard]] bool has_adapter() const { return adapter_.has_value(); }
-  [[nodiscard]] A& adapter() { return checked_adapter(); }
-  [[nodiscard]] const A& adapter() const { return const_cast<LinearSite*>(this)->checked_adapter(); }
 
   /// Accumulate dL/dW into weight_grad() during backward (used by SNIP).
   void enable_weight_grad(bool enabled) {
