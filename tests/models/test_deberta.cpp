@@ -260,6 +260,32 @@ TEST_CASE("DeBERTa's last layer computes token 0 alone unless every token is ask
   check_same_gradients(pruned.parameters(), every.parameters(), 1e-5);
 }
 
+TEST_CASE("DeBERTa forward from a layer's input gives forward's logits bitwise, whatever pass ran before") {
+  static_assert(LayeredModel<Deberta>);
+  const Fixture fx("rel");  // c2p + p2c, log buckets, a padded sequence: the key mask and rel reach every layer
+  Deberta model = load_deberta_v2<cpu, Lora<cpu>>(fx.path(), fx.config);
+  attach_fixture_lora(model, fx);
+  const TokenBatch batch = fixture_batch(fx.file, false);
+  const Index layers = fx.config.num_hidden_layers;
+  REQUIRE(layers == 2);
+  const HostMatrix logits = to_host<cpu>(model.forward(batch));
+  const HostMatrix input0 = to_host<cpu>(model.hidden_state(0)), input1 = to_host<cpu>(model.hidden_state(1));
+  // The same float operations on the same layer inputs: equal bitwise, also
+  // after passes that left the layers' buffers elsewhere.
+  CHECK(max_abs_diff(to_host<cpu>(model.forward_from(1, input1.view(), batch)).view(), logits.view()) == 0.0);
+  CHECK(max_abs_diff(to_host<cpu>(model.forward_from(0, input0.view(), batch)).view(), logits.view()) == 0.0);
+  CHECK(max_abs_diff(to_host<cpu>(model.forward_from(1, input1.view(), batch)).view(), logits.view()) == 0.0);
+  CHECK(max_abs_diff(to_host<cpu>(model.forward(batch)).view(), logits.view()) == 0.0);
+
+  CHECK(model.layer_of("deberta.encoder.layer.1.attention.self.query_proj") == 1);
+  CHECK_THROWS_WITH_AS((void)model.layer_of("deberta.encoder.layer.2.attention.self.query_proj"),
+                       doctest::Contains("has no site"), ValueError);
+  CHECK_THROWS_WITH_AS(model.forward_from(2, input1.view(), batch), doctest::Contains("layer 2 is outside [0, 2)"),
+                       ValueError);
+  const HostMatrix narrow(input1.rows(), input1.cols() - 1);
+  CHECK_THROWS_WITH_AS(model.forward_from(1, narrow.view(), batch), doctest::Contains("expected"), ShapeError);
+}
+
 TEST_CASE("DeBERTa-v2 layer gradients equal finite differences through the full model (abs config)") {
   const Fixture fx("abs");
   const TokenBatch batch = fixture_batch(fx.file, true);

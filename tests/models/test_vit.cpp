@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "plora/adapters/full_delta.hpp"
@@ -26,6 +27,7 @@
 #include "plora/models/concepts.hpp"
 #include "plora/models/sites.hpp"
 #include "plora/models/vit.hpp"
+#include "plora/sparsity/sparsity.hpp"
 #include "support/gradients.hpp"
 #include "support/numeric.hpp"
 
@@ -263,6 +265,113 @@ TEST_CASE("full fine-tuning folds every site's delta into one shared buffer: the
   }
   const auto folded_head = folded.parameters(), merged_head = merged.parameters();
   CHECK(max_abs_diff(folded_head.back().grad, merged_head.back().grad) == 0.0);
+}
+
+TEST_CASE("a forward from any layer's input gives forward's logits bitwise, whatever pass ran before") {
+  static_assert(LayeredModel<LoraVit>);
+  const std::filesystem::path dir = kData / "vit_a";
+  LoraVit model = lora_vit_with_nonzero_b(dir, load_vit_checkpoint_config(dir));
+  const io::SafetensorsFile reference = io::SafetensorsFile::open(dir / "reference.safetensors");
+  const ImageBatch batch = reference_batch(reference, model.config());
+  const Index layers = model.config().num_hidden_layers;
+  REQUIRE(layers >= 2);
+  const HostMatrix logits = to_host<cpu>(model.forward(batch));
+  std::vector<HostMatrix> inputs;
+  for (Index l = 0; l < layers; ++l) inputs.push_back(to_host<cpu>(model.hidden_state(l)));
+  // The same float operations on the same layer inputs: equal bitwise. The
+  // starting layers come in a scrambled order with whole forwards between,
+  // so each pass takes the layers' buffers from wherever the last one left them.
+  for (const Index first : {layers - 1, Index{0}, layers / 2, layers - 1, Index{1}}) {
+    INFO("from layer ", first);
+    CHECK(max_abs_diff(to_host<cpu>(model.forward_from(first, inputs[first].view(), batch)).view(), logits.view()) ==
+          0.0);
+    if (first % 2 == 1) CHECK(max_abs_diff(to_host<cpu>(model.forward(batch)).view(), logits.view()) == 0.0);
+  }
+  (void)model.forward(batch);
+  CHECK(max_abs_diff(to_host<cpu>(model.forward_from(1, model.hidden_state(1), batch)).view(), logits.view()) == 0.0);
+
+  CHECK(model.layer_of("vit.encoder.layer.1.attention.attention.query") == 1);
+  CHECK(model.layer_of("vit.encoder.layer.0.output.dense") == 0);
+  CHECK_THROWS_WITH_AS((void)model.layer_of("vit.encoder.layer.9.output.dense"), doctest::Contains("has no site"),
+                       ValueError);
+  const std::string outside = "forward_from: layer " + std::to_string(layers) + " is outside";
+  CHECK_THROWS_WITH_AS(model.forward_from(layers, inputs[0].view(), batch), doctest::Contains(outside.c_str()),
+                       ValueError);
+  const HostMatrix short_input(inputs[0].rows() - 1, inputs[0].cols());
+  CHECK_THROWS_WITH_AS(model.forward_from(0, short_input.view(), batch), doctest::Contains("expected"), ShapeError);
+}
+
+namespace {
+/// The ViT as a plain Model (no forward_from): extraction then probes with whole forwards.
+struct WholeForwardVit {
+  using BackendType = cpu;
+  using Batch = ImageBatch;
+  LoraVit vit;
+  ConstHostView forward(const ImageBatch& batch) { return vit.forward(batch); }
+  float forward_backward(const ImageBatch& batch) { return vit.forward_backward(batch); }
+  ParameterList<Host> parameters() { return vit.parameters(); }
+  void zero_grad() { vit.zero_grad(); }
+  void set_training(bool training) { vit.set_training(training); }
+  [[nodiscard]] std::vector<std::string> site_names() const { return vit.site_names(); }
+  LoraVit::Site& site(const std::string& name) { return vit.site(name); }
+};
+static_assert(Model<WholeForwardVit> && !LayeredModel<WholeForwardVit>);
+
+struct ShotBatches {
+  using Batch = ImageBatch;
+  std::vector<ImageBatch> batches;
+  [[nodiscard]] Index batches_per_epoch() const { return static_cast<Index>(batches.size()); }
+  [[nodiscard]] ImageBatch batch(Index /*epoch*/, Index i) const { return batches[static_cast<std::size_t>(i)]; }
+};
+}  // namespace
+
+TEST_CASE("SVD extraction probes a weight of layer l from layer l's cached inputs: whole forwards' report, bitwise") {
+  const std::filesystem::path dir = kData / "vit_a";
+  const ViTConfig config = load_vit_checkpoint_config(dir);
+  LoraVit layered = load_lora_vit(dir, config);
+  WholeForwardVit whole{load_lora_vit(dir, config)};
+  const io::SafetensorsFile reference = io::SafetensorsFile::open(dir / "reference.safetensors");
+  ImageBatch shots = reference_batch(reference, config);
+  // Labelled with the model's own predictions: M0 = 1, and pruning can only lose accuracy.
+  const HostMatrix logits = to_host<cpu>(layered.forward(shots));
+  for (Index i = 0; i < logits.rows(); ++i) {
+    const float* row = logits.view().data + i * logits.cols();
+    shots.labels[static_cast<std::size_t>(i)] =
+        static_cast<std::int32_t>(std::max_element(row, row + logits.cols()) - row);
+  }
+  // Two batches, so each probe scores several forwards from cached inputs.
+  ShotBatches few_shot;
+  const Index half = shots.size() / 2;
+  REQUIRE(half >= 1);
+  for (const auto& [first, count] : {std::pair{Index{0}, half}, std::pair{half, shots.size() - half}}) {
+    ImageBatch part{HostMatrix(shots.pixels.view().row_block(first, count)), {}};
+    part.labels.assign(shots.labels.begin() + first, shots.labels.begin() + first + count);
+    few_shot.batches.push_back(std::move(part));
+  }
+  ExtractionConfig extraction;
+  extraction.resolution = 1.0 / 8.0;
+  const RatioReport fast = extract_ratios(Svd{}, layered, few_shot, extraction);
+  const RatioReport slow = extract_ratios(Svd{}, whole, few_shot, extraction);
+  REQUIRE(fast.sites.size() == slow.sites.size());
+  CHECK(fast.sites.size() == layered.site_names().size());
+  CHECK(fast.reference_metric == 1.0);
+  bool some_pruned = false;
+  for (std::size_t i = 0; i < fast.sites.size(); ++i) {
+    const SiteRatio &a = fast.sites[i], &b = slow.sites[i];
+    INFO("site ", b.name);
+    CHECK(a.name == b.name);
+    CHECK(a.ratio == b.ratio);
+    CHECK(a.evaluations == b.evaluations);
+    REQUIRE(a.probes.size() == b.probes.size());
+    for (std::size_t p = 0; p < a.probes.size(); ++p) {
+      CHECK(a.probes[p].q == b.probes[p].q);
+      CHECK(a.probes[p].metric == b.probes[p].metric);
+    }
+    CHECK(a.row_scores == b.row_scores);
+    CHECK(a.col_scores == b.col_scores);
+    some_pruned = some_pruned || a.ratio < 1.0;
+  }
+  CHECK(some_pruned);
 }
 
 TEST_CASE("ViT training dropouts: transformers' placement, reproducible masks, gradients equal finite differences") {

@@ -9,6 +9,9 @@
 //   set_training(bool)        dropout on/off
 //   site_names()              adaptable linear sites, PEFT-style full names
 //   site(name)                the LinearSite (to attach adapters, override W, ask dL/dW)
+//
+// LayeredModel adds what lets the ratio extractors rerun the layers above a
+// pruned weight only.
 #include <concepts>
 #include <string>
 #include <vector>
@@ -29,5 +32,21 @@ concept Model = Backend<typename M::BackendType> &&
                   { m.site_names() } -> std::same_as<std::vector<std::string>>;
                   m.site(name);
                 };
+
+/// A Model whose inference forward can start at an encoder layer from that
+/// layer's input, as the ratio extractors use it: a probe of a weight in layer
+/// l reruns layers l.. only, from inputs computed once.
+///   layer_of(site)                the encoder layer holding the site
+///   hidden_state(l)               layer l's input, after a forward
+///   forward_from(l, input, batch) forward(batch)'s logits, `input` being
+///                                 hidden_state(l) of that batch's forward
+template <class M>
+concept LayeredModel =
+    Model<M> && requires(M& m, const M& cm, const typename M::Batch& batch, const std::string& name, Index layer,
+                         ConstView<typename M::BackendType::Space> input) {
+      { cm.layer_of(name) } -> std::convertible_to<Index>;
+      { cm.hidden_state(layer) } -> std::convertible_to<ConstView<typename M::BackendType::Space>>;
+      { m.forward_from(layer, input, batch) } -> std::convertible_to<ConstView<typename M::BackendType::Space>>;
+    };
 
 }  // namespace plora

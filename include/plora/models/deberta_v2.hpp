@@ -268,6 +268,23 @@ class DebertaV2 {
   /// pass: the layers hand one set of activation buffers along, so memory
   /// holds one layer's activations rather than every layer's.
   ConstView forward(const TokenBatch& batch) { return forward_pass(batch, detail::Activations::one_layer); }
+  /// forward(batch)'s logits from layer `first` on (LayeredModel): `input` is
+  /// hidden_state(first) of a forward of `batch` with the same weights below
+  /// that layer, (batch * seq_len, hidden). The ratio extractors' probes of a
+  /// weight in layer l rerun layers l.. only.
+  ConstView forward_from(Index first, ConstView input, const TokenBatch& batch) {
+    const Index layers = config_.num_hidden_layers, rows = batch.batch * batch.seq_len, hidden = config_.hidden_size;
+    check<ValueError>(first >= 0 && first < layers, "DeBERTa forward_from: layer ", first, " is outside [0, ",
+                      layers, ")");
+    check<ShapeError>(rows > 0 && input.rows == rows && input.cols == hidden, "DeBERTa forward_from: layer ", first,
+                      "'s input is ", input.rows, " x ", input.cols, ", expected ", rows, " x ", hidden, " (",
+                      batch.batch, " sequences of ", batch.seq_len, " tokens)");
+    return forward_pass(batch, detail::Activations::one_layer, static_cast<std::size_t>(first), input);
+  }
+  /// The encoder layer holding site `name` (ValueError for other names).
+  [[nodiscard]] Index layer_of(const std::string& name) const {
+    return detail::checked_layer_site_name(layers_, name, kLayerPrefix, "DeBERTa").layer;
+  }
 
   /// Mean loss of the batch (cross-entropy on labels, or MSE on targets when
   /// num_labels == 1); adds its gradients to parameters().
@@ -361,15 +378,23 @@ class DebertaV2 {
  private:
   static constexpr float kMaskedScore = -1e30f;
 
-  /// forward() and forward_backward()'s pass; `kept` says which activations stay.
-  ConstView forward_pass(const TokenBatch& batch, detail::Activations kept) {
+  /// forward(), forward_from() and forward_backward()'s pass from layer
+  /// `first`, whose input is `input` or else the tokens' embeddings; `kept`
+  /// says which activations stay.
+  ConstView forward_pass(const TokenBatch& batch, detail::Activations kept, std::size_t first = 0,
+                         ConstView input = {}) {
     validate(batch);
     const Index n = batch.batch, tokens = batch.seq_len, rows = n * tokens, hidden = config_.hidden_size;
     batch_ = n;
     tokens_ = tokens;
     RandomStream* const dropout = training_ ? &dropout_stream_ : nullptr;
-    embed(hidden_[0].rows(rows, hidden), batch);
-    embedding_dropout_.forward(hidden_[0].rows(rows, hidden), dropout);  // the embeddings are frozen: no backward
+    const View stream_in = hidden_[first].rows(rows, hidden);
+    if (input.empty()) {
+      embed(stream_in, batch);
+      embedding_dropout_.forward(stream_in, dropout);  // the embeddings are frozen: no backward
+    } else if (input.data != stream_in.data) {
+      B::copy(stream_in, input);
+    }
 
     // Padding keys get a large negative score (transformers fills them with the dtype minimum).
     HostMatrix mask(n, tokens);
@@ -388,7 +413,7 @@ class DebertaV2 {
       }
     }
     rel_ = rel;
-    detail::forward_layers(layers_, kept, [&](std::size_t l) {
+    detail::forward_layers(layers_, kept, first, inference_holder_, [&](std::size_t l) {
       const Queries queries = detail::layer_queries(l, layers_.size(), every_token_);
       const Index out_rows = rows / query_step(queries, tokens);
       layers_[l].forward(hidden_[l + 1].rows(out_rows, hidden), hidden_[l].rows(rows), rel, key_mask, tokens, attn_,
@@ -564,6 +589,7 @@ class DebertaV2 {
   bool every_token_ = false;  // the last layer's outputs: every token's, or token 0's
   Index batch_ = 0;   // sequences in the last forward
   Index tokens_ = 0;  // their padded length
+  std::size_t inference_holder_ = 0;  // the layer holding the inference pass's activation buffers
 
   detail::Scratch<B> embedded_, lookup_;      // (rows, embedding) embedding sums and lookups
   detail::Scratch<B> projected_;              // (rows, hidden) LayerNorm input or output

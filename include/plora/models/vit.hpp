@@ -235,6 +235,23 @@ class Vit {
   /// pass: the layers hand one set of activation buffers along, so memory
   /// holds one layer's activations rather than every layer's.
   ConstView forward(const ImageBatch& batch) { return forward_pass(batch, detail::Activations::one_layer); }
+  /// forward(batch)'s logits from layer `first` on (LayeredModel): `input` is
+  /// hidden_state(first) of a forward of `batch` with the same weights below
+  /// that layer, (batch * tokens, hidden). The ratio extractors' probes of a
+  /// weight in layer l rerun layers l.. only.
+  ConstView forward_from(Index first, ConstView input, const ImageBatch& batch) {
+    const Index layers = config_.num_hidden_layers, rows = batch.size() * tokens(), hidden = config_.hidden_size;
+    check<ValueError>(first >= 0 && first < layers, "ViT forward_from: layer ", first, " is outside [0, ", layers,
+                      ")");
+    check<ShapeError>(rows > 0 && input.rows == rows && input.cols == hidden, "ViT forward_from: layer ", first,
+                      "'s input is ", input.rows, " x ", input.cols, ", expected ", rows, " x ", hidden, " (",
+                      batch.size(), " images of ", tokens(), " tokens)");
+    return forward_pass(batch, detail::Activations::one_layer, static_cast<std::size_t>(first), input);
+  }
+  /// The encoder layer holding site `name` (ValueError for other names).
+  [[nodiscard]] Index layer_of(const std::string& name) const {
+    return detail::checked_layer_site_name(layers_, name, kLayerPrefix, "ViT").layer;
+  }
   /// Mean cross-entropy of the batch; adds its gradients to parameters().
   float forward_backward(const ImageBatch& batch) {
     check<ShapeError>(static_cast<Index>(batch.labels.size()) == batch.size(), "ViT batch: ", batch.labels.size(),
@@ -329,17 +346,25 @@ class Vit {
     return c;
   }
 
-  /// forward() and forward_backward()'s pass; `kept` says which activations stay.
-  ConstView forward_pass(const ImageBatch& batch, detail::Activations kept) {
+  /// forward(), forward_from() and forward_backward()'s pass from layer
+  /// `first`, whose input is `input` or else the pixels' embeddings; `kept`
+  /// says which activations stay.
+  ConstView forward_pass(const ImageBatch& batch, detail::Activations kept, std::size_t first = 0,
+                         ConstView input = {}) {
     const Index n = batch.size(), tokens = this->tokens(), hidden = config_.hidden_size;
     check<ShapeError>(n > 0, "ViT forward: empty batch");
-    const View pixels = pixels_.rows(n, batch.pixels.cols());
-    B::upload(pixels, batch.pixels.view());
     batch_ = n;
     RandomStream* const dropout = training_ ? &dropout_stream_ : nullptr;
-    embeddings_.forward(hidden_[0].rows(n * tokens, hidden), pixels);
-    embedding_dropout_.forward(hidden_[0].rows(n * tokens, hidden), dropout);  // frozen embeddings: no backward
-    detail::forward_layers(layers_, kept, [&](std::size_t l) {
+    const View stream_in = hidden_[first].rows(n * tokens, hidden);
+    if (input.empty()) {
+      const View pixels = pixels_.rows(n, batch.pixels.cols());
+      B::upload(pixels, batch.pixels.view());
+      embeddings_.forward(stream_in, pixels);
+      embedding_dropout_.forward(stream_in, dropout);  // frozen embeddings: no backward
+    } else if (input.data != stream_in.data) {
+      B::copy(stream_in, input);
+    }
+    detail::forward_layers(layers_, kept, first, inference_holder_, [&](std::size_t l) {
       const Queries queries = detail::layer_queries(l, layers_.size(), every_token_);
       const Index out_rows = n * tokens / query_step(queries, tokens);
       layers_[l].forward(hidden_[l + 1].rows(out_rows, hidden), hidden_[l].rows(n * tokens), tokens, dropout, queries);
@@ -376,6 +401,7 @@ class Vit {
   bool training_ = false;
   bool every_token_ = false;  // the last layer's outputs: every token's, or token 0's
   Index batch_ = 0;  // images in the last forward
+  std::size_t inference_holder_ = 0;  // the layer holding the inference pass's activation buffers
 
   detail::Scratch<B> pixels_;                 // (batch, C S S)
   std::vector<detail::Scratch<B>> hidden_;    // layers + 1 of (batch * tokens, hidden)

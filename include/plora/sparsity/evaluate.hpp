@@ -1,6 +1,7 @@
 #pragma once
-// Scoring a model on the few-shot set: forward every batch in eval mode, bring
-// the logits to the host and apply the task metric to all of them at once.
+// Scoring a model on the few-shot set: forward every batch in eval mode (or
+// run any pass that gives its logits), bring the logits to the host and apply
+// the task metric to all of them at once.
 #include <concepts>
 #include <cstdint>
 #include <span>
@@ -32,20 +33,19 @@ std::vector<typename S::Batch> few_shot_batches(const S& few_shot) {
   return out;
 }
 
-/// `metric` of `model` (in eval mode) over all of `batches`. A batch supplies
-/// `labels` (class ids) and, for Pearson / Spearman, `targets` when it has them.
-template <Model M>
-double evaluate_metric(M& model, std::span<const typename M::Batch> batches, metrics::Metric metric) {
-  using B = typename M::BackendType;
+/// `metric` over all of `batches`, batch i's logits (rows, classes) from
+/// `logits_of(i)` in backend B's memory. A batch supplies `labels` (class
+/// ids) and, for Pearson / Spearman, `targets` when it has them.
+template <Backend B, class Batch, class LogitsOf>
+double evaluate_outputs(std::span<const Batch> batches, metrics::Metric metric, LogitsOf&& logits_of) {
   check<ValueError>(!batches.empty(), "evaluate_metric: no batches to evaluate");
-  model.set_training(false);
   std::vector<float> outputs;
   std::vector<std::int32_t> labels;
   std::vector<float> targets;
   Index rows = 0, cols = 0;
   for (std::size_t i = 0; i < batches.size(); ++i) {
     const auto& batch = batches[i];
-    const HostMatrix logits = to_host<B>(ConstView<typename B::Space>(model.forward(batch)));
+    const HostMatrix logits = to_host<B>(ConstView<typename B::Space>(logits_of(i)));
     check<ShapeError>(i == 0 || logits.cols() == cols, "evaluate_metric: batch ", i, " gave ", logits.cols(),
                       " output columns, earlier batches ", cols);
     cols = logits.cols();
@@ -56,6 +56,14 @@ double evaluate_metric(M& model, std::span<const typename M::Batch> batches, met
   }
   const HostMatrix all(rows, cols, std::move(outputs));
   return metrics::score(metric, all.view(), labels, targets);
+}
+
+/// `metric` of `model` (in eval mode) over all of `batches`.
+template <Model M>
+double evaluate_metric(M& model, std::span<const typename M::Batch> batches, metrics::Metric metric) {
+  model.set_training(false);
+  return evaluate_outputs<typename M::BackendType>(batches, metric,
+                                                   [&](std::size_t i) { return model.forward(batches[i]); });
 }
 
 }  // namespace plora

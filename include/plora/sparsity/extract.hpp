@@ -4,6 +4,10 @@
 // replace only that weight by its q-pruned versions, find the smallest q with
 // metric >= tau * M0, restore the weight exactly and record ratio and scores.
 //
+// A LayeredModel's probes of a weight in layer l rerun layers l.. only, from
+// that layer's inputs computed once per layer (about half the layer passes of
+// whole forwards, the same results).
+//
 // Parallelism: weights are independent, but one model instance cannot run two
 // forward passes at once, so `threads` > 1 works on one copy of the model per
 // extra thread (M must then be copy-constructible with value semantics: a copy
@@ -68,14 +72,19 @@ inline std::vector<std::string> select_sites(const std::vector<std::string>& sit
 
 namespace detail {
 
-/// Calls work(replica, i) for i in [0, count) on up to `threads` model
-/// instances: `model` itself and threads - 1 copies of it. The first failure
-/// stops the remaining work and is rethrown here.
+/// The number of model instances for_each_on_replicas works on.
+inline std::size_t replica_count(std::size_t count, int threads) {
+  return std::min<std::size_t>(count, static_cast<std::size_t>(std::max(threads, 1)));
+}
+
+/// Calls work(replica, r, i) for i in [0, count) on replica_count(count,
+/// threads) model instances r: `model` itself (r = 0) and copies of it. The
+/// first failure stops the remaining work and is rethrown here.
 template <Model M, class Work>
 void for_each_on_replicas(M& model, std::size_t count, int threads, Work&& work) {
-  const std::size_t workers = std::min<std::size_t>(count, static_cast<std::size_t>(std::max(threads, 1)));
+  const std::size_t workers = replica_count(count, threads);
   if (workers <= 1) {
-    for (std::size_t i = 0; i < count; ++i) work(model, i);
+    for (std::size_t i = 0; i < count; ++i) work(model, std::size_t{0}, i);
     return;
   }
   if constexpr (std::copy_constructible<M>) {
@@ -85,10 +94,10 @@ void for_each_on_replicas(M& model, std::size_t count, int threads, Work&& work)
     std::mutex error_mutex;
     std::exception_ptr error;
     std::size_t error_index = std::numeric_limits<std::size_t>::max();
-    const auto run = [&](M& replica) {
+    const auto run = [&](M& replica, std::size_t r) {
       for (std::size_t i = next++; i < count && !failed; i = next++) {
         try {
-          work(replica, i);
+          work(replica, r, i);
         } catch (...) {
           const std::lock_guard lock(error_mutex);
           if (i < error_index) {
@@ -101,8 +110,8 @@ void for_each_on_replicas(M& model, std::size_t count, int threads, Work&& work)
     };
     {
       std::vector<std::jthread> pool;
-      for (auto& replica : replicas) pool.emplace_back(run, std::ref(replica));
-      run(model);
+      for (std::size_t r = 0; r < replicas.size(); ++r) pool.emplace_back(run, std::ref(replicas[r]), r + 1);
+      run(model, 0);
     }
     if (error) std::rethrow_exception(error);
   } else {
@@ -111,12 +120,61 @@ void for_each_on_replicas(M& model, std::size_t count, int threads, Work&& work)
   }
 }
 
+/// The input of one encoder layer for every few-shot batch under the
+/// unmodified weights, kept by a model replica across the sites of that
+/// layer: pruning a weight of layer l changes nothing below it, so a
+/// LayeredModel's probes rerun layers l.. only, with the same float
+/// operations (and results) as whole forwards.
+template <Model M>
+struct LayerInputs {
+  Index layer = -1;
+  std::vector<typename M::BackendType::Matrix> inputs;
+};
+
+/// The few-shot metric of `model` as the weights of site `name` now are.
+template <Model M>
+double probe_metric(M& model, const std::string& name, std::span<const typename M::Batch> shots,
+                    metrics::Metric metric, const LayerInputs<M>& cache) {
+  if constexpr (LayeredModel<M>) {
+    model.set_training(false);
+    const Index layer = model.layer_of(name);
+    return evaluate_outputs<typename M::BackendType>(
+        shots, metric, [&](std::size_t i) { return model.forward_from(layer, cache.inputs[i].view(), shots[i]); });
+  } else {
+    return evaluate_metric(model, shots, metric);
+  }
+}
+
+/// Fills `cache` with the inputs of the layer holding site `name`, unless it
+/// holds them already; a no-op for models that are not LayeredModels.
+template <Model M>
+void cache_layer_inputs(M& model, const std::string& name, std::span<const typename M::Batch> shots,
+                        LayerInputs<M>& cache) {
+  if constexpr (LayeredModel<M>) {
+    using B = typename M::BackendType;
+    const Index layer = model.layer_of(name);
+    if (cache.layer == layer) return;
+    cache.layer = -1;
+    cache.inputs.clear();
+    model.set_training(false);
+    for (const auto& batch : shots) {
+      (void)model.forward(batch);
+      const ConstView<typename B::Space> input = model.hidden_state(layer);
+      cache.inputs.emplace_back(input.rows, input.cols);
+      B::copy(cache.inputs.back().view(), input);
+    }
+    cache.layer = layer;
+  }
+}
+
 /// Extracts the ratio of one site of `model` (METHOD.md §2, step 3). The
 /// weight is restored bit-exactly afterwards, also when an evaluation throws.
 template <class E, Model M>
 SiteRatio extract_site(const E& extractor, M& model, const std::string& name,
-                       std::span<const typename M::Batch> shots, const ExtractionConfig& config, double target) {
+                       std::span<const typename M::Batch> shots, const ExtractionConfig& config, double target,
+                       LayerInputs<M>& cache) {
   using B = typename M::BackendType;
+  cache_layer_inputs(model, name, shots, cache);  // before any weight of the layer changes
   auto& site = model.site(name);
   const ConstView<typename B::Space> weight = site.weight();
   typename B::Matrix original(weight.rows, weight.cols);
@@ -130,7 +188,7 @@ SiteRatio extract_site(const E& extractor, M& model, const std::string& name,
   result.in_features = weight.cols;
   const auto metric = [&](double q) {
     pruner.apply(site.mutable_weight(), q);
-    const double value = evaluate_metric(model, shots, config.metric);
+    const double value = probe_metric(model, name, shots, config.metric, cache);
     result.probes.push_back({q, pruner.density(q), value});
     return value;
   };
@@ -182,8 +240,10 @@ RatioReport extract_ratios(const E& extractor, M& model, const S& few_shot, cons
   const int threads = config.threads == 0 ? static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))
                                           : config.threads;
   report.sites.resize(sites.size());
-  detail::for_each_on_replicas(model, sites.size(), threads, [&](M& replica, std::size_t i) {
-    report.sites[i] = detail::extract_site(extractor, replica, sites[i], std::span(shots), config, target);
+  std::vector<detail::LayerInputs<M>> layer_inputs(detail::replica_count(sites.size(), threads));
+  detail::for_each_on_replicas(model, sites.size(), threads, [&](M& replica, std::size_t r, std::size_t i) {
+    report.sites[i] =
+        detail::extract_site(extractor, replica, sites[i], std::span(shots), config, target, layer_inputs[r]);
   });
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;

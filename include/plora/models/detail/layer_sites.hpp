@@ -50,10 +50,11 @@ std::vector<std::string> layer_site_names(const std::vector<Layer>& layers, std:
   return names;
 }
 
-/// The site called `name`; a ValueError naming `model` and its sites for any other name.
+/// Layer and suffix of the site called `name`; a ValueError naming `model`
+/// and its sites for any other name.
 template <class Layer>
-auto& find_layer_site(std::vector<Layer>& layers, const std::string& name, std::string_view prefix,
-                      std::string_view model) {
+LayerSiteName checked_layer_site_name(const std::vector<Layer>& layers, const std::string& name,
+                                      std::string_view prefix, std::string_view model) {
   const auto parsed = parse_layer_site_name(name, prefix);
   const bool known = parsed && parsed->layer >= 0 && parsed->layer < static_cast<Index>(layers.size()) &&
                      layers[static_cast<std::size_t>(parsed->layer)].has_site(parsed->suffix);
@@ -65,7 +66,15 @@ auto& find_layer_site(std::vector<Layer>& layers, const std::string& name, std::
     throw ValueError(detail::concat(model, " has no site '", name, "'; sites are ", prefix, "<0..",
                                     static_cast<Index>(layers.size()) - 1, ">.{", suffixes, "}"));
   }
-  return layers[static_cast<std::size_t>(parsed->layer)].site(parsed->suffix);
+  return *parsed;
+}
+
+/// The site called `name`; a ValueError naming `model` and its sites for any other name.
+template <class Layer>
+auto& find_layer_site(std::vector<Layer>& layers, const std::string& name, std::string_view prefix,
+                      std::string_view model) {
+  const LayerSiteName parsed = checked_layer_site_name(layers, name, prefix, model);
+  return layers[static_cast<std::size_t>(parsed.layer)].site(parsed.suffix);
 }
 
 }  // namespace plora::detail

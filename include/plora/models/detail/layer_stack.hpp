@@ -1,10 +1,11 @@
 #pragma once
 // Running a stack of encoder layers, keeping every layer's activations for a
 // backward pass, or, for inference, one layer's: each layer hands its buffers
-// to the next once it is done (the last hands them back to the first, so the
-// next pass allocates nothing). The backward runs the stack top-down with two
-// residual-stream gradient buffers in turn. A classifier on token 0 needs
-// nothing else from the last layer, which then computes that token alone.
+// to the next once it is done, and the next pass takes them from the layer
+// that ended with them, so it allocates nothing, wherever it starts. The
+// backward runs the stack top-down with two residual-stream gradient buffers
+// in turn. A classifier on token 0 needs nothing else from the last layer,
+// which then computes that token alone.
 #include <cstddef>
 #include <vector>
 
@@ -27,14 +28,25 @@ inline Index top_token_step(std::size_t count, bool every_token, Index tokens) {
   return count == 0 || every_token ? tokens : 1;
 }
 
-/// Calls forward_layer(l) for l = 0, 1, ... in order. Layer needs
-/// swap_activations(Layer&) that exchanges forward state, not weights.
+/// Calls forward_layer(l) for l = first, first + 1, ... in order. Layer
+/// needs swap_activations(Layer&) that exchanges forward state, not weights.
+/// For inference (one_layer), `holder` is the layer holding the buffers the
+/// layers hand along: layer `first` takes them from it, and it becomes the
+/// last layer.
 template <class Layer, class F>
-void forward_layers(std::vector<Layer>& layers, Activations kept, F&& forward_layer) {
-  for (std::size_t l = 0; l < layers.size(); ++l) {
+void forward_layers(std::vector<Layer>& layers, Activations kept, std::size_t first, std::size_t& holder,
+                    F&& forward_layer) {
+  const bool hand_along = kept == Activations::one_layer;
+  if (hand_along && first < layers.size() && holder != first) {
+    layers[holder].swap_activations(layers[first]);
+    holder = first;
+  }
+  for (std::size_t l = first; l < layers.size(); ++l) {
     forward_layer(l);
-    if (kept == Activations::one_layer && layers.size() > 1)
-      layers[l].swap_activations(layers[(l + 1) % layers.size()]);
+    if (hand_along && l + 1 < layers.size()) {
+      layers[l].swap_activations(layers[l + 1]);
+      holder = l + 1;
+    }
   }
 }
 
