@@ -13,6 +13,7 @@
 #include "plora/io/ratios_json.hpp"
 #include "plora/sparsity/sparsity.hpp"
 #include "sparsity/fixtures.hpp"
+#include "support/reports.hpp"
 
 using namespace plora;
 using plora::test::make_batches;
@@ -63,26 +64,7 @@ TEST_CASE("same seed, same ratios.json bytes; the file round-trips exactly") {
   CHECK(loaded.resolution == report.resolution);
   CHECK(loaded.reference_metric == report.reference_metric);
   CHECK(loaded.seed == 3);
-  REQUIRE(loaded.sites.size() == report.sites.size());
-  for (std::size_t i = 0; i < report.sites.size(); ++i) {
-    const SiteRatio &a = report.sites[i], &b = loaded.sites[i];
-    CHECK(a.name == b.name);
-    CHECK(a.out_features == b.out_features);
-    CHECK(a.in_features == b.in_features);
-    CHECK(a.ratio == b.ratio);
-    CHECK(a.outcome == b.outcome);
-    CHECK(a.evaluations == b.evaluations);
-    REQUIRE(a.probes.size() == b.probes.size());
-    for (std::size_t p = 0; p < a.probes.size(); ++p) {
-      CHECK(a.probes[p].q == b.probes[p].q);
-      CHECK(a.probes[p].density == b.probes[p].density);
-      CHECK(a.probes[p].metric == b.probes[p].metric);
-    }
-    CHECK(a.row_scores == b.row_scores);  // bit-exact floats
-    CHECK(a.col_scores == b.col_scores);
-    CHECK(a.top_rows == b.top_rows);
-    CHECK(a.top_cols == b.top_cols);
-  }
+  plora::test::check_same_sites(loaded, report);  // floats bit-exact
   CHECK(io::ratios_to_json(loaded) == bytes);
   std::filesystem::remove_all(dir);
 }
