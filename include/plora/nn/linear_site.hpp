@@ -64,7 +64,7 @@ class LinearSite {
   /// buffer (attach_adapters shares it): one weight-sized matrix per model
   /// instead of one per site. A site without one, and a copy of a site (a
   /// copied model may run beside the original), makes its own.
-  using FoldBuffer = detail::ShapedScratch<B>;
+  using FoldBuffer = detail::Scratch<B>;
   void share_fold_buffer(std::shared_ptr<FoldBuffer> buffer) { fold_buffer_.shared = std::move(buffer); }
   /// The buffer this site forms W + ΔW in; null until shared or first needed.
   [[nodiscard]] const FoldBuffer* fold_buffer() const { return fold_buffer_.shared.get(); }
@@ -114,7 +114,7 @@ class LinearSite {
     if constexpr (FoldableAdapter<A>) {
       if (adapter_) {
         if (!fold_buffer_.shared) fold_buffer_.shared = std::make_shared<FoldBuffer>();
-        const View folded = fold_buffer_.shared->shaped(out_features(), in_features());
+        const View folded = fold_buffer_.shared->rows(out_features(), in_features());
         adapter_->fold_into(folded, weight_.view());
         return folded;
       }
