@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "adapter_work.hpp"
 #include "plora/adapters/lora.hpp"
 #include "plora/adapters/partial.hpp"
 #include "plora/backend/cpu/cpu.hpp"
@@ -22,6 +23,7 @@
 
 namespace {
 using namespace plora;
+using plora::bench::adapter_flops;
 constexpr Index kTokens = 8 * 197;
 constexpr Index kRank = 8;
 
@@ -32,12 +34,6 @@ HostMatrix random_host(Index rows, Index cols, std::uint64_t seed) {
   return m;
 }
 
-/// GEMM FLOPs of forward + backward for an adapter of kept (rows x cols):
-/// forward 2T·r·(cols + rows); backward dB 2T·r·rows, dh 2T·r·rows,
-/// dA 2T·r·cols, dx 2T·r·cols.
-double adapter_flops(Index rows, Index cols) {
-  return 2.0 * kTokens * kRank * (2.0 * rows + 2.0 * cols) + 2.0 * kTokens * kRank * (rows + cols);
-}
 /// Fraction of the 16-float (64-byte) groups of a `width`-float row that hold a kept index.
 double touched_line_fraction(const std::vector<std::int32_t>& kept, Index width) {
   constexpr Index floats_per_line = 64 / sizeof(float);
@@ -66,7 +62,8 @@ void dense_lora(benchmark::State& state) {
   Lora<cpu> lora(out, in, LoraConfig{.rank = kRank, .alpha = 16}, RandomStream(0, 1));
   run(state, lora, out, in);
   state.counters["density"] = 1.0;
-  state.counters["FLOPs"] = benchmark::Counter(adapter_flops(out, in), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["FLOPs"] =
+      benchmark::Counter(adapter_flops(kTokens, kRank, out, in), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void partial_lora(benchmark::State& state) {
@@ -82,7 +79,8 @@ void partial_lora(benchmark::State& state) {
   state.counters["tile"] = static_cast<double>(partial.tile_tokens());
   state.counters["lines_x"] = touched_line_fraction(mask.cols, in);
   state.counters["lines_y"] = touched_line_fraction(mask.rows, out);
-  state.counters["FLOPs"] = benchmark::Counter(adapter_flops(rows, cols), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["FLOPs"] =
+      benchmark::Counter(adapter_flops(kTokens, kRank, rows, cols), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 /// The memory-traffic floor of an in-place adapter at (out x in): one streaming

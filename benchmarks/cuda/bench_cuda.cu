@@ -1,8 +1,12 @@
 // GPU microbenchmarks of plora::cuda. GEMM throughput at the ViT-Base linear
 // shapes (8 images x 197 tokens = 1576 rows; c = x W^T as in LinearSite) in
-// fp32, TF32 and BF16 against the device's theoretical peak, and the bandwidth
-// of two row kernels against the memory's. Every benchmark first validates its
-// result on the host, then times batches of launches with CUDA events.
+// fp32, TF32 and BF16 against the device's theoretical peak; the bandwidth of
+// two row kernels against the memory's; adapter forward + backward on one
+// linear site, dense LoRA against Partial-LoRA at ΔW densities 1, 0.5, 0.25,
+// 0.13 (balanced sqrt split), r = 8, shapes 768x768 and 3072x768, for 8 and 64
+// images of 197 tokens. Every benchmark first validates its result, then
+// times batches of launches with CUDA events. Whole-model training steps are
+// in bench_cuda_models.
 //   bench_cuda --benchmark_format=json --benchmark_out=<file>
 #include <benchmark/benchmark.h>
 
@@ -10,13 +14,24 @@
 #include <cmath>
 #include <string>
 
+#include "adapters/adapter_work.hpp"
+#include "device_peak.cuh"
+#include "plora/adapters/lora.hpp"
+#include "plora/adapters/partial.hpp"
 #include "plora/backend/cuda/cuda.cuh"
 #include "plora/core/rng.hpp"
+#include "plora/masks/bernoulli.hpp"
 
 namespace plora {
 namespace {
+using bench::peak_gbps;
+using bench::peak_tflops;
 
 constexpr int kLaunchesPerIteration = 20;  // amortises the gaps between launches and events
+// Device seconds of launches each benchmark runs for. An iteration's manual
+// time is one launch's, so an iteration takes kLaunchesPerIteration times that
+// in wall time: at 0.2 s the 31 benchmarks ran past three minutes on an H200.
+constexpr double kMinLaunchSeconds = 0.02;
 constexpr int kValidationSamples = 64;
 
 HostMatrix random_host(Index rows, Index cols, std::uint64_t seed) {
@@ -24,29 +39,6 @@ HostMatrix random_host(Index rows, Index cols, std::uint64_t seed) {
   RandomStream rng(seed, 0);
   for (auto& v : m.values()) v = rng.uniform(-1.0f, 1.0f);
   return m;
-}
-
-int device_attribute(cudaDeviceAttr attribute) {
-  int device = 0, value = 0;
-  PLORA_CUDA_CHECK(cudaGetDevice(&device));
-  PLORA_CUDA_CHECK(cudaDeviceGetAttribute(&value, attribute, device));
-  return value;
-}
-
-/// Dense peak in TFLOP/s at the reported maximum clock: SMs x clock x FLOP per
-/// SM per clock, which on sm_90 (Hopper) is 256 for fp32 FMA on CUDA cores and
-/// 2048 / 4096 for TF32 / BF16 on tensor cores. 0 on other architectures.
-double peak_tflops(cuda::MathMode mode) {
-  if (device_attribute(cudaDevAttrComputeCapabilityMajor) != 9) return 0.0;
-  const double per_sm_clock = mode == cuda::MathMode::Fp32 ? 256.0 : mode == cuda::MathMode::Tf32 ? 2048.0 : 4096.0;
-  return device_attribute(cudaDevAttrMultiProcessorCount) * device_attribute(cudaDevAttrClockRate) * 1e3 *
-         per_sm_clock / 1e12;
-}
-
-/// Peak memory bandwidth in GB/s: double data rate x memory clock x bus width.
-double peak_gbps() {
-  return 2.0 * device_attribute(cudaDevAttrMemoryClockRate) * 1e3 *
-         (device_attribute(cudaDevAttrGlobalMemoryBusWidth) / 8.0) / 1e9;
 }
 
 struct Events {
@@ -191,6 +183,46 @@ void bm_softmax_rows(benchmark::State& state) {
   report_bandwidth(state, 2.0 * double(rows * cols) * sizeof(float), time_launches(state, launch), error);
 }
 
+constexpr Index kAdapterRank = 8;
+
+/// Times forward + backward of `adapter` on (tokens x in) -> (tokens x out)
+/// after checking that, with B = 0 as initialised, it leaves y at zero.
+template <class AdapterT>
+void time_adapter(benchmark::State& state, AdapterT& adapter, Index tokens, Index out, Index in, double flops) {
+  const DeviceMatrix x = to_backend<cuda>(random_host(tokens, in, 1).view());
+  const DeviceMatrix dy = to_backend<cuda>(random_host(tokens, out, 2).view());
+  DeviceMatrix y = to_backend<cuda>(HostMatrix(tokens, out).view()), dx(tokens, in);
+  typename AdapterT::Saved saved;
+  adapter.forward(y.view(), x.view(), saved);
+  if (cuda::sum_squares(y.view()) != 0.0) {
+    state.SkipWithError("validation failed: an adapter with B = 0 changed y");
+    return;
+  }
+  const double seconds = time_launches(state, [&] {
+    adapter.forward(y.view(), x.view(), saved);
+    adapter.backward(dx.view(), dy.view(), x.view(), saved);
+  });
+  state.counters["TFLOPS"] = flops / seconds / 1e12;
+}
+
+void bm_dense_lora(benchmark::State& state, Index tokens, Index out, Index in) {
+  if (!require_device(state)) return;
+  Lora<cuda> lora(out, in, LoraConfig{.rank = kAdapterRank, .alpha = 16}, RandomStream(0, 1));
+  time_adapter(state, lora, tokens, out, in, bench::adapter_flops(tokens, kAdapterRank, out, in));
+  state.counters["density"] = 1.0;
+}
+
+void bm_partial_lora(benchmark::State& state, Index tokens, Index out, Index in, double density) {
+  if (!require_device(state)) return;
+  const RowColMask mask = PartialMask{}.sample({.out = out, .in = in, .ratio = density, .seed = 7, .stream = 1});
+  PartialLora<cuda> partial(
+      out, in, {.inner = {.rank = kAdapterRank, .alpha = 16}, .kept_rows = mask.rows, .kept_cols = mask.cols},
+      RandomStream(0, 1));
+  const auto rows = static_cast<Index>(mask.rows.size()), cols = static_cast<Index>(mask.cols.size());
+  time_adapter(state, partial, tokens, out, in, bench::adapter_flops(tokens, kAdapterRank, rows, cols));
+  state.counters["density"] = static_cast<double>(rows * cols) / static_cast<double>(out * in);
+}
+
 }  // namespace
 }  // namespace plora
 
@@ -212,16 +244,33 @@ int main(int argc, char** argv) {
                                    })
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond)
-          ->MinTime(0.2);
+          ->MinTime(plora::kMinLaunchSeconds);
     }
   benchmark::RegisterBenchmark("layernorm_forward/1576x768", plora::bm_layernorm_forward)
       ->UseManualTime()
       ->Unit(benchmark::kMicrosecond)
-      ->MinTime(0.2);
+      ->MinTime(plora::kMinLaunchSeconds);
   benchmark::RegisterBenchmark("softmax_rows/18912x197", plora::bm_softmax_rows)
       ->UseManualTime()
       ->Unit(benchmark::kMicrosecond)
-      ->MinTime(0.2);
+      ->MinTime(plora::kMinLaunchSeconds);
+  for (const Index images : {8, 64})
+    for (const auto& [out, in] : {std::pair<Index, Index>{768, 768}, std::pair<Index, Index>{3072, 768}}) {
+      const Index tokens = images * 197;
+      const std::string shape = std::to_string(out) + "x" + std::to_string(in) + "/tokens:" + std::to_string(tokens);
+      benchmark::RegisterBenchmark(("adapter/dense_lora/" + shape).c_str(),
+                                   [=](benchmark::State& state) { plora::bm_dense_lora(state, tokens, out, in); })
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond)
+          ->MinTime(plora::kMinLaunchSeconds);
+      for (const int percent : {100, 50, 25, 13})
+        benchmark::RegisterBenchmark(
+            ("adapter/partial_lora/" + shape + "/density%:" + std::to_string(percent)).c_str(),
+            [=](benchmark::State& state) { plora::bm_partial_lora(state, tokens, out, in, percent / 100.0); })
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond)
+            ->MinTime(plora::kMinLaunchSeconds);
+    }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

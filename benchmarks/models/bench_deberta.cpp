@@ -34,39 +34,6 @@ using namespace plora::bench;
 constexpr Index kSeqLen = 128;
 const std::vector<std::string> kTargets = {"query_proj", "value_proj"};
 
-/// deberta-v3-base's config.json values (DebertaV2Config's defaults are v3's).
-DebertaV2Config deberta_v3_base() {
-  DebertaV2Config c;
-  c.vocab_size = 128100;
-  c.hidden_size = 768;
-  c.num_hidden_layers = 12;
-  c.num_attention_heads = 12;
-  c.intermediate_size = 3072;
-  c.position_buckets = 256;
-  c.relative_attention = true;
-  c.share_att_key = true;
-  c.pos_att_type = {"p2c", "c2p"};
-  c.norm_rel_ebd = "layer_norm";
-  c.position_biased_input = false;
-  c.num_labels = 2;
-  return c;
-}
-
-/// [CLS] then random ordinary pieces (ids 4..vocab-1), every token real.
-TokenBatch random_tokens(const DebertaV2Config& config, Index batch) {
-  TokenBatch b;
-  b.batch = batch;
-  b.seq_len = kSeqLen;
-  RandomStream rng(3, 0);
-  for (Index i = 0; i < batch * kSeqLen; ++i) {
-    const bool cls = i % kSeqLen == 0;
-    b.input_ids.push_back(cls ? 1 : static_cast<std::int32_t>(4 + rng.below(static_cast<std::uint32_t>(config.vocab_size - 4))));
-    b.attention_mask.push_back(1);
-  }
-  for (Index i = 0; i < batch; ++i) b.labels.push_back(static_cast<std::int32_t>(rng.below(2)));
-  return b;
-}
-
 /// Sequence i of `batch` alone.
 TokenBatch single(const TokenBatch& batch, Index i) {
   TokenBatch b;
@@ -132,14 +99,14 @@ void validate(DebertaV2<cpu, A>& model, const TokenBatch& batch, Mode mode) {
 template <class A>
 void deberta_case(benchmark::State& state, Mode mode) {
   start_case();
-  const DebertaV2Config config = deberta_v3_base();
+  const DebertaV2Config config = deberta_v3_base_config();
   DebertaV2<cpu, A> model(config, [](const std::string& key, Index rows, Index cols) {
     return std::optional<HostMatrix>(hf_init(key, rows, cols));
   });
-  const TokenBatch batch = random_tokens(config, kBatch);
+  const TokenBatch batch = random_tokens(config, kBatch, kSeqLen);
   if (mode != Mode::Forward) {
-    if constexpr (std::same_as<A, Lora<cpu>>) attach_adapters(model, std::span(kTargets), make_lora);
-    if constexpr (std::same_as<A, PartialLora<cpu>>) attach_adapters(model, std::span(kTargets), make_partial);
+    if constexpr (std::same_as<A, Lora<cpu>>) attach_adapters(model, std::span(kTargets), make_lora<cpu>);
+    if constexpr (std::same_as<A, PartialLora<cpu>>) attach_adapters(model, std::span(kTargets), make_partial<cpu>);
   }
   validate(model, batch, mode);
 

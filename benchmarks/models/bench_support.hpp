@@ -1,12 +1,12 @@
 #pragma once
-// Helpers the model, sparsity and side-by-side benchmarks share: random
-// weights laid out like a freshly initialised Hugging Face model, peak RSS,
-// the GEMM work of a ViT step counted from its shapes, and the measured SGEMM
-// peak the achieved rate is compared with.
+// Helpers the model, sparsity and side-by-side benchmarks share, on either
+// backend (nothing here includes one): random weights laid out like a freshly
+// initialised Hugging Face model, random batches, the benchmarked model
+// shapes, peak RSS, and the GEMM work of a ViT or DeBERTa step counted from
+// its shapes.
 #include <sys/resource.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
-#include "plora/backend/cpu/cpu.hpp"
 #include "plora/core/host_matrix.hpp"
 #include "plora/core/rng.hpp"
 #include "plora/models/batches.hpp"
+#include "plora/models/deberta_v2_config.hpp"
 #include "plora/models/vit_config.hpp"
 
 namespace plora::bench {
@@ -64,6 +64,43 @@ inline ViTConfig vit_small_config(Index num_labels = 10) {
   return c;
 }
 
+/// deberta-v3-base's config.json values (DebertaV2Config's defaults are v3's).
+inline DebertaV2Config deberta_v3_base_config() {
+  DebertaV2Config c;
+  c.vocab_size = 128100;
+  c.hidden_size = 768;
+  c.num_hidden_layers = 12;
+  c.num_attention_heads = 12;
+  c.intermediate_size = 3072;
+  c.position_buckets = 256;
+  c.relative_attention = true;
+  c.share_att_key = true;
+  c.pos_att_type = {"p2c", "c2p"};
+  c.norm_rel_ebd = "layer_norm";
+  c.position_biased_input = false;
+  c.num_labels = 2;
+  return c;
+}
+
+/// `batch` sequences of `seq_len` real tokens: [CLS] then random ordinary
+/// pieces (ids 4..vocab-1); random binary labels.
+inline TokenBatch random_tokens(const DebertaV2Config& config, Index batch, Index seq_len) {
+  TokenBatch b;
+  b.batch = batch;
+  b.seq_len = seq_len;
+  RandomStream rng(3, 0);
+  const auto pieces = static_cast<std::uint32_t>(config.vocab_size - 4);
+  for (Index i = 0; i < batch * seq_len; ++i) {
+    if (i % seq_len == 0)
+      b.input_ids.push_back(1);
+    else
+      b.input_ids.push_back(static_cast<std::int32_t>(4 + rng.below(pieces)));
+    b.attention_mask.push_back(1);
+  }
+  for (Index i = 0; i < batch; ++i) b.labels.push_back(static_cast<std::int32_t>(rng.below(2)));
+  return b;
+}
+
 /// Peak resident set size of this process in MiB: VmHWM of /proc/self/status,
 /// the high-water mark of this program's own address space. getrusage's
 /// ru_maxrss (the fallback off Linux) also keeps, across exec, the peak of the
@@ -88,7 +125,7 @@ inline bool reset_peak_rss() {
   return static_cast<bool>(clear);
 }
 
-/// Which adapters a ViT training step carries, for counting its GEMM work.
+/// Which adapters a training step carries, for counting its GEMM work.
 enum class StepKind { Forward, LowRank, FullDelta };
 
 /// Where rank-r adapters sit: kept output rows and input columns summed over
@@ -102,8 +139,8 @@ struct AdapterExtent {
   double layer0_cols = 0.0;
 };
 
-/// GEMM FLOPs of one ViT forward (eval) or training step.
-struct VitWork {
+/// GEMM FLOPs of one model forward (eval) or training step.
+struct StepWork {
   double forward = 0.0;  ///< of the forward
   double step = 0.0;     ///< of forward + backward
 };
@@ -123,7 +160,7 @@ struct VitWork {
 /// FullDelta (full fine-tuning on all six sites of every layer) is folded by
 /// the site (W + ΔW formed once per step), so it adds dΔW per site to LoRA's
 /// frozen GEMMs: 3 GEMMs per site.
-inline VitWork vit_work(const ViTConfig& c, Index batch, StepKind kind, const AdapterExtent& adapters = {}) {
+inline StepWork vit_work(const ViTConfig& c, Index batch, StepKind kind, const AdapterExtent& adapters = {}) {
   const double n = static_cast<double>(batch), d = static_cast<double>(c.hidden_size),
                f = static_cast<double>(c.intermediate_size), layers = static_cast<double>(c.num_hidden_layers);
   const double patches = static_cast<double>((c.image_size / c.patch_size) * (c.image_size / c.patch_size));
@@ -138,8 +175,57 @@ inline VitWork vit_work(const ViTConfig& c, Index batch, StepKind kind, const Ad
   const double all_attention = layers < 1.0 ? 0.0 : (layers - 1.0) * attention(rows) + attention(n);
   const double head = 2.0 * n * d * static_cast<double>(c.num_labels);
   const double layer0_qkv = layers < 1.0 ? 0.0 : 2.0 * 2.0 * rows * d * d + 2.0 * (layers < 2.0 ? n : rows) * d * d;
-  VitWork w;
+  StepWork w;
   w.forward = 2.0 * n * patches * patch_features * d + all_linear + all_attention + head;
+  if (kind == StepKind::Forward) return w;
+  double backward = all_linear + 2.0 * all_attention - layer0_qkv + 2.0 * head;
+  if (kind == StepKind::LowRank) {
+    w.forward += 2.0 * rows * r * (adapters.rows + adapters.cols);
+    backward += 2.0 * rows * r * (2.0 * adapters.rows + 2.0 * adapters.cols - adapters.layer0_cols);
+  } else {
+    backward += all_linear;  // dΔW of every site
+  }
+  w.step = w.forward + backward;
+  return w;
+}
+
+/// GEMM FLOPs of one DeBERTa-v2 forward (eval) or training step with n
+/// sequences of t tokens, counted as for the ViT (frozen-weight gradients
+/// skipped, the last layer on token 0 alone, layer 0's q, k, v without input
+/// gradients), with the disentangled attention's terms (R = 2 · span relative
+/// rows, shared keys):
+///   forward : per layer k, v on every token (2 · 2Nd²), q, o and the MLP on
+///             R' query rows, the relative keys and queries (2 · 2Rd²),
+///             Q K^T and P V (2 · 2R'td), c2p Q Kr^T (2R'Rd), p2c K Qr^T
+///             (2NRd); pooler and classifier; adapters as for the ViT (the
+///             query adapter's pass over the R relative rows, below 0.1 % of
+///             the step, is left out).
+///   backward: the frozen linears' input gradients, twice the attention
+///             products (each has two gradients), twice the head (trained),
+///             adapter gradients. The p2c transposes plora runs as products
+///             with an identity are data movement and not counted.
+inline StepWork deberta_work(const DebertaV2Config& c, Index batch, Index seq_len, StepKind kind,
+                            const AdapterExtent& adapters = {}) {
+  const double n = static_cast<double>(batch), t = static_cast<double>(seq_len), rows = n * t;
+  const double d = static_cast<double>(c.hidden_size), f = static_cast<double>(c.intermediate_size),
+               layers = static_cast<double>(c.num_hidden_layers), r = static_cast<double>(adapters.rank);
+  const bool c2p = std::ranges::find(c.pos_att_type, "c2p") != c.pos_att_type.end() && c.relative_attention;
+  const bool p2c = std::ranges::find(c.pos_att_type, "p2c") != c.pos_att_type.end() && c.relative_attention;
+  const double rel = 2.0 * static_cast<double>(c.position_buckets > 0 ? c.position_buckets : c.max_relative_positions);
+  const auto linear = [&](double query_rows) {
+    return 2.0 * 2.0 * rows * d * d + 2.0 * 2.0 * query_rows * d * d + 2.0 * 2.0 * query_rows * d * f;
+  };
+  const auto attention = [&](double query_rows) {
+    return 2.0 * 2.0 * query_rows * t * d + (c2p ? 2.0 * query_rows * rel * d : 0.0) +
+           (p2c ? 2.0 * rows * rel * d : 0.0);
+  };
+  const double relative_projections = ((c2p ? 1.0 : 0.0) + (p2c ? 1.0 : 0.0)) * 2.0 * rel * d * d;
+  const double all_linear = layers < 1.0 ? 0.0 : (layers - 1.0) * linear(rows) + linear(n);
+  const double all_attention = layers < 1.0 ? 0.0 : (layers - 1.0) * attention(rows) + attention(n);
+  const double head = 2.0 * n * d * d + 2.0 * n * d * static_cast<double>(c.num_labels);
+  const double layer0_qkv = layers < 1.0 ? 0.0 : 2.0 * 2.0 * rows * d * d + 2.0 * (layers < 2.0 ? n : rows) * d * d;
+  StepWork w;
+  w.forward = all_linear + layers * relative_projections + all_attention + head;
   if (kind == StepKind::Forward) return w;
   double backward = all_linear + 2.0 * all_attention - layer0_qkv + 2.0 * head;
   if (kind == StepKind::LowRank) {
@@ -157,32 +243,6 @@ inline double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const std::size_t n = values.size();
   return n == 0 ? 0.0 : (n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]));
-}
-
-/// The machine's practical SGEMM rate in GFLOP/s: the best median of five
-/// plora::cpu::gemm calls over the ViT-B/16 shapes (1576 x 768 x 768,
-/// 1576 x 3072 x 768, 1576 x 768 x 3072), measured once per process, or the
-/// value of PLORA_SGEMM_PEAK_GFLOPS when set (to share one bench_gemm figure).
-inline double sgemm_peak_gflops() {
-  static const double peak = [] {
-    if (const char* given = std::getenv("PLORA_SGEMM_PEAK_GFLOPS")) return std::atof(given);
-    double best = 0.0;
-    const Index shapes[3][3] = {{1576, 768, 768}, {1576, 3072, 768}, {1576, 768, 3072}};
-    for (const auto& s : shapes) {
-      HostMatrix a(s[0], s[2]), b(s[1], s[2]), c(s[0], s[1]);
-      std::fill(a.values().begin(), a.values().end(), 0.5f);
-      std::fill(b.values().begin(), b.values().end(), 0.25f);
-      std::vector<double> seconds;
-      for (int i = 0; i < 6; ++i) {
-        const auto start = std::chrono::steady_clock::now();
-        cpu::gemm(c.view(), a.view(), Op::N, b.view(), Op::T, 1.0f, 0.0f);
-        if (i > 0) seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-      }
-      best = std::max(best, 2.0 * static_cast<double>(s[0] * s[1] * s[2]) / median(seconds) / 1e9);
-    }
-    return best;
-  }();
-  return peak;
 }
 
 }  // namespace plora::bench

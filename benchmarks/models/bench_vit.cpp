@@ -26,7 +26,6 @@
 #include "bench_support.hpp"
 #include "gemm_kernel.hpp"
 #include "model_case.hpp"
-#include "plora/adapters/full_delta.hpp"
 #include "plora/models/sites.hpp"
 #include "plora/models/vit.hpp"
 
@@ -37,29 +36,6 @@ using namespace plora::bench;
 const std::vector<std::string> kLoraTargets = {"query", "value"};
 const std::vector<std::string> kAllLinear = {"query", "key", "value", "dense"};
 
-FullDelta<cpu> make_full(const std::string&, Index out, Index in) {
-  return FullDelta<cpu>(out, in, {}, RandomStream(0, 0));
-}
-
-/// Kept rows / columns summed over the adapted sites (layer 0's columns apart).
-template <class M>
-AdapterExtent adapter_extent(M& model) {
-  AdapterExtent e;
-  for (const auto& name : model.site_names()) {
-    auto& site = model.site(name);
-    if (!site.has_adapter()) continue;
-    double rows = static_cast<double>(site.out_features()), cols = static_cast<double>(site.in_features());
-    if constexpr (requires { site.adapter().kept_rows(); }) {
-      rows = static_cast<double>(site.adapter().kept_rows().size());
-      cols = static_cast<double>(site.adapter().kept_cols().size());
-    }
-    e.rows += rows;
-    e.cols += cols;
-    if (name.find("layer.0.") != std::string::npos) e.layer0_cols += cols;
-  }
-  return e;
-}
-
 /// One case: build, attach, validate (the checks at the top of the file),
 /// time, and count its GEMM work.
 template <class A>
@@ -69,9 +45,9 @@ void vit_case(benchmark::State& state, const ViTConfig& config, Mode mode) {
   Vit<cpu, A> model(config, hf_init);
   const ImageBatch batch = random_images(config, kBatch, 1);
   if (mode != Mode::Forward) {
-    if constexpr (std::same_as<A, Lora<cpu>>) attach_adapters(model, std::span(kLoraTargets), make_lora);
-    if constexpr (std::same_as<A, PartialLora<cpu>>) attach_adapters(model, std::span(kLoraTargets), make_partial);
-    if constexpr (std::same_as<A, FullDelta<cpu>>) attach_adapters(model, std::span(kAllLinear), make_full);
+    if constexpr (std::same_as<A, Lora<cpu>>) attach_adapters(model, std::span(kLoraTargets), make_lora<cpu>);
+    if constexpr (std::same_as<A, PartialLora<cpu>>) attach_adapters(model, std::span(kLoraTargets), make_partial<cpu>);
+    if constexpr (std::same_as<A, FullDelta<cpu>>) attach_adapters(model, std::span(kAllLinear), make_full<cpu>);
   }
 
   const HostMatrix logits = validate_forward(model, batch);

@@ -1,8 +1,10 @@
 #pragma once
-// The harness bench_vit and bench_deberta share, around their model-specific
-// setup: the adapters of their cases, the validation every model passes
-// before it is timed, and the timing of eval forwards or AdamW training steps
-// with the counters median_s, min_s and peak_RSS_MiB.
+// The harness the model benchmarks share (bench_vit and bench_deberta on the
+// CPU, bench_cuda_models on the GPU), around their model-specific setup: the
+// adapters of their cases, the validation every model passes before it is
+// timed, and the timing of eval forwards or AdamW training steps with the
+// counters median_s, min_s and peak_RSS_MiB. Generic over the backend; nothing
+// here includes one.
 #include <benchmark/benchmark.h>
 #include <malloc.h>
 
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "bench_support.hpp"
+#include "plora/adapters/full_delta.hpp"
 #include "plora/adapters/lora.hpp"
 #include "plora/adapters/partial.hpp"
 #include "plora/masks/bernoulli.hpp"
@@ -35,13 +38,38 @@ inline RowColMask partial_mask(const std::string& site, Index out, Index in) {
   return PartialMask{}.sample(
       {.out = out, .in = in, .ratio = kPartialDensity, .seed = kMaskSeed, .stream = stream_id(site), .site = site});
 }
-inline Lora<cpu> make_lora(const std::string& site, Index out, Index in) {
-  return Lora<cpu>(out, in, kLora, RandomStream(0, stream_id(site)));
+template <Backend B>
+Lora<B> make_lora(const std::string& site, Index out, Index in) {
+  return Lora<B>(out, in, kLora, RandomStream(0, stream_id(site)));
 }
-inline PartialLora<cpu> make_partial(const std::string& site, Index out, Index in) {
+template <Backend B>
+PartialLora<B> make_partial(const std::string& site, Index out, Index in) {
   const RowColMask mask = partial_mask(site, out, in);
-  return PartialLora<cpu>(out, in, {.inner = kLora, .kept_rows = mask.rows, .kept_cols = mask.cols},
-                          RandomStream(0, stream_id(site)));
+  return PartialLora<B>(out, in, {.inner = kLora, .kept_rows = mask.rows, .kept_cols = mask.cols},
+                        RandomStream(0, stream_id(site)));
+}
+template <Backend B>
+FullDelta<B> make_full(const std::string&, Index out, Index in) {
+  return FullDelta<B>(out, in, {}, RandomStream(0, 0));
+}
+
+/// Kept rows / columns summed over the adapted sites (layer 0's columns apart).
+template <class M>
+AdapterExtent adapter_extent(M& model) {
+  AdapterExtent e;
+  for (const auto& name : model.site_names()) {
+    auto& site = model.site(name);
+    if (!site.has_adapter()) continue;
+    double rows = static_cast<double>(site.out_features()), cols = static_cast<double>(site.in_features());
+    if constexpr (requires { site.adapter().kept_rows(); }) {
+      rows = static_cast<double>(site.adapter().kept_rows().size());
+      cols = static_cast<double>(site.adapter().kept_cols().size());
+    }
+    e.rows += rows;
+    e.cols += cols;
+    if (name.find("layer.0.") != std::string::npos) e.layer0_cols += cols;
+  }
+  return e;
 }
 
 inline void require(bool ok, const std::string& what) {
@@ -63,9 +91,10 @@ inline double naive_cross_entropy(const HostMatrix& logits, const std::vector<st
 /// Logits finite and bit-identical on a second forward; returns them.
 template <class M>
 HostMatrix validate_forward(M& model, const typename M::Batch& batch) {
-  HostMatrix logits = to_host<cpu>(model.forward(batch));
-  require(cpu::all_finite(logits.view()), "logits are not finite");
-  const HostMatrix again = to_host<cpu>(model.forward(batch));
+  using B = typename M::BackendType;
+  HostMatrix logits = to_host<B>(model.forward(batch));
+  require(std::ranges::all_of(logits.values(), [](float v) { return std::isfinite(v); }), "logits are not finite");
+  const HostMatrix again = to_host<B>(model.forward(batch));
   require(logits.values() == again.values(), "two forwards of one batch differ");
   return logits;
 }
@@ -82,7 +111,7 @@ void validate_gradients(M& model, const typename M::Batch& batch, const HostMatr
   require(std::abs(loss - expected) <= 1e-4 * std::max(1.0, expected),
           "loss " + std::to_string(loss) + " vs naive cross-entropy " + std::to_string(expected));
   for (const auto& p : model.parameters()) {
-    const double g = cpu::sum_squares(p.grad);
+    const double g = M::BackendType::sum_squares(p.grad);
     require(std::isfinite(g), p.name + " gradient is not finite");
     if (p.name.ends_with("lora_A"))
       require(g == 0.0, p.name + " gradient must be exactly zero while lora_B is zero");
@@ -102,11 +131,17 @@ inline void start_case() {
 /// Times a built, adapted and validated model, one call per benchmark
 /// iteration: eval forwards, or training steps (zero_grad, forward_backward,
 /// AdamW lr 1e-3) after one untimed step (the optimizer allocates its moments
-/// on its first step). Sets median_s, min_s and peak_RSS_MiB; returns the median seconds.
+/// on its first step). A backend with a device queue (B::synchronize) is
+/// drained before each clock read. Sets median_s, min_s and peak_RSS_MiB;
+/// returns the median seconds.
 template <class M>
 double time_model(benchmark::State& state, M& model, const typename M::Batch& batch, bool training) {
-  AdamW<cpu> optimizer(AdamWConfig{.lr = 1e-3});
-  ParameterList<Host> params = model.parameters();
+  using B = typename M::BackendType;
+  AdamW<B> optimizer(AdamWConfig{.lr = 1e-3});
+  ParameterList<typename B::Space> params = model.parameters();
+  const auto drain = [] {
+    if constexpr (requires { B::synchronize(); }) B::synchronize();
+  };
   const auto step = [&] {
     model.zero_grad();
     benchmark::DoNotOptimize(model.forward_backward(batch));
@@ -114,6 +149,7 @@ double time_model(benchmark::State& state, M& model, const typename M::Batch& ba
   };
   model.set_training(training);
   if (training) step();
+  drain();
 
   std::vector<double> seconds;
   for (auto _ : state) {
@@ -122,6 +158,7 @@ double time_model(benchmark::State& state, M& model, const typename M::Batch& ba
       step();
     else
       benchmark::DoNotOptimize(model.forward(batch).data);
+    drain();
     seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   const double med = median(seconds);

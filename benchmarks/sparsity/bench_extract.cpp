@@ -29,6 +29,7 @@
 
 #include "../models/bench_support.hpp"
 #include "plora/adapters/lora.hpp"
+#include "plora/backend/cpu/cpu.hpp"
 #include "plora/models/vit.hpp"
 #include "plora/sparsity/extract.hpp"
 #include "plora/sparsity/svd.hpp"

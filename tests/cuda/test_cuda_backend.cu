@@ -423,5 +423,25 @@ TEST_CASE("the memory pool hands a freed block out again and reports out-of-memo
   CHECK(cuda::sum_squares(after.view()) == 16.0);
 }
 
+TEST_CASE("the memory pool's peak is the most bytes live at once since its reset" * doctest::skip(no_gpu())) {
+  const std::size_t small = detail::cuda::DevicePool::bucket_size(100 * 100 * sizeof(float));
+  const std::size_t large = detail::cuda::DevicePool::bucket_size(1000 * 1000 * sizeof(float));
+  cuda::reset_peak_memory();
+  const std::size_t base = cuda::memory_stats().bytes_in_use;
+  CHECK(cuda::memory_stats().peak_bytes_in_use == base);
+  {
+    const DeviceMatrix a(100, 100);
+    {
+      const DeviceMatrix b(1000, 1000);  // a and b live together: the peak
+    }
+    const DeviceMatrix c(100, 100);  // a and c: below the peak
+    CHECK(cuda::memory_stats().bytes_in_use == base + 2 * small);
+  }
+  CHECK(cuda::memory_stats().bytes_in_use == base);
+  CHECK(cuda::memory_stats().peak_bytes_in_use == base + small + large);
+  cuda::reset_peak_memory();
+  CHECK(cuda::memory_stats().peak_bytes_in_use == base);
+}
+
 }  // namespace
 }  // namespace plora

@@ -61,7 +61,10 @@ class RandomStream {
 
   std::uint32_t next_word() { return word_at(seed_, stream_, offset_++); }
   float uniform() { return uniform_at(seed_, stream_, offset_++); }
-  float uniform(float low, float high) { return low + (high - low) * uniform(); }
+  /// Uniform in [low, high): one fused multiply-add, rounded once, so that every
+  /// compiler and flag set (a -march=native g++ unit contracts a * b + c, an
+  /// nvcc unit's host code does not) draws the same floats.
+  float uniform(float low, float high) { return std::fma(high - low, uniform(), low); }
   /// Standard normal by Box-Muller over two uniforms (two draws per call).
   float normal() {
     const double u1 = 1.0 - static_cast<double>(uniform());  // in (0, 1]

@@ -48,6 +48,8 @@ struct cuda {
   /// Waits until every op issued so far has finished.
   static void synchronize() { detail::cuda::synchronize(); }
   static MemoryStats memory_stats() { return detail::cuda::pool().stats(); }
+  /// Starts memory_stats().peak_bytes_in_use anew from the bytes in use now.
+  static void reset_peak_memory() { detail::cuda::pool().reset_peak(); }
   /// Returns the memory pool's cached free blocks to the driver.
   static void release_cached_memory() { detail::cuda::pool().release_cached(); }
 

@@ -4,6 +4,7 @@
 // lists for the next request of the same bucket, so the fixed shapes of a
 // training step stop calling cudaMalloc after the first step. All work runs on
 // the backend's single stream, which orders a block's reuse after its last use.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -20,10 +21,12 @@ namespace plora {
 
 namespace detail::cuda {
 
-/// Bytes handed out and bytes waiting on the free lists.
+/// Bytes handed out, bytes waiting on the free lists, and the most bytes
+/// handed out at once since the pool began or since reset_peak().
 struct MemoryStats {
   std::size_t bytes_in_use = 0;
   std::size_t bytes_cached = 0;
+  std::size_t peak_bytes_in_use = 0;
 };
 
 class DevicePool {
@@ -45,7 +48,7 @@ class DevicePool {
       void* block = found->second.back();
       found->second.pop_back();
       stats_.bytes_cached -= bucket;
-      stats_.bytes_in_use += bucket;
+      hand_out_locked(bucket);
       return block;
     }
     void* block = nullptr;
@@ -64,7 +67,7 @@ class DevicePool {
                                         ", ", stats_.bytes_in_use, " bytes held by live plora buffers"));
     }
     PLORA_CUDA_CHECK(status);
-    stats_.bytes_in_use += bucket;
+    hand_out_locked(bucket);
     return block;
   }
 
@@ -94,7 +97,18 @@ class DevicePool {
     return stats_;
   }
 
+  /// Starts a new peak from the bytes in use now.
+  void reset_peak() {
+    const std::lock_guard lock(mutex_);
+    stats_.peak_bytes_in_use = stats_.bytes_in_use;
+  }
+
  private:
+  void hand_out_locked(std::size_t bucket) {
+    stats_.bytes_in_use += bucket;
+    stats_.peak_bytes_in_use = std::max(stats_.peak_bytes_in_use, stats_.bytes_in_use);
+  }
+
   void release_cached_locked() {
     PLORA_CUDA_CHECK(cudaStreamSynchronize(stream()));
     for (auto& [bucket, blocks] : free_) {
