@@ -397,6 +397,18 @@ TEST_CASE("bad inputs give clear errors") {
     config.threads = 1;
     CHECK_NOTHROW(extract_ratios(Svd{}, pinned, shots, config));
   }
+  SUBCASE("a metric over no batches, or over batches of different output widths") {
+    const std::vector<ImageBatch> none;
+    const auto unused = [](std::size_t) -> ConstView<Host> { return {}; };
+    CHECK_THROWS_WITH_AS(evaluate_outputs<cpu>(std::span(none), metrics::Metric::Accuracy, unused),
+                         "metric evaluation: no batches to evaluate", ValueError);
+    const std::vector<ImageBatch> two(2, ImageBatch{HostMatrix(1, 1), {0}});
+    const HostMatrix narrow(1, 2), wide(1, 3);
+    CHECK_THROWS_WITH_AS(
+        evaluate_outputs<cpu>(std::span(two), metrics::Metric::Accuracy,
+                              [&](std::size_t i) { return i == 0 ? narrow.view() : wide.view(); }),
+        "metric evaluation: batch 1 gave 3 output columns, earlier batches 2", ShapeError);
+  }
   SUBCASE("negative threads and unknown targets") {
     config.threads = -1;
     CHECK_THROWS_AS(extract_ratios(Svd{}, model, shots, config), ValueError);

@@ -273,12 +273,8 @@ class DebertaV2 {
   /// that layer, (batch * seq_len, hidden). The ratio extractors' probes of a
   /// weight in layer l rerun layers l.. only.
   ConstView forward_from(Index first, ConstView input, const TokenBatch& batch) {
-    const Index layers = config_.num_hidden_layers, rows = batch.batch * batch.seq_len, hidden = config_.hidden_size;
-    check<ValueError>(first >= 0 && first < layers, "DeBERTa forward_from: layer ", first, " is outside [0, ",
-                      layers, ")");
-    check<ShapeError>(rows > 0 && input.rows == rows && input.cols == hidden, "DeBERTa forward_from: layer ", first,
-                      "'s input is ", input.rows, " x ", input.cols, ", expected ", rows, " x ", hidden, " (",
-                      batch.batch, " sequences of ", batch.seq_len, " tokens)");
+    detail::check_forward_from("DeBERTa", first, config_.num_hidden_layers, input, config_.hidden_size, batch.batch,
+                               "sequences", batch.seq_len);
     return forward_pass(batch, detail::Activations::one_layer, static_cast<std::size_t>(first), input);
   }
   /// The encoder layer holding site `name` (ValueError for other names).

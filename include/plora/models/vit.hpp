@@ -240,12 +240,8 @@ class Vit {
   /// that layer, (batch * tokens, hidden). The ratio extractors' probes of a
   /// weight in layer l rerun layers l.. only.
   ConstView forward_from(Index first, ConstView input, const ImageBatch& batch) {
-    const Index layers = config_.num_hidden_layers, rows = batch.size() * tokens(), hidden = config_.hidden_size;
-    check<ValueError>(first >= 0 && first < layers, "ViT forward_from: layer ", first, " is outside [0, ", layers,
-                      ")");
-    check<ShapeError>(rows > 0 && input.rows == rows && input.cols == hidden, "ViT forward_from: layer ", first,
-                      "'s input is ", input.rows, " x ", input.cols, ", expected ", rows, " x ", hidden, " (",
-                      batch.size(), " images of ", tokens(), " tokens)");
+    detail::check_forward_from("ViT", first, config_.num_hidden_layers, input, config_.hidden_size, batch.size(),
+                               "images", tokens());
     return forward_pass(batch, detail::Activations::one_layer, static_cast<std::size_t>(first), input);
   }
   /// The encoder layer holding site `name` (ValueError for other names).

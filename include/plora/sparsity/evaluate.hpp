@@ -38,7 +38,7 @@ std::vector<typename S::Batch> few_shot_batches(const S& few_shot) {
 /// ids) and, for Pearson / Spearman, `targets` when it has them.
 template <Backend B, class Batch, class LogitsOf>
 double evaluate_outputs(std::span<const Batch> batches, metrics::Metric metric, LogitsOf&& logits_of) {
-  check<ValueError>(!batches.empty(), "evaluate_metric: no batches to evaluate");
+  check<ValueError>(!batches.empty(), "metric evaluation: no batches to evaluate");
   std::vector<float> outputs;
   std::vector<std::int32_t> labels;
   std::vector<float> targets;
@@ -46,7 +46,7 @@ double evaluate_outputs(std::span<const Batch> batches, metrics::Metric metric, 
   for (std::size_t i = 0; i < batches.size(); ++i) {
     const auto& batch = batches[i];
     const HostMatrix logits = to_host<B>(ConstView<typename B::Space>(logits_of(i)));
-    check<ShapeError>(i == 0 || logits.cols() == cols, "evaluate_metric: batch ", i, " gave ", logits.cols(),
+    check<ShapeError>(i == 0 || logits.cols() == cols, "metric evaluation: batch ", i, " gave ", logits.cols(),
                       " output columns, earlier batches ", cols);
     cols = logits.cols();
     rows += logits.rows();

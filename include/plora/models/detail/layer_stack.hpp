@@ -7,8 +7,10 @@
 // in turn. A classifier on token 0 needs nothing else from the last layer,
 // which then computes that token alone.
 #include <cstddef>
+#include <string_view>
 #include <vector>
 
+#include "plora/core/error.hpp"
 #include "plora/core/view.hpp"
 #include "plora/nn/attention.hpp"
 
@@ -21,6 +23,21 @@ enum class Activations { every_layer, one_layer };
 inline Queries layer_queries(std::size_t l, std::size_t count, bool every_token) {
   return l + 1 == count && !every_token ? Queries::first_token : Queries::every_token;
 }
+/// forward_from's checks: `first` is one of the model's `layers` layers and
+/// `input` holds that layer's input for a batch of `examples` (named by
+/// `example_noun`: "images", "sequences") of `tokens` tokens each,
+/// (examples * tokens, hidden).
+template <class InputView>
+void check_forward_from(std::string_view model, Index first, Index layers, const InputView& input, Index hidden,
+                        Index examples, std::string_view example_noun, Index tokens) {
+  const Index rows = examples * tokens;
+  check<ValueError>(first >= 0 && first < layers, model, " forward_from: layer ", first, " is outside [0, ", layers,
+                    ")");
+  check<ShapeError>(rows > 0 && input.rows == rows && input.cols == hidden, model, " forward_from: layer ", first,
+                    "'s input is ", input.rows, " x ", input.cols, ", expected ", rows, " x ", hidden, " (",
+                    examples, " ", example_noun, " of ", tokens, " tokens)");
+}
+
 /// Rows between consecutive sequences' token 0 at the top of the stream: 1
 /// when the last layer computed token 0 alone, else `tokens` (also when there
 /// are no layers and the top is the embeddings).
