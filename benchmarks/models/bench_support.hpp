@@ -145,38 +145,33 @@ struct StepWork {
   double step = 0.0;     ///< of forward + backward
 };
 
-/// Counted from the shapes, as the GEMMs plora runs (frozen-weight gradients
-/// skipped, the last layer on token 0 alone, as models/vit.hpp computes it):
-///   forward : patch embedding; per layer k, v on every token (2 · 2Rd²), q, o
-///             (2 · 2R'd²) and the MLP (2 · 2R'df) on R' query rows (R' = R,
-///             or the batch in the last layer), attention Q K^T and P V
-///             (2 · 2R'Td); classifier; adapters (LoRA: 2Rr(rows + cols) per
-///             site, at every token: the last query adapter's one token per
-///             image is below 0.03 % of the step).
+/// The GEMM work of an encoder classifier whose `layers` layers of width d and
+/// MLP width f run over `rows` tokens, the last on token 0 of its `n`
+/// examples alone, as plora runs it (frozen-weight gradients skipped):
+///   forward : per layer k, v on every token (2 · 2 rows d²), q, o and the MLP
+///             (2 · 2R'd², 2 · 2R'df) on R' query rows (R' = rows, or n in the
+///             last layer), `attention(R')`; `stem` (work below or beside the
+///             layers that needs no gradient); `head`; adapters (LoRA:
+///             2 rows r (kept rows + cols) per site, at every token: the last
+///             query adapter's one token per example is below 0.03 % of a step).
 ///   backward: input gradients of every frozen linear except layer 0's q, k, v
-///             (nothing below them needs a gradient), the four attention GEMMs
-///             (dP, dV, dQ, dK), adapter gradients (dB and d(down) on the kept
-///             rows, dA and dx on the kept columns). No frozen-weight dW.
-/// FullDelta (full fine-tuning on all six sites of every layer) is folded by
-/// the site (W + ΔW formed once per step), so it adds dΔW per site to LoRA's
-/// frozen GEMMs: 3 GEMMs per site.
-inline StepWork vit_work(const ViTConfig& c, Index batch, StepKind kind, const AdapterExtent& adapters = {}) {
-  const double n = static_cast<double>(batch), d = static_cast<double>(c.hidden_size),
-               f = static_cast<double>(c.intermediate_size), layers = static_cast<double>(c.num_hidden_layers);
-  const double patches = static_cast<double>((c.image_size / c.patch_size) * (c.image_size / c.patch_size));
-  const double t = patches + 1.0, rows = n * t, r = static_cast<double>(adapters.rank);
-  const double patch_features = static_cast<double>(c.num_channels * c.patch_size * c.patch_size);
-  // One layer's frozen linears and attention products with `query_rows` query-side rows.
+///             (nothing below them needs a gradient), twice `attention` (two
+///             gradients per product), twice `head` (trained: dW and dx),
+///             adapter gradients (dB and d(down) on the kept rows, dA and dx on
+///             the kept columns). FullDelta (full fine-tuning on every linear
+///             site, folded by the site) adds dΔW per site: 3 GEMMs per site.
+template <class Attention>
+StepWork encoder_work(double rows, double n, double d, double f, double layers, Attention attention, double stem,
+                      double head, StepKind kind, const AdapterExtent& adapters) {
   const auto linear = [&](double query_rows) {
     return 2.0 * 2.0 * rows * d * d + 2.0 * 2.0 * query_rows * d * d + 2.0 * 2.0 * query_rows * d * f;
   };
-  const auto attention = [&](double query_rows) { return 2.0 * 2.0 * query_rows * t * d; };
   const double all_linear = layers < 1.0 ? 0.0 : (layers - 1.0) * linear(rows) + linear(n);
   const double all_attention = layers < 1.0 ? 0.0 : (layers - 1.0) * attention(rows) + attention(n);
-  const double head = 2.0 * n * d * static_cast<double>(c.num_labels);
   const double layer0_qkv = layers < 1.0 ? 0.0 : 2.0 * 2.0 * rows * d * d + 2.0 * (layers < 2.0 ? n : rows) * d * d;
+  const double r = static_cast<double>(adapters.rank);
   StepWork w;
-  w.forward = 2.0 * n * patches * patch_features * d + all_linear + all_attention + head;
+  w.forward = stem + all_linear + all_attention + head;
   if (kind == StepKind::Forward) return w;
   double backward = all_linear + 2.0 * all_attention - layer0_qkv + 2.0 * head;
   if (kind == StepKind::LowRank) {
@@ -189,53 +184,41 @@ inline StepWork vit_work(const ViTConfig& c, Index batch, StepKind kind, const A
   return w;
 }
 
-/// GEMM FLOPs of one DeBERTa-v2 forward (eval) or training step with n
-/// sequences of t tokens, counted as for the ViT (frozen-weight gradients
-/// skipped, the last layer on token 0 alone, layer 0's q, k, v without input
-/// gradients), with the disentangled attention's terms (R = 2 · span relative
-/// rows, shared keys):
-///   forward : per layer k, v on every token (2 · 2Nd²), q, o and the MLP on
-///             R' query rows, the relative keys and queries (2 · 2Rd²),
-///             Q K^T and P V (2 · 2R'td), c2p Q Kr^T (2R'Rd), p2c K Qr^T
-///             (2NRd); pooler and classifier; adapters as for the ViT (the
-///             query adapter's pass over the R relative rows, below 0.1 % of
-///             the step, is left out).
-///   backward: the frozen linears' input gradients, twice the attention
-///             products (each has two gradients), twice the head (trained),
-///             adapter gradients. The p2c transposes plora runs as products
-///             with an identity are data movement and not counted.
+/// A ViT's (encoder_work): attention Q K^T and P V (2 · 2R'td); the patch
+/// embedding as the stem; the classifier as the head.
+inline StepWork vit_work(const ViTConfig& c, Index batch, StepKind kind, const AdapterExtent& adapters = {}) {
+  const double n = static_cast<double>(batch), d = static_cast<double>(c.hidden_size);
+  const double patches = static_cast<double>((c.image_size / c.patch_size) * (c.image_size / c.patch_size));
+  const double t = patches + 1.0;
+  const double patch_features = static_cast<double>(c.num_channels * c.patch_size * c.patch_size);
+  const auto attention = [&](double query_rows) { return 2.0 * 2.0 * query_rows * t * d; };
+  return encoder_work(n * t, n, d, static_cast<double>(c.intermediate_size), static_cast<double>(c.num_hidden_layers),
+                      attention, 2.0 * n * patches * patch_features * d,
+                      2.0 * n * d * static_cast<double>(c.num_labels), kind, adapters);
+}
+
+/// A DeBERTa-v2's (encoder_work) with n sequences of t tokens and the
+/// disentangled attention's terms (R = 2 · span relative rows, shared keys):
+/// attention Q K^T and P V (2 · 2R'td), c2p Q Kr^T (2R'Rd), p2c K Qr^T
+/// (2 rows R d); the relative keys and queries of every layer (2 · 2Rd² each)
+/// as the stem; pooler and classifier as the head. Left out: the query
+/// adapter's pass over the R relative rows (below 0.1 % of the step), and the
+/// p2c transposes plora runs as products with an identity (data movement).
 inline StepWork deberta_work(const DebertaV2Config& c, Index batch, Index seq_len, StepKind kind,
-                            const AdapterExtent& adapters = {}) {
+                             const AdapterExtent& adapters = {}) {
   const double n = static_cast<double>(batch), t = static_cast<double>(seq_len), rows = n * t;
-  const double d = static_cast<double>(c.hidden_size), f = static_cast<double>(c.intermediate_size),
-               layers = static_cast<double>(c.num_hidden_layers), r = static_cast<double>(adapters.rank);
+  const double d = static_cast<double>(c.hidden_size), layers = static_cast<double>(c.num_hidden_layers);
   const bool c2p = std::ranges::find(c.pos_att_type, "c2p") != c.pos_att_type.end() && c.relative_attention;
   const bool p2c = std::ranges::find(c.pos_att_type, "p2c") != c.pos_att_type.end() && c.relative_attention;
   const double rel = 2.0 * static_cast<double>(c.position_buckets > 0 ? c.position_buckets : c.max_relative_positions);
-  const auto linear = [&](double query_rows) {
-    return 2.0 * 2.0 * rows * d * d + 2.0 * 2.0 * query_rows * d * d + 2.0 * 2.0 * query_rows * d * f;
-  };
   const auto attention = [&](double query_rows) {
     return 2.0 * 2.0 * query_rows * t * d + (c2p ? 2.0 * query_rows * rel * d : 0.0) +
            (p2c ? 2.0 * rows * rel * d : 0.0);
   };
   const double relative_projections = ((c2p ? 1.0 : 0.0) + (p2c ? 1.0 : 0.0)) * 2.0 * rel * d * d;
-  const double all_linear = layers < 1.0 ? 0.0 : (layers - 1.0) * linear(rows) + linear(n);
-  const double all_attention = layers < 1.0 ? 0.0 : (layers - 1.0) * attention(rows) + attention(n);
   const double head = 2.0 * n * d * d + 2.0 * n * d * static_cast<double>(c.num_labels);
-  const double layer0_qkv = layers < 1.0 ? 0.0 : 2.0 * 2.0 * rows * d * d + 2.0 * (layers < 2.0 ? n : rows) * d * d;
-  StepWork w;
-  w.forward = all_linear + layers * relative_projections + all_attention + head;
-  if (kind == StepKind::Forward) return w;
-  double backward = all_linear + 2.0 * all_attention - layer0_qkv + 2.0 * head;
-  if (kind == StepKind::LowRank) {
-    w.forward += 2.0 * rows * r * (adapters.rows + adapters.cols);
-    backward += 2.0 * rows * r * (2.0 * adapters.rows + 2.0 * adapters.cols - adapters.layer0_cols);
-  } else {
-    backward += all_linear;  // dΔW of every site
-  }
-  w.step = w.forward + backward;
-  return w;
+  return encoder_work(rows, n, d, static_cast<double>(c.intermediate_size), layers, attention,
+                      layers * relative_projections, head, kind, adapters);
 }
 
 /// Median of a list of seconds.
