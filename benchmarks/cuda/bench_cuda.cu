@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "adapters/adapter_work.hpp"
 #include "device_peak.cuh"
@@ -26,6 +27,7 @@ namespace plora {
 namespace {
 using bench::peak_gbps;
 using bench::peak_tflops;
+using bench::require_device;
 
 constexpr int kLaunchesPerIteration = 20;  // amortises the gaps between launches and events
 // Device seconds of launches each benchmark runs for. An iteration's manual
@@ -76,12 +78,6 @@ double time_launches(benchmark::State& state, Launch launch) {
   return total / static_cast<double>(std::max<benchmark::IterationCount>(state.iterations(), 1));
 }
 
-bool require_device(benchmark::State& state) {
-  if (cuda::available()) return true;
-  state.SkipWithError(("no CUDA device: " + cuda::unavailable_reason()).c_str());
-  return false;
-}
-
 /// Largest |got - expected| over sampled entries, relative to the largest |expected|.
 template <class Expected>
 double sampled_error(const HostMatrix& got, Expected expected) {
@@ -103,7 +99,7 @@ void bm_gemm(benchmark::State& state, Index m, Index n, Index k, cuda::MathMode 
   const HostMatrix ha = random_host(m, k, 1), hb = random_host(n, k, 2);
   const DeviceMatrix a = to_backend<cuda>(ha.view()), b = to_backend<cuda>(hb.view());
   DeviceMatrix c(m, n);
-  cuda::set_math_mode(mode);
+  const cuda::MathModeScope scope(mode);
   const auto launch = [&] { cuda::gemm(c.view(), a.view(), Op::N, b.view(), Op::T, 1.0f, 0.0f); };
   launch();
   const double error = sampled_error(to_host<cuda>(c.view()), [&](Index i, Index j) {
@@ -115,12 +111,10 @@ void bm_gemm(benchmark::State& state, Index m, Index n, Index k, cuda::MathMode 
   // typical (random-walk) input rounding errors ~ 1e-4 / 3e-3.
   const double tolerance = mode == cuda::MathMode::Fp32 ? 1e-4 : mode == cuda::MathMode::Tf32 ? 1e-2 : 3e-2;
   if (!(error <= tolerance)) {
-    cuda::set_math_mode(cuda::MathMode::Fp32);
     state.SkipWithError(("validation failed: relative error " + std::to_string(error)).c_str());
     return;
   }
   const double seconds = time_launches(state, launch);
-  cuda::set_math_mode(cuda::MathMode::Fp32);
   const double tflops = 2.0 * double(m) * double(n) * double(k) / seconds / 1e12;
   const double peak = peak_tflops(mode);
   state.counters["TFLOPS"] = tflops;
@@ -223,53 +217,48 @@ void bm_partial_lora(benchmark::State& state, Index tokens, Index out, Index in,
   state.counters["density"] = static_cast<double>(rows * cols) / static_cast<double>(out * in);
 }
 
+/// Registers a benchmark that times with time_launches: manual time per
+/// launch, in microseconds, for kMinLaunchSeconds of launches.
+template <class Body>
+void register_launches(const std::string& name, Body body) {
+  benchmark::RegisterBenchmark(name.c_str(), std::move(body))
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond)
+      ->MinTime(kMinLaunchSeconds);
+}
+
 }  // namespace
 }  // namespace plora
 
 int main(int argc, char** argv) {
   using plora::cuda;
   using plora::Index;
+  using plora::register_launches;
   struct Shape {
     Index m, n, k;
   };
   // Attention projections (q, k, v, output), MLP up, MLP down.
   for (const Shape shape : {Shape{1576, 768, 768}, Shape{1576, 3072, 768}, Shape{1576, 768, 3072}})
     for (const auto& [mode, mode_name] : {std::pair{cuda::MathMode::Fp32, "fp32"}, std::pair{cuda::MathMode::Tf32, "tf32"},
-                                          std::pair{cuda::MathMode::Bf16, "bf16"}}) {
-      const std::string name = "gemm/" + std::to_string(shape.m) + "x" + std::to_string(shape.n) + "x" +
-                               std::to_string(shape.k) + "/" + mode_name;
-      benchmark::RegisterBenchmark(name.c_str(),
-                                   [shape, mode = mode](benchmark::State& state) {
-                                     plora::bm_gemm(state, shape.m, shape.n, shape.k, mode);
-                                   })
-          ->UseManualTime()
-          ->Unit(benchmark::kMicrosecond)
-          ->MinTime(plora::kMinLaunchSeconds);
-    }
-  benchmark::RegisterBenchmark("layernorm_forward/1576x768", plora::bm_layernorm_forward)
-      ->UseManualTime()
-      ->Unit(benchmark::kMicrosecond)
-      ->MinTime(plora::kMinLaunchSeconds);
-  benchmark::RegisterBenchmark("softmax_rows/18912x197", plora::bm_softmax_rows)
-      ->UseManualTime()
-      ->Unit(benchmark::kMicrosecond)
-      ->MinTime(plora::kMinLaunchSeconds);
+                                          std::pair{cuda::MathMode::Bf16, "bf16"}})
+      register_launches("gemm/" + std::to_string(shape.m) + "x" + std::to_string(shape.n) + "x" +
+                            std::to_string(shape.k) + "/" + mode_name,
+                        [shape, mode = mode](benchmark::State& state) {
+                          plora::bm_gemm(state, shape.m, shape.n, shape.k, mode);
+                        });
+  register_launches("layernorm_forward/1576x768", plora::bm_layernorm_forward);
+  register_launches("softmax_rows/18912x197", plora::bm_softmax_rows);
   for (const Index images : {8, 64})
     for (const auto& [out, in] : {std::pair<Index, Index>{768, 768}, std::pair<Index, Index>{3072, 768}}) {
       const Index tokens = images * 197;
       const std::string shape = std::to_string(out) + "x" + std::to_string(in) + "/tokens:" + std::to_string(tokens);
-      benchmark::RegisterBenchmark(("adapter/dense_lora/" + shape).c_str(),
-                                   [=](benchmark::State& state) { plora::bm_dense_lora(state, tokens, out, in); })
-          ->UseManualTime()
-          ->Unit(benchmark::kMicrosecond)
-          ->MinTime(plora::kMinLaunchSeconds);
+      register_launches("adapter/dense_lora/" + shape,
+                        [=](benchmark::State& state) { plora::bm_dense_lora(state, tokens, out, in); });
       for (const int percent : {100, 50, 25, 13})
-        benchmark::RegisterBenchmark(
-            ("adapter/partial_lora/" + shape + "/density%:" + std::to_string(percent)).c_str(),
-            [=](benchmark::State& state) { plora::bm_partial_lora(state, tokens, out, in, percent / 100.0); })
-            ->UseManualTime()
-            ->Unit(benchmark::kMicrosecond)
-            ->MinTime(plora::kMinLaunchSeconds);
+        register_launches("adapter/partial_lora/" + shape + "/density%:" + std::to_string(percent),
+                          [=](benchmark::State& state) {
+                            plora::bm_partial_lora(state, tokens, out, in, percent / 100.0);
+                          });
     }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();

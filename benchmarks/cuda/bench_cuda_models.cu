@@ -48,14 +48,6 @@ const std::vector<std::string> kVitLoraTargets = {"query", "value"};
 const std::vector<std::string> kVitAllLinear = {"query", "key", "value", "dense"};
 const std::vector<std::string> kDebertaTargets = {"query_proj", "value_proj"};
 
-/// Restores fp32 GEMMs when a case ends, however it ends.
-struct MathModeScope {
-  explicit MathModeScope(cuda::MathMode mode) { cuda::set_math_mode(mode); }
-  MathModeScope(const MathModeScope&) = delete;
-  MathModeScope& operator=(const MathModeScope&) = delete;
-  ~MathModeScope() { cuda::set_math_mode(cuda::MathMode::Fp32); }
-};
-
 /// Validates and times a built, adapted model; sets every counter but trainable.
 template <class M>
 void validate_and_time(benchmark::State& state, M& model, const typename M::Batch& batch, Mode mode,
@@ -73,14 +65,11 @@ void validate_and_time(benchmark::State& state, M& model, const typename M::Batc
 /// failed validation or a CUDA error reported as the case's error.
 template <class Case>
 void run_case(benchmark::State& state, cuda::MathMode math, Case body) {
-  if (!cuda::available()) {
-    state.SkipWithError(("no CUDA device: " + cuda::unavailable_reason()).c_str());
-    return;
-  }
+  if (!require_device(state)) return;
   start_case();
   cuda::release_cached_memory();
   cuda::reset_peak_memory();
-  const MathModeScope scope(math);
+  const cuda::MathModeScope scope(math);
   try {
     body();
   } catch (const std::exception& e) {

@@ -1,9 +1,19 @@
 #pragma once
-// The current device's theoretical peaks, which the GPU benchmarks report
-// their achieved rates against (fraction_of_peak, MFU).
+// What every GPU benchmark asks of the device: that there is one (else the
+// benchmark reports why not), and its theoretical peaks, which the achieved
+// rates are reported against (fraction_of_peak, MFU).
+#include <benchmark/benchmark.h>
+
 #include "plora/backend/cuda/cuda.cuh"
 
 namespace plora::bench {
+
+/// Whether a CUDA device can be used; if not, the benchmark is skipped with the reason.
+inline bool require_device(benchmark::State& state) {
+  if (cuda::available()) return true;
+  state.SkipWithError(("no CUDA device: " + cuda::unavailable_reason()).c_str());
+  return false;
+}
 
 inline int device_attribute(cudaDeviceAttr attribute) {
   int device = 0, value = 0;

@@ -49,13 +49,6 @@ struct Twin {
   Index cols;
 };
 
-struct MathModeScope {
-  explicit MathModeScope(cuda::MathMode mode) { cuda::set_math_mode(mode); }
-  MathModeScope(const MathModeScope&) = delete;
-  MathModeScope& operator=(const MathModeScope&) = delete;
-  ~MathModeScope() { cuda::set_math_mode(cuda::MathMode::Fp32); }
-};
-
 HostMatrix identity(Index n) {
   HostMatrix eye(n, n);
   for (Index i = 0; i < n; ++i) eye(i, i) = 1.0f;
@@ -67,6 +60,20 @@ HostMatrix identity(Index n) {
 TEST_CASE("a CUDA device is present when PLORA_REQUIRE_GPU is set (scripts/gpu-check sets it)") {
   if (std::getenv("PLORA_REQUIRE_GPU") == nullptr) return;
   CHECK_MESSAGE(!no_gpu(), "PLORA_REQUIRE_GPU is set but: ", cuda::unavailable_reason());
+}
+
+TEST_CASE("a math mode scope sets the mode and restores the one before it, nested") {
+  REQUIRE(cuda::math_mode() == cuda::MathMode::Fp32);
+  {
+    const cuda::MathModeScope tf32(cuda::MathMode::Tf32);
+    CHECK(cuda::math_mode() == cuda::MathMode::Tf32);
+    {
+      const cuda::MathModeScope bf16(cuda::MathMode::Bf16);
+      CHECK(cuda::math_mode() == cuda::MathMode::Bf16);
+    }
+    CHECK(cuda::math_mode() == cuda::MathMode::Tf32);
+  }
+  CHECK(cuda::math_mode() == cuda::MathMode::Fp32);
 }
 
 TEST_CASE("failed CUDA, cuBLAS and cuSOLVER statuses become plora::Error naming the call") {
@@ -156,7 +163,7 @@ TEST_CASE("TF32 and BF16 math modes stay within their input rounding" * doctest:
   HostMatrix expected(m, n);
   ref::gemm(expected.view(), a.h(), Op::N, b.h(), Op::T, 1.0f, 0.0f);
   const auto run = [&](cuda::MathMode mode) {
-    const MathModeScope scope(mode);
+    const cuda::MathModeScope scope(mode);
     CHECK(cuda::math_mode() == mode);
     DeviceMatrix c(m, n);
     cuda::gemm(c.view(), a.d(), Op::N, b.d(), Op::T, 1.0f, 0.0f);

@@ -41,13 +41,6 @@ bool no_gpu() {
   return missing;
 }
 
-struct MathModeScope {
-  explicit MathModeScope(plora::cuda::MathMode mode) { plora::cuda::set_math_mode(mode); }
-  MathModeScope(const MathModeScope&) = delete;
-  MathModeScope& operator=(const MathModeScope&) = delete;
-  ~MathModeScope() { plora::cuda::set_math_mode(plora::cuda::MathMode::Fp32); }
-};
-
 enum class Measure { Relative, Absolute };
 
 /// Checks that `actual` (CUDA) has exactly the tensors of `expected` (CPU), each
@@ -147,12 +140,12 @@ TEST_CASE("TF32 and BF16 GEMMs keep the layers and models within their input rou
   const double vit_fp32 = compare(scenario::vit<plora::cuda>(vit), vit_expected, 1e-4);
   double vit_tf32 = 0.0, deberta_tf32 = 0.0, layers_bf16 = 0.0;
   {
-    const MathModeScope tf32(plora::cuda::MathMode::Tf32);
+    const plora::cuda::MathModeScope tf32(plora::cuda::MathMode::Tf32);
     vit_tf32 = compare(scenario::vit<plora::cuda>(vit), vit_expected, 5e-2);
     deberta_tf32 = compare(scenario::deberta<plora::cuda>(deberta), deberta_expected, 5e-2);
   }
   {
-    const MathModeScope bf16(plora::cuda::MathMode::Bf16);
+    const plora::cuda::MathModeScope bf16(plora::cuda::MathMode::Bf16);
     layers_bf16 = compare(scenario::layers<plora::cuda>(), reference::layers(), 7e-2);
   }
   // The modes are in effect: TF32 rounding (~1e-3) is far above fp32's (~1e-6).

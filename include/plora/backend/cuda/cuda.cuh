@@ -39,6 +39,17 @@ struct cuda {
   /// Process-wide; applies to the GEMMs issued after the call.
   static void set_math_mode(MathMode mode) { math_mode_setting().store(mode); }
   static MathMode math_mode() { return math_mode_setting().load(); }
+  /// Sets the math mode for its lifetime and then restores the one before.
+  class MathModeScope {
+   public:
+    explicit MathModeScope(MathMode mode) : previous_(math_mode()) { set_math_mode(mode); }
+    MathModeScope(const MathModeScope&) = delete;
+    MathModeScope& operator=(const MathModeScope&) = delete;
+    ~MathModeScope() { set_math_mode(previous_); }
+
+   private:
+    MathMode previous_;
+  };
 
   /// Whether a CUDA device can be used, and why not.
   static bool available() { return detail::cuda::device_unavailable_reason().empty(); }
