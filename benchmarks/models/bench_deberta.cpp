@@ -9,9 +9,11 @@
 //   partial13   the same with Partial-LoRA at ΔW density 0.13 (balanced
 //               Bernoulli row / column masks, METHOD.md §1)
 // Counters: median_s and min_s per iteration, tokens_per_s (from the median),
-// trainable parameters, peak_RSS_MiB (the process's peak after a reset at the
-// start of the case; run one case per process, --benchmark_filter, for a
-// clean figure). Each case validates its model once before timing it (see
+// GFLOP (the GEMM work of one iteration, bench_support.hpp deberta_work),
+// GFLOP/s from the median, peak_fraction = GFLOP/s / the SGEMM peak
+// (sgemm_peak_gflops), trainable parameters, peak_RSS_MiB (the process's peak
+// after a reset at the start of the case; run one case per process,
+// --benchmark_filter, for a clean figure). Each case validates its model once before timing it (see
 // validate()).
 #include <benchmark/benchmark.h>
 
@@ -99,6 +101,7 @@ void validate(DebertaV2<cpu, A>& model, const TokenBatch& batch, Mode mode) {
 template <class A>
 void deberta_case(benchmark::State& state, Mode mode) {
   start_case();
+  sgemm_peak_gflops();  // measured once per process, before the case's model exists
   const DebertaV2Config config = deberta_v3_base_config();
   DebertaV2<cpu, A> model(config, [](const std::string& key, Index rows, Index cols) {
     return std::optional<HostMatrix>(hf_init(key, rows, cols));
@@ -110,8 +113,14 @@ void deberta_case(benchmark::State& state, Mode mode) {
   }
   validate(model, batch, mode);
 
+  const double flops = mode == Mode::Forward
+                           ? deberta_work(config, kBatch, kSeqLen, StepKind::Forward).forward
+                           : deberta_work(config, kBatch, kSeqLen, StepKind::LowRank, adapter_extent(model)).step;
   const double med = time_model(state, model, batch, mode != Mode::Forward);
   state.counters["tokens_per_s"] = static_cast<double>(kBatch * kSeqLen) / med;
+  state.counters["GFLOP"] = flops / 1e9;
+  state.counters["GFLOP/s"] = flops / med / 1e9;
+  state.counters["peak_fraction"] = flops / med / 1e9 / sgemm_peak_gflops();
   state.counters["trainable"] = static_cast<double>(mode == Mode::Forward ? 0 : trainable_count(model).total());
 }
 
