@@ -252,6 +252,13 @@ def lscpu_model():
     return platform.processor()
 
 
+def kernel_settings():
+    """The environment settings that choose either side's GEMM kernel or threads, as `NAME=value` words:
+    the recorded command must name them to be repeatable (OPENBLAS_CORETYPE picks OpenBLAS's kernel)."""
+    prefixes = ("OPENBLAS_", "OMP_", "GOMP_", "MKL_", "KMP_")
+    return [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(prefixes)]
+
+
 def orchestrate(args):
     import torch, transformers, peft
 
@@ -265,7 +272,7 @@ def orchestrate(args):
         "threads": args.threads, "torch": torch.__version__, "transformers": transformers.__version__,
         "peft": peft.__version__, "rounds": args.rounds, "steps": args.steps, "warmup": args.warmup,
         "batch": args.batch, "load_before": os.getloadavg(),
-        "command": " ".join(sys.argv),
+        "command": " ".join(kernel_settings() + sys.argv),
     }
     results = []
     failed = False

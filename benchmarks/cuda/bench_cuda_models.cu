@@ -89,11 +89,7 @@ void vit_case(benchmark::State& state, Mode mode, cuda::MathMode math = cuda::Ma
         attach_adapters(model, std::span(kVitLoraTargets), make_partial<cuda>);
       if constexpr (std::same_as<A, FullDelta<cuda>>) attach_adapters(model, std::span(kVitAllLinear), make_full<cuda>);
     }
-    const StepKind kind = mode == Mode::Forward ? StepKind::Forward
-                          : mode == Mode::Full  ? StepKind::FullDelta
-                                                : StepKind::LowRank;
-    const StepWork work = vit_work(config, kVitBatch, kind, adapter_extent(model));
-    const double flops = mode == Mode::Forward ? work.forward : work.step;
+    const double flops = timed_work(vit_work(config, kVitBatch, step_kind(mode), adapter_extent(model)), mode);
     validate_and_time(state, model, batch, mode, flops);
     state.counters["trainable"] = static_cast<double>(trainable_count(model).total());
   });
@@ -103,9 +99,7 @@ template <class A>
 void deberta_case(benchmark::State& state, Mode mode, cuda::MathMode math = cuda::MathMode::Fp32) {
   run_case(state, math, [&] {
     const DebertaV2Config config = deberta_v3_base_config();
-    DebertaV2<cuda, A> model(config, [](const std::string& key, Index rows, Index cols) {
-      return std::optional<HostMatrix>(hf_init(key, rows, cols));
-    });
+    DebertaV2<cuda, A> model(config, hf_init_every_key);
     const TokenBatch batch = random_tokens(config, kDebertaBatch, kSeqLen);
     if (mode != Mode::Forward) {
       if constexpr (std::same_as<A, Lora<cuda>>) attach_adapters(model, std::span(kDebertaTargets), make_lora<cuda>);
@@ -113,9 +107,7 @@ void deberta_case(benchmark::State& state, Mode mode, cuda::MathMode math = cuda
         attach_adapters(model, std::span(kDebertaTargets), make_partial<cuda>);
     }
     const double flops =
-        mode == Mode::Forward
-            ? deberta_work(config, kDebertaBatch, kSeqLen, StepKind::Forward).forward
-            : deberta_work(config, kDebertaBatch, kSeqLen, StepKind::LowRank, adapter_extent(model)).step;
+        timed_work(deberta_work(config, kDebertaBatch, kSeqLen, step_kind(mode), adapter_extent(model)), mode);
     validate_and_time(state, model, batch, mode, flops);
     state.counters["trainable"] = static_cast<double>(mode == Mode::Forward ? 0 : trainable_count(model).total());
   });

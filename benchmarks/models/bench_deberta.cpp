@@ -103,9 +103,7 @@ void deberta_case(benchmark::State& state, Mode mode) {
   start_case();
   sgemm_peak_gflops();  // measured once per process, before the case's model exists
   const DebertaV2Config config = deberta_v3_base_config();
-  DebertaV2<cpu, A> model(config, [](const std::string& key, Index rows, Index cols) {
-    return std::optional<HostMatrix>(hf_init(key, rows, cols));
-  });
+  DebertaV2<cpu, A> model(config, hf_init_every_key);
   const TokenBatch batch = random_tokens(config, kBatch, kSeqLen);
   if (mode != Mode::Forward) {
     if constexpr (std::same_as<A, Lora<cpu>>) attach_adapters(model, std::span(kTargets), make_lora<cpu>);
@@ -113,9 +111,7 @@ void deberta_case(benchmark::State& state, Mode mode) {
   }
   validate(model, batch, mode);
 
-  const double flops = mode == Mode::Forward
-                           ? deberta_work(config, kBatch, kSeqLen, StepKind::Forward).forward
-                           : deberta_work(config, kBatch, kSeqLen, StepKind::LowRank, adapter_extent(model)).step;
+  const double flops = timed_work(deberta_work(config, kBatch, kSeqLen, step_kind(mode), adapter_extent(model)), mode);
   const double med = time_model(state, model, batch, mode != Mode::Forward);
   state.counters["tokens_per_s"] = static_cast<double>(kBatch * kSeqLen) / med;
   state.counters["GFLOP"] = flops / 1e9;

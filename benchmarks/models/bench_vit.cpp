@@ -52,9 +52,7 @@ void vit_case(benchmark::State& state, const ViTConfig& config, Mode mode) {
 
   const HostMatrix logits = validate_forward(model, batch);
   if (mode != Mode::Forward) validate_gradients(model, batch, logits);
-  const double flops = mode == Mode::Forward ? vit_work(config, kBatch, StepKind::Forward).forward
-                       : mode == Mode::Full  ? vit_work(config, kBatch, StepKind::FullDelta).step
-                                             : vit_work(config, kBatch, StepKind::LowRank, adapter_extent(model)).step;
+  const double flops = timed_work(vit_work(config, kBatch, step_kind(mode), adapter_extent(model)), mode);
   const double med = time_model(state, model, batch, mode != Mode::Forward);
   state.counters["trainable"] = static_cast<double>(trainable_count(model).total());
   state.counters["GFLOP"] = flops / 1e9;

@@ -33,6 +33,14 @@ constexpr std::uint64_t kMaskSeed = 7;
 
 enum class Mode { Forward, Lora, Partial, Full };
 
+/// The step a mode times, as vit_work / deberta_work count it.
+inline StepKind step_kind(Mode mode) {
+  if (mode == Mode::Forward) return StepKind::Forward;
+  return mode == Mode::Full ? StepKind::FullDelta : StepKind::LowRank;
+}
+/// The GEMM work of one timed iteration of `mode`.
+inline double timed_work(const StepWork& work, Mode mode) { return mode == Mode::Forward ? work.forward : work.step; }
+
 /// The balanced Bernoulli row / column mask of `site` at ΔW density kPartialDensity (METHOD.md §1).
 inline RowColMask partial_mask(const std::string& site, Index out, Index in) {
   return PartialMask{}.sample(

@@ -21,9 +21,11 @@
 
 #include "plora/adapters/full_delta.hpp"
 #include "plora/adapters/lora.hpp"
+#include "plora/adapters/partial.hpp"
 #include "plora/backend/cpu/cpu.hpp"
 #include "plora/io/safetensors.hpp"
 #include "plora/io/vit_checkpoint.hpp"
+#include "plora/masks/bernoulli.hpp"
 #include "plora/models/concepts.hpp"
 #include "plora/models/sites.hpp"
 #include "plora/models/vit.hpp"
@@ -266,6 +268,48 @@ TEST_CASE("full fine-tuning folds every site's delta into one shared buffer: the
   }
   const auto folded_head = folded.parameters(), merged_head = merged.parameters();
   CHECK(max_abs_diff(folded_head.back().grad, merged_head.back().grad) == 0.0);
+}
+
+TEST_CASE("Partial-LoRA sites share one set of work buffers: the same loss and gradients as sites with their own, bitwise") {
+  // The buffers hold nothing between calls, so sharing them changes no float
+  // operation. The copy's sites each make their own buffers (a copy shares
+  // nothing with its original), so it is the unshared reference. Every site
+  // keeps different rows and columns, so a site reading another's stale
+  // values (or sizes) would differ at O(1).
+  using PartialVit = Vit<cpu, PartialLora<cpu>>;
+  const std::filesystem::path dir = kData / "vit_a";
+  PartialVit shared = load_vit_checkpoint<cpu, PartialLora<cpu>>(dir);
+  const std::vector<std::string> sites = attach_adapters(
+      shared, std::vector<std::string>{"query", "value"}, [](const std::string& site, Index out, Index in) {
+        const RowColMask mask = PartialMask{}.sample(
+            {.out = out, .in = in, .ratio = 0.3, .seed = 5, .stream = stream_id(site), .site = site});
+        const PartialLora<cpu>::Config config{
+            .inner = {.rank = 4, .alpha = 8.0f}, .kept_rows = mask.rows, .kept_cols = mask.cols};
+        PartialLora<cpu> partial(out, in, config, RandomStream(1, stream_id(site)));
+        cpu::fill(partial.inner().lora_B(), 0.05f);  // so that A gets gradients too
+        return partial;
+      });
+  REQUIRE(sites.size() >= 2);
+  const auto* const buffers = shared.site(sites.front()).adapter().work_buffers();
+  CHECK(buffers != nullptr);
+  for (const auto& name : sites) CHECK(shared.site(name).adapter().work_buffers() == buffers);
+  PartialVit own = shared;
+  for (const auto& name : sites) CHECK(own.site(name).adapter().work_buffers() == nullptr);
+
+  const io::SafetensorsFile reference = io::SafetensorsFile::open(dir / "reference.safetensors");
+  const ImageBatch batch = reference_batch(reference, shared.config());
+  shared.zero_grad();
+  own.zero_grad();
+  const float loss = shared.forward_backward(batch);
+  CHECK(own.forward_backward(batch) == loss);
+  CHECK(own.site(sites.front()).adapter().work_buffers() != own.site(sites.back()).adapter().work_buffers());
+  const auto shared_parameters = shared.parameters(), own_parameters = own.parameters();
+  REQUIRE(shared_parameters.size() == own_parameters.size());
+  for (std::size_t i = 0; i < shared_parameters.size(); ++i) {
+    INFO("parameter ", shared_parameters[i].name);
+    CHECK(max_abs(shared_parameters[i].grad) > 0.0);
+    CHECK(max_abs_diff(shared_parameters[i].grad, own_parameters[i].grad) == 0.0);
+  }
 }
 
 TEST_CASE("a forward from any layer's input gives forward's logits bitwise, whatever pass ran before") {

@@ -28,6 +28,9 @@ static_assert(conforms<RandomMasking<cpu>>,
 
 static_assert(RestrictableAdapter<Lora<cpu>>, "Lora<cpu> must provide restricted(rows, cols)");
 static_assert(RestrictableAdapter<AdaLora<cpu>>, "AdaLora<cpu> must provide restricted(rows, cols)");
+static_assert(WorkSharingAdapter<PartialLora<cpu>> && WorkSharingAdapter<PartialAdaLora<cpu>>,
+              "Partial adapters' work buffers must be shareable across a model's sites");
+static_assert(!WorkSharingAdapter<Lora<cpu>>, "Lora keeps no work buffers to share");
 static_assert(std::is_same_v<PartialConfig<Lora<cpu>>, PartialLora<cpu>::Config>);
 static_assert(std::is_same_v<PartialLora<cpu>::BackendType, cpu>);
 }  // namespace

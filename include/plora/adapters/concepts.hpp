@@ -15,6 +15,7 @@
 // adapter can be applied at several places in a forward pass (DeBERTa applies
 // query/key projections to content and to relative positions).
 #include <concepts>
+#include <memory>
 
 #include "plora/backend/concepts.hpp"
 #include "plora/core/parameter.hpp"
@@ -47,6 +48,14 @@ template <class A>
 concept FoldableAdapter =
     Adapter<A> && requires(const A& ca, View<typename A::BackendType::Space> folded,
                            ConstView<typename A::BackendType::Space> w) { ca.fold_into(folded, w); };
+
+/// An adapter with work buffers that no call's result depends on after the
+/// call, which adapters running one at a time may share:
+///   share_work_buffers(std::shared_ptr<WorkBuffers>)
+template <class A>
+concept WorkSharingAdapter = Adapter<A> && requires(A& a, std::shared_ptr<typename A::WorkBuffers> buffers) {
+  a.share_work_buffers(buffers);
+};
 
 /// A low-rank adapter that `Partial` can restrict to kept output rows and input
 /// columns: `restricted(rows, cols)` returns the compact adapter whose factors are

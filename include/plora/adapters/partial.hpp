@@ -19,6 +19,7 @@
 // backend runs all tokens as one tile: more would only add kernel launches.
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <type_traits>
 #include <utility>
@@ -93,7 +94,7 @@ class Partial {
     for_each_tile(x.rows, [&](std::size_t tile, Index first, Index count) {
       const View x_tile = x_kept.row_block(first, count);
       BackendType::gather_cols(x_tile, x.row_block(first, count), cols_);
-      const View y_kept = y_kept_.rows(count, kept_out());
+      const View y_kept = work_.get().y_kept.rows(count, kept_out());
       BackendType::fill(y_kept, 0.0f);  // the compact forward adds into it
       inner_.forward(y_kept, x_tile, saved.tiles[tile]);
       BackendType::scatter_add_cols(y.row_block(first, count), y_kept, rows_, 1.0f);
@@ -106,20 +107,33 @@ class Partial {
     detail::check_backward("Partial", dx, dy, x, out_, in_);
     detail::check_saved_tokens("Partial", saved.tokens, x.rows);
     const ConstView x_kept = saved.x_kept.rows(x.rows);
+    WorkBuffers& work = work_.get();
     for_each_tile(x.rows, [&](std::size_t tile, Index first, Index count) {
       const ConstView x_tile = x_kept.row_block(first, count);
-      const View dy_kept = y_kept_.rows(count, kept_out());
+      const View dy_kept = work.y_kept.rows(count, kept_out());
       BackendType::gather_cols(dy_kept, dy.row_block(first, count), rows_);
       if (dx.empty()) {
         inner_.backward(View{}, dy_kept, x_tile, saved.tiles[tile]);
         return;
       }
-      const View dx_kept = dx_kept_.rows(count, kept_in());
+      const View dx_kept = work.dx_kept.rows(count, kept_in());
       BackendType::fill(dx_kept, 0.0f);  // the compact backward adds into it
       inner_.backward(dx_kept, dy_kept, x_tile, saved.tiles[tile]);
       BackendType::scatter_add_cols(dx.row_block(first, count), dx_kept, cols_, 1.0f);
     });
   }
+
+  /// One call's work buffers: nothing in them outlives a forward or backward
+  /// call, so adapters that run one at a time, as a model's sites do, may
+  /// share one set (attach_adapters shares it). On a device backend, where a
+  /// tile is every token, that saves two activation-sized matrices per site.
+  struct WorkBuffers {
+    detail::Scratch<BackendType> y_kept;   // (tile, |R|): compact output, then dy[:, R]
+    detail::Scratch<BackendType> dx_kept;  // (tile, |C|)
+  };
+  void share_work_buffers(std::shared_ptr<WorkBuffers> buffers) { work_.share(std::move(buffers)); }
+  /// The work buffers in use; null before they are shared or first needed.
+  [[nodiscard]] const WorkBuffers* work_buffers() const { return work_.peek(); }
 
   /// Tokens per tile; 0 runs all tokens as one tile. The default comes from
   /// the backend's memory space (see the top of this file).
@@ -210,8 +224,7 @@ class Partial {
   typename BackendType::Indices cols_;
   A inner_;
   Index tile_tokens_ = default_tile_tokens();
-  detail::Scratch<BackendType> y_kept_;   // (tile, |R|): compact output, then dy[:, R]
-  detail::Scratch<BackendType> dx_kept_;  // (tile, |C|)
+  detail::SharedBuffer<WorkBuffers> work_;
 };
 
 /// Partial-LoRA (the method) and Partial-AdaLoRA.

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "plora/adapters/concepts.hpp"
 #include "plora/core/error.hpp"
 #include "plora/models/concepts.hpp"
 
@@ -53,7 +54,8 @@ std::vector<std::string> matched_sites(M& model, std::span<const std::string> ta
 /// Attaches `factory(site_name, out_features, in_features)` to every site
 /// matched by `targets` (replacing any adapter there); returns their names.
 /// The attached sites share one fold buffer (where folding adapters, full
-/// fine-tuning's, form W + ΔW), so the model must run them one at a time, as
+/// fine-tuning's, form W + ΔW) and their adapters one set of work buffers
+/// (Partial's compact copies), so the model must run them one at a time, as
 /// its forward and backward do.
 template <Model M, class Factory>
 std::vector<std::string> attach_adapters(M& model, std::span<const std::string> targets, Factory&& factory) {
@@ -64,6 +66,11 @@ std::vector<std::string> attach_adapters(M& model, std::span<const std::string> 
     auto& site = model.site(n);
     site.attach(factory(n, site.out_features(), site.in_features()));
     site.share_fold_buffer(fold_buffer);
+  }
+  using Attached = std::remove_reference_t<decltype(model.site(names.front()).adapter())>;
+  if constexpr (WorkSharingAdapter<Attached>) {
+    const auto work_buffers = std::make_shared<typename Attached::WorkBuffers>();
+    for (const auto& n : names) model.site(n).adapter().share_work_buffers(work_buffers);
   }
   return names;
 }

@@ -65,9 +65,9 @@ class LinearSite {
   /// instead of one per site. A site without one, and a copy of a site (a
   /// copied model may run beside the original), makes its own.
   using FoldBuffer = detail::Scratch<B>;
-  void share_fold_buffer(std::shared_ptr<FoldBuffer> buffer) { fold_buffer_.shared = std::move(buffer); }
+  void share_fold_buffer(std::shared_ptr<FoldBuffer> buffer) { fold_buffer_.share(std::move(buffer)); }
   /// The buffer this site forms W + ΔW in; null until shared or first needed.
-  [[nodiscard]] const FoldBuffer* fold_buffer() const { return fold_buffer_.shared.get(); }
+  [[nodiscard]] const FoldBuffer* fold_buffer() const { return fold_buffer_.peek(); }
 
   /// Accumulate dL/dW into weight_grad() during backward (used by SNIP).
   void enable_weight_grad(bool enabled) {
@@ -113,8 +113,7 @@ class LinearSite {
   ConstView gemm_weight() {
     if constexpr (FoldableAdapter<A>) {
       if (adapter_) {
-        if (!fold_buffer_.shared) fold_buffer_.shared = std::make_shared<FoldBuffer>();
-        const View folded = fold_buffer_.shared->rows(out_features(), in_features());
+        const View folded = fold_buffer_.get().rows(out_features(), in_features());
         adapter_->fold_into(folded, weight_.view());
         return folded;
       }
@@ -132,20 +131,7 @@ class LinearSite {
   Matrix bias_;
   std::optional<A> adapter_;
   std::optional<Matrix> weight_grad_;
-  /// Moves keep the sharing; copies start without a buffer.
-  struct UnsharedOnCopy {
-    std::shared_ptr<FoldBuffer> shared;
-    UnsharedOnCopy() = default;
-    UnsharedOnCopy(const UnsharedOnCopy& /*other*/) noexcept {}
-    UnsharedOnCopy(UnsharedOnCopy&&) noexcept = default;
-    UnsharedOnCopy& operator=(const UnsharedOnCopy& /*other*/) noexcept {
-      shared.reset();
-      return *this;
-    }
-    UnsharedOnCopy& operator=(UnsharedOnCopy&&) noexcept = default;
-    ~UnsharedOnCopy() = default;
-  };
-  UnsharedOnCopy fold_buffer_;
+  detail::SharedBuffer<FoldBuffer> fold_buffer_;
 };
 
 }  // namespace plora
