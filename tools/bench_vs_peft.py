@@ -253,10 +253,12 @@ def lscpu_model():
 
 
 def kernel_settings():
-    """The environment settings that choose either side's GEMM kernel or threads, as `NAME=value` words:
-    the recorded command must name them to be repeatable (OPENBLAS_CORETYPE picks OpenBLAS's kernel)."""
+    """The environment settings that choose either side's GEMM kernel or threading, as `NAME=value` words:
+    the recorded command must name them to be repeatable (OPENBLAS_CORETYPE picks OpenBLAS's kernel).
+    OMP_NUM_THREADS is left out: --threads sets it for both sides."""
     prefixes = ("OPENBLAS_", "OMP_", "GOMP_", "MKL_", "KMP_")
-    return [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(prefixes)]
+    return [f"{k}={v}" for k, v in sorted(os.environ.items())
+            if k.startswith(prefixes) and k != "OMP_NUM_THREADS"]
 
 
 def orchestrate(args):

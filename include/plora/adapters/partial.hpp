@@ -91,10 +91,11 @@ class Partial {
     if (saved.tiles.size() < tiles) saved.tiles.resize(tiles);
     const View x_kept = saved.x_kept.rows(x.rows, kept_in());
     saved.tokens = x.rows;
+    WorkBuffers& work = work_.get();
     for_each_tile(x.rows, [&](std::size_t tile, Index first, Index count) {
       const View x_tile = x_kept.row_block(first, count);
       BackendType::gather_cols(x_tile, x.row_block(first, count), cols_);
-      const View y_kept = work_.get().y_kept.rows(count, kept_out());
+      const View y_kept = work.y_kept.rows(count, kept_out());
       BackendType::fill(y_kept, 0.0f);  // the compact forward adds into it
       inner_.forward(y_kept, x_tile, saved.tiles[tile]);
       BackendType::scatter_add_cols(y.row_block(first, count), y_kept, rows_, 1.0f);
