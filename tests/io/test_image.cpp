@@ -71,6 +71,48 @@ TEST_CASE("undecodable or missing images name the file") {
   CHECK(contains(message_of<IoError>([&] { (void)load_image(dir / "absent.png"); }), "absent.png"));
 }
 
+TEST_CASE("truncated, oversized and foreign images are refused as PIL refuses them") {
+  TempDir dir;
+  const std::string bmp = plora::test::bmp_bytes(5, 3, [](int y, int x, int c) { return 10 * y + 3 * x + c; });
+  REQUIRE(bmp.size() == 54 + 3 * 16);  // rows of 15 bytes padded to 16
+  // stb_image alone would decode this with its last row zero-filled.
+  write_bytes(dir / "cut.bmp", bmp.substr(0, bmp.size() - 1));
+  std::string msg = message_of<IoError>([&] { (void)load_image(dir / "cut.bmp"); });
+  CHECK(contains(msg, "cut.bmp"));
+  CHECK(contains(msg, "truncated BMP"));
+  CHECK(contains(msg, "need 102 bytes, the file has 101"));
+
+  // 20000 x 10000 declared in the header: refused before anything is decoded.
+  std::string bomb = bmp;
+  const auto put = [&](std::size_t at, std::uint32_t value) {
+    for (std::size_t i = 0; i < 4; ++i) bomb[at + i] = static_cast<char>((value >> (8 * i)) & 0xFF);
+  };
+  put(18, 20000);
+  put(22, 10000);
+  write_bytes(dir / "bomb.bmp", bomb);
+  msg = message_of<IoError>([&] { (void)load_image(dir / "bomb.bmp"); });
+  CHECK(contains(msg, "bomb.bmp"));
+  CHECK(contains(msg, "200000000 pixels exceeds the limit of 178956970"));
+
+  write_bytes(dir / "anim.gif", "GIF89a\x01\x00\x01\x00");
+  CHECK(contains(message_of<IoError>([&] { (void)load_image(dir / "anim.gif"); }), "not a PNG, JPEG or BMP file"));
+  // A JPEG whose first Huffman table declares 255 + 2 codes, one more than a
+  // table holds: stb_image 2.27 would write past its table.
+  std::string jpeg = plora::test::read_bytes(std::filesystem::path(PLORA_TEST_DATA_DIR) / "fuzz/images/jpg.in").substr(2);
+  const std::size_t dht = jpeg.find("\xFF\xC4");
+  REQUIRE(dht != std::string::npos);
+  jpeg[dht + 5] = '\xFF';  // counts of 1- and 2-bit codes (after marker, length, class/id)
+  jpeg[dht + 6] = '\x02';
+  write_bytes(dir / "huffman.jpg", jpeg);
+  msg = message_of<IoError>([&] { (void)load_image(dir / "huffman.jpg"); });
+  CHECK(contains(msg, "huffman.jpg"));
+  CHECK(contains(msg, "corrupt JPEG (a Huffman table declares more than 256 codes)"));
+  // A PNG cut inside its pixel data: stb reports it, the message names the format.
+  const std::string png = plora::test::read_bytes(kData / "rgb_7x5.png");
+  write_bytes(dir / "cut.png", png.substr(0, png.size() / 2));
+  CHECK(contains(message_of<IoError>([&] { (void)load_image(dir / "cut.png"); }), "corrupt or truncated PNG"));
+}
+
 TEST_CASE("bilinear resize on a hand-computed row (PIL's antialiased triangle filter)") {
   // 1 x 4 -> 1 x 2: scale 2, support 2. Output 0 has centre 1.0 and taps x = 0, 1, 2
   // with weights tri((x - 1 + 0.5) / 2) = 0.75, 0.75, 0.25 -> (0 * .75 + 10 * .75 + 20 * .25) / 1.75

@@ -22,12 +22,15 @@
 // exact.
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <iterator>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "plora/core/error.hpp"
@@ -52,25 +55,114 @@ struct Image8 {
   }
 };
 
+/// PIL's DecompressionBombError limit (2 x Image.MAX_IMAGE_PIXELS): a larger
+/// image is refused before decoding, as PIL refuses it.
+inline constexpr std::int64_t kMaxImagePixels = 2 * 89'478'485;
+
+namespace detail {
+inline std::uint32_t little_endian_u32(std::span<const std::byte> bytes, std::size_t at) {
+  std::uint32_t value = 0;
+  for (std::size_t i = 0; i < 4; ++i) value |= std::to_integer<std::uint32_t>(bytes[at + i]) << (8 * i);
+  return value;
+}
+inline std::uint16_t little_endian_u16(std::span<const std::byte> bytes, std::size_t at) {
+  return static_cast<std::uint16_t>(std::to_integer<unsigned>(bytes[at]) | std::to_integer<unsigned>(bytes[at + 1]) << 8);
+}
+
+/// The file size a BMP's pixel rows need (data offset + height padded rows),
+/// or 0 when `bytes` is not a BMP with a readable header. stb_image pads a BMP
+/// that ends early with zero pixels; PIL refuses it as truncated, and so do we.
+/// (stb reads only uncompressed and bit-field BMPs, whose rows this size fits.)
+inline std::uint64_t bmp_bytes_needed(std::span<const std::byte> bytes, int width, int height) {
+  constexpr std::size_t kFileHeader = 14;
+  if (bytes.size() < kFileHeader + 16 || bytes[0] != std::byte{'B'} || bytes[1] != std::byte{'M'}) return 0;
+  const std::uint32_t offset = little_endian_u32(bytes, 10);
+  const std::uint32_t info_size = little_endian_u32(bytes, kFileHeader);
+  // BITMAPCOREHEADER (12 bytes) keeps bits per pixel at 24, the larger headers at 28.
+  const std::uint16_t bits = little_endian_u16(bytes, info_size == 12 ? 24 : 28);
+  const std::uint64_t row_bytes = (static_cast<std::uint64_t>(width) * bits + 31) / 32 * 4;
+  return offset + row_bytes * static_cast<std::uint64_t>(height);
+}
+
+/// Whether a JPEG's DHT segments declare more than 256 codes for one Huffman
+/// table: a corrupt file, past whose tables stb_image 2.27 (Debian 12's)
+/// writes. The walk follows the decoder's: marker segments by their lengths,
+/// entropy-coded data byte by byte up to the next marker, a table's counts read
+/// even where the segment's length is too short for them (as stb reads them),
+/// bytes past the end read as 0 (as stb reads them).
+inline bool jpeg_has_oversized_huffman_table(std::span<const std::byte> bytes) {
+  const auto byte = [&](std::size_t i) { return i < bytes.size() ? std::to_integer<std::size_t>(bytes[i]) : 0; };
+  for (std::size_t i = 2; i + 1 < bytes.size();) {  // past SOI
+    if (byte(i) != 0xFF || byte(i + 1) == 0xFF) {  // entropy-coded data, or a fill byte
+      ++i;
+      continue;
+    }
+    const std::size_t marker = byte(i + 1);
+    i += 2;
+    // A stuffed 0xFF, RSTn, SOI and TEM carry no length; EOI ends the image.
+    if (marker == 0x00 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD8)) continue;
+    if (marker == 0xD9) break;
+    const std::size_t end = i + (byte(i) << 8 | byte(i + 1));  // the length counts its own two bytes
+    if (marker == 0xC4) {
+      for (std::size_t table = i + 2; table < end;) {
+        std::size_t codes = 0;
+        for (std::size_t k = 1; k <= 16; ++k) codes += byte(table + k);
+        if (codes > 256) return true;
+        table += 17 + codes;
+      }
+    }
+    i = std::max(end, i);
+  }
+  return false;
+}
+
+/// "PNG", "JPEG" or "BMP" by the file's signature; empty for anything else.
+inline std::string_view image_format(std::span<const std::byte> bytes) {
+  const auto starts_with = [&](std::initializer_list<unsigned char> magic) {
+    return bytes.size() >= magic.size() &&
+           std::equal(magic.begin(), magic.end(), bytes.begin(), [](unsigned char m, std::byte b) { return std::byte{m} == b; });
+  };
+  if (starts_with({0x89, 'P', 'N', 'G'})) return "PNG";
+  if (starts_with({0xFF, 0xD8, 0xFF})) return "JPEG";
+  if (starts_with({'B', 'M'})) return "BMP";
+  return {};
+}
+}  // namespace detail
+
 /// Decodes PNG / JPEG / BMP bytes. `channels` 0 keeps the stored channels;
 /// 1 or 3 converts (stb: grey -> RGB replicates, RGBA -> RGB drops alpha like
 /// PIL's convert("RGB"), RGB -> grey uses stb's integer luma weights).
-/// `source` names the file in errors.
+/// `source` names the file in errors. Like PIL, refuses files of another
+/// format, corrupt or truncated files, and images over kMaxImagePixels.
 inline Image8 decode_image(std::span<const std::byte> bytes, int channels, const std::string& source) {
   check<ValueError>(channels >= 0 && channels <= 4, "decode_image('", source, "'): channels must be 0..4, got ", channels);
   check<IoError>(!bytes.empty() && bytes.size() <= 0x7fffffffu, "cannot decode image '", source, "': ",
                  bytes.empty() ? "empty file" : "file too large");
+  const std::string_view format = detail::image_format(bytes);
+  check<IoError>(!format.empty(), "cannot decode image '", source, "': not a PNG, JPEG or BMP file");
+  check<IoError>(format != "JPEG" || !detail::jpeg_has_oversized_huffman_table(bytes),
+                 "cannot decode image '", source, "': corrupt JPEG (a Huffman table declares more than 256 codes)");
+  const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
+  const int size = static_cast<int>(bytes.size());
   int width = 0, height = 0, stored = 0;
-  stbi_uc* pixels = stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()),
-                                          &width, &height, &stored, channels);
-  check<IoError>(pixels != nullptr, "cannot decode image '", source, "': ", stbi_failure_reason());
+  check<IoError>(stbi_info_from_memory(data, size, &width, &height, &stored) != 0, "cannot decode image '", source,
+                 "': corrupt ", format, " header (", stbi_failure_reason(), ")");
+  const std::int64_t pixels = std::int64_t{width} * height;
+  check<IoError>(pixels <= kMaxImagePixels, "cannot decode image '", source, "': ", width, " x ", height, " = ", pixels,
+                 " pixels exceeds the limit of ", kMaxImagePixels, " (PIL's decompression-bomb limit)");
+  const std::uint64_t needed = detail::bmp_bytes_needed(bytes, width, height);
+  check<IoError>(needed <= bytes.size(), "cannot decode image '", source, "': truncated BMP (its ", width, " x ",
+                 height, " pixel rows need ", needed, " bytes, the file has ", bytes.size(), ")");
+  stbi_uc* decoded = stbi_load_from_memory(data, size, &width, &height, &stored, channels);
+  check<IoError>(decoded != nullptr, "cannot decode image '", source, "': corrupt or truncated ", format, " (",
+                 stbi_failure_reason(), ")");
   const int c = channels == 0 ? stored : channels;
   Image8 image(c, height, width);
   // stb returns interleaved (y, x, c); store planes (c, y, x).
   for (Index y = 0; y < height; ++y)
     for (Index x = 0; x < width; ++x)
-      for (Index k = 0; k < c; ++k) image(k, y, x) = pixels[(y * width + x) * c + k];
-  stbi_image_free(pixels);
+      for (Index k = 0; k < c; ++k) image(k, y, x) = decoded[(y * width + x) * c + k];
+  stbi_image_free(decoded);
   return image;
 }
 

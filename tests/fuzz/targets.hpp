@@ -1,0 +1,110 @@
+#pragma once
+// Fuzz targets: the readers of every file a user hands plora, fed arbitrary
+// bytes. Each target writes the bytes to a file of this process's own (the
+// readers take paths, as users call them) and accepts a plora::Error as the
+// reader's refusal. Anything else (another exception, a crash, a sanitizer
+// report, a runaway allocation) is a defect: under libFuzzer (fuzz_main.cpp,
+// scripts/fuzz) it is reported with the input that caused it; test_fuzz_inputs
+// replays the committed inputs in every CTest run.
+//
+// Where a target reads more than one format, the first input byte picks it.
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "plora/core/error.hpp"
+#include "plora/io/datasets.hpp"
+#include "plora/io/glue.hpp"
+#include "plora/io/hf_config.hpp"
+#include "plora/io/image.hpp"
+#include "plora/io/ratios_json.hpp"
+#include "plora/io/safetensors.hpp"
+#include "plora/train/checkpoint.hpp"
+
+namespace plora::fuzz {
+
+using Bytes = std::span<const std::uint8_t>;
+
+/// `bytes` written to this process's file ending in `suffix`, rewritten per input.
+inline std::filesystem::path input_file(Bytes bytes, std::string_view suffix) {
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("plora-fuzz-" + std::to_string(::getpid()) + std::string(suffix));
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  return path;
+}
+
+/// Runs `read`, accepting a plora::Error as the reader's refusal.
+template <class F>
+void refused_or_read(F&& read) {
+  try {
+    read();
+  } catch (const plora::Error&) {
+  }
+}
+
+/// safetensors files (validated, then every tensor loaded as fp32 and as
+/// integers) and the training checkpoints stored in them.
+inline void safetensors(Bytes bytes) {
+  const auto path = input_file(bytes, ".safetensors");
+  refused_or_read([&] {
+    const auto file = io::SafetensorsFile::open(path);
+    for (const auto& name : file.names()) {
+      refused_or_read([&] { (void)file.load(name); });
+      refused_or_read([&] { (void)file.load_ints(name); });
+    }
+  });
+  refused_or_read([&] { (void)read_checkpoint(path); });
+}
+
+/// The JSON files a runner reads: config.json (ViT, DeBERTa-v2),
+/// preprocessor_config.json, ratios.json.
+inline void json_files(Bytes bytes) {
+  if (bytes.empty()) return;
+  const auto path = input_file(bytes.subspan(1), ".json");
+  refused_or_read([&] {
+    switch (bytes[0] % 4) {
+      case 0: (void)io::load_vit_config(path); break;
+      case 1: (void)io::load_deberta_v2_config(path); break;
+      case 2: (void)io::load_preprocessor_config(path); break;
+      default: (void)io::load_ratios(path, {"vit.encoder.layer.0.attention.attention.query"}); break;
+    }
+  });
+}
+
+/// Image files (PNG, JPEG, BMP) and the ViT preprocessing of them, to a size
+/// of 1-64 x 1-64 pixels that the first two bytes pick.
+inline void images(Bytes bytes) {
+  if (bytes.size() < 2) return;
+  io::PreprocessorConfig config;
+  config.height = 1 + bytes[0] % 64;
+  config.width = 1 + bytes[1] % 64;
+  const auto path = input_file(bytes.subspan(2), ".image");
+  refused_or_read([&] { (void)io::preprocess(io::load_image(path), config, path.string()); });
+}
+
+/// Dataset files: each GLUE / SuperGLUE task's TSV or JSONL, CIFAR-10 and
+/// CIFAR-100 binary batches.
+inline void datasets(Bytes bytes) {
+  if (bytes.empty()) return;
+  const auto& tasks = glue_tasks();
+  const std::size_t choice = bytes[0] % (tasks.size() + 2);
+  const auto path = input_file(bytes.subspan(1), ".data");
+  refused_or_read([&] {
+    if (choice < tasks.size()) {
+      (void)read_glue(tasks[choice].task, path);
+    } else if (choice == tasks.size()) {
+      (void)io::load_cifar10({path});
+    } else {
+      (void)io::load_cifar100(path);
+    }
+  });
+}
+
+}  // namespace plora::fuzz

@@ -1,0 +1,45 @@
+// The committed fuzz inputs (tests/data/fuzz/<target>/: the seeds scripts/fuzz
+// starts from, and every input a fuzzing run found at fault, once fixed), each
+// read again by its target in targets.hpp: the reader must accept it or refuse
+// it with a plora::Error, under this build's checks (ASan + UBSan in CI's
+// sanitizer build).
+#define PLORA_STB_IMPLEMENTATION  // this test binary's one stb_image implementation
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "fuzz/targets.hpp"
+
+namespace {
+std::vector<std::uint8_t> read_bytes(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  REQUIRE(in.good());
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+}  // namespace
+
+TEST_CASE("every file reader accepts or refuses each committed fuzz input with a plora error") {
+  using Target = void (*)(plora::fuzz::Bytes);
+  const std::pair<const char*, Target> targets[] = {{"safetensors", &plora::fuzz::safetensors},
+                                                    {"json_files", &plora::fuzz::json_files},
+                                                    {"images", &plora::fuzz::images},
+                                                    {"datasets", &plora::fuzz::datasets}};
+  for (const auto& [name, target] : targets) {
+    const auto directory = std::filesystem::path(PLORA_TEST_DATA_DIR) / "fuzz" / name;
+    std::size_t replayed = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(directory)) {
+      CAPTURE(entry.path().string());
+      const std::vector<std::uint8_t> bytes = read_bytes(entry.path());
+      CHECK_NOTHROW(target(bytes));
+      ++replayed;
+    }
+    CAPTURE(name);
+    CHECK(replayed > 0);  // a target without inputs would pass vacuously
+  }
+}
