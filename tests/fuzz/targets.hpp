@@ -8,6 +8,7 @@
 // replays the committed inputs in every CTest run.
 //
 // Where a target reads more than one format, the first input byte picks it.
+// The seed inputs come from tools/make_fuzz_inputs.py.
 #include <unistd.h>
 
 #include <cstddef>
@@ -18,13 +19,17 @@
 #include <string>
 #include <string_view>
 
+#include "plora/adapters/lora.hpp"
+#include "plora/backend/cpu/cpu.hpp"
 #include "plora/core/error.hpp"
 #include "plora/io/datasets.hpp"
+#include "plora/io/deberta_checkpoint.hpp"
 #include "plora/io/glue.hpp"
 #include "plora/io/hf_config.hpp"
 #include "plora/io/image.hpp"
 #include "plora/io/ratios_json.hpp"
 #include "plora/io/safetensors.hpp"
+#include "plora/io/vit_checkpoint.hpp"
 #include "plora/train/checkpoint.hpp"
 
 namespace plora::fuzz {
@@ -103,6 +108,24 @@ inline void datasets(Bytes bytes) {
       (void)io::load_cifar10({path});
     } else {
       (void)io::load_cifar100(path);
+    }
+  });
+}
+
+/// Hugging Face model checkpoints (model.safetensors): a tiny ViT (first byte
+/// even) or DeBERTa-v2 (odd), whose config.json files are
+/// tests/data/fuzz/model_configs/{vit,deberta}/.
+inline void model_checkpoints(Bytes bytes) {
+  if (bytes.empty()) return;
+  static const std::filesystem::path configs = std::filesystem::path(PLORA_TEST_DATA_DIR) / "fuzz" / "model_configs";
+  static const ViTConfig vit = io::load_vit_config(configs / "vit" / "config.json");
+  static const DebertaV2Config deberta = io::load_deberta_v2_config(configs / "deberta" / "config.json");
+  const auto path = input_file(bytes.subspan(1), ".safetensors");
+  refused_or_read([&] {
+    if (bytes[0] % 2 == 0) {
+      (void)load_vit<cpu, Lora<cpu>>(path, vit);
+    } else {
+      (void)load_deberta_v2<cpu, Lora<cpu>>(path, deberta);
     }
   });
 }

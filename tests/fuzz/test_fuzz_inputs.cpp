@@ -29,7 +29,8 @@ TEST_CASE("every file reader accepts or refuses each committed fuzz input with a
   const std::pair<const char*, Target> targets[] = {{"safetensors", &plora::fuzz::safetensors},
                                                     {"json_files", &plora::fuzz::json_files},
                                                     {"images", &plora::fuzz::images},
-                                                    {"datasets", &plora::fuzz::datasets}};
+                                                    {"datasets", &plora::fuzz::datasets},
+                                                    {"model_checkpoints", &plora::fuzz::model_checkpoints}};
   for (const auto& [name, target] : targets) {
     const auto directory = std::filesystem::path(PLORA_TEST_DATA_DIR) / "fuzz" / name;
     std::size_t replayed = 0;
