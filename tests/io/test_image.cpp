@@ -107,6 +107,14 @@ TEST_CASE("truncated, oversized and foreign images are refused as PIL refuses th
   msg = message_of<IoError>([&] { (void)load_image(dir / "huffman.jpg"); });
   CHECK(contains(msg, "huffman.jpg"));
   CHECK(contains(msg, "corrupt JPEG (a Huffman table declares more than 256 codes)"));
+  // An unknown critical chunk whose type bytes are not printable: stb's reason
+  // quotes them; the message keeps them out.
+  std::string odd_chunk = plora::test::read_bytes(kData / "rgb_7x5.png");
+  odd_chunk.insert(8 + 25, std::string("\0\0\0\0\x01\x02" "BC\0\0\0\0", 12));  // after the signature and IHDR
+  write_bytes(dir / "chunk.png", odd_chunk);
+  msg = message_of<IoError>([&] { (void)load_image(dir / "chunk.png"); });
+  CHECK(contains(msg, "corrupt or truncated PNG (??BC"));
+  CHECK(std::ranges::all_of(msg, [](char c) { return c >= 0x20 && c <= 0x7e; }));
   // A PNG cut inside its pixel data: stb reports it, the message names the format.
   const std::string png = plora::test::read_bytes(kData / "rgb_7x5.png");
   write_bytes(dir / "cut.png", png.substr(0, png.size() / 2));

@@ -116,6 +116,15 @@ inline bool jpeg_has_oversized_huffman_table(std::span<const std::byte> bytes) {
   return false;
 }
 
+/// stb_image's failure reason, printable: for an unknown PNG chunk it starts
+/// with the chunk's four type bytes, whatever they are.
+inline std::string stb_reason() {
+  std::string reason = stbi_failure_reason() ? stbi_failure_reason() : "unknown error";
+  for (char& c : reason)
+    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = '?';
+  return reason;
+}
+
 /// "PNG", "JPEG" or "BMP" by the file's signature; empty for anything else.
 inline std::string_view image_format(std::span<const std::byte> bytes) {
   const auto starts_with = [&](std::initializer_list<unsigned char> magic) {
@@ -146,7 +155,7 @@ inline Image8 decode_image(std::span<const std::byte> bytes, int channels, const
   const int size = static_cast<int>(bytes.size());
   int width = 0, height = 0, stored = 0;
   check<IoError>(stbi_info_from_memory(data, size, &width, &height, &stored) != 0, "cannot decode image '", source,
-                 "': corrupt ", format, " header (", stbi_failure_reason(), ")");
+                 "': corrupt ", format, " header (", detail::stb_reason(), ")");
   const std::int64_t pixels = std::int64_t{width} * height;
   check<IoError>(pixels <= kMaxImagePixels, "cannot decode image '", source, "': ", width, " x ", height, " = ", pixels,
                  " pixels exceeds the limit of ", kMaxImagePixels, " (PIL's decompression-bomb limit)");
@@ -155,7 +164,7 @@ inline Image8 decode_image(std::span<const std::byte> bytes, int channels, const
                  height, " pixel rows need ", needed, " bytes, the file has ", bytes.size(), ")");
   stbi_uc* decoded = stbi_load_from_memory(data, size, &width, &height, &stored, channels);
   check<IoError>(decoded != nullptr, "cannot decode image '", source, "': corrupt or truncated ", format, " (",
-                 stbi_failure_reason(), ")");
+                 detail::stb_reason(), ")");
   const int c = channels == 0 ? stored : channels;
   Image8 image(c, height, width);
   // stb returns interleaved (y, x, c); store planes (c, y, x).
