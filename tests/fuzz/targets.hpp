@@ -18,6 +18,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "plora/adapters/lora.hpp"
 #include "plora/backend/cpu/cpu.hpp"
@@ -29,6 +30,7 @@
 #include "plora/io/image.hpp"
 #include "plora/io/ratios_json.hpp"
 #include "plora/io/safetensors.hpp"
+#include "plora/io/tokenizer.hpp"
 #include "plora/io/vit_checkpoint.hpp"
 #include "plora/train/checkpoint.hpp"
 
@@ -94,16 +96,23 @@ inline void images(Bytes bytes) {
   refused_or_read([&] { (void)io::preprocess(io::load_image(path), config, path.string()); });
 }
 
-/// Dataset files: each GLUE / SuperGLUE task's TSV or JSONL, CIFAR-10 and
-/// CIFAR-100 binary batches.
+/// Dataset files: each GLUE / SuperGLUE task's TSV or JSONL (its texts then
+/// tokenised into a 16-token batch with the test SentencePiece model, as the
+/// DeBERTa runner does), CIFAR-10 and CIFAR-100 binary batches.
 inline void datasets(Bytes bytes) {
   if (bytes.empty()) return;
+  static const DebertaV2Tokenizer tokenizer(std::filesystem::path(PLORA_TEST_DATA_DIR) / "spm_tiny.model");
   const auto& tasks = glue_tasks();
   const std::size_t choice = bytes[0] % (tasks.size() + 2);
   const auto path = input_file(bytes.subspan(1), ".data");
   refused_or_read([&] {
     if (choice < tasks.size()) {
-      (void)read_glue(tasks[choice].task, path);
+      std::vector<std::string> a, b;
+      for (const TextExample& example : read_glue(tasks[choice].task, path)) {
+        a.push_back(example.a);
+        if (tasks[choice].pair) b.push_back(example.b);
+      }
+      (void)tokenizer.encode_batch(a, b, 16);
     } else if (choice == tasks.size()) {
       (void)io::load_cifar10({path});
     } else {
