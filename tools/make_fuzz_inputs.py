@@ -9,6 +9,7 @@ not written here: they come from scripts/fuzz and stay as found.
 A target that reads several formats picks one by the first input byte (images:
 the first two bytes pick the preprocessing size), so each seed starts with it.
 """
+import gzip
 import json
 import struct
 import subprocess
@@ -102,6 +103,12 @@ def dataset_seeds() -> None:
     record = bytes([3]) + bytes(range(256)) * 12  # label 3, 3072 pixel bytes
     write("datasets", "cifar10.in", bytes([len(GLUE)]), record)
     write("datasets", "cifar100.in", bytes([len(GLUE) + 1]), bytes([1, 55]) + bytes(3072))
+    pixels = ",".join(str(3 * i % 256) for i in range(64))
+    write("datasets", "pixels.csv.in", bytes([len(GLUE) + 2]), f"label,{pixels}\n3,{pixels}\n0,{pixels}\n".encode())
+    digits = ",".join(str(i % 17) for i in range(64))
+    digits_csv = f"{digits},7\n{digits},2\n".encode()
+    write("datasets", "digits.csv.in", bytes([len(GLUE) + 3]), digits_csv)
+    write("datasets", "digits.csv.gz.in", bytes([len(GLUE) + 3]), gzip.compress(digits_csv, mtime=0))
 
 
 def model_seeds() -> None:

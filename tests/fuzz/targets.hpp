@@ -98,12 +98,13 @@ inline void images(Bytes bytes) {
 
 /// Dataset files: each GLUE / SuperGLUE task's TSV or JSONL (its texts then
 /// tokenised into a 16-token batch with the test SentencePiece model, as the
-/// DeBERTa runner does), CIFAR-10 and CIFAR-100 binary batches.
+/// DeBERTa runner does), CIFAR-10 and CIFAR-100 binary batches, a pixel CSV
+/// of 1 x 8 x 8 images, scikit-learn's digits file (gzip or plain CSV).
 inline void datasets(Bytes bytes) {
   if (bytes.empty()) return;
   static const DebertaV2Tokenizer tokenizer(std::filesystem::path(PLORA_TEST_DATA_DIR) / "spm_tiny.model");
   const auto& tasks = glue_tasks();
-  const std::size_t choice = bytes[0] % (tasks.size() + 2);
+  const std::size_t choice = bytes[0] % (tasks.size() + 4);
   const auto path = input_file(bytes.subspan(1), ".data");
   refused_or_read([&] {
     if (choice < tasks.size()) {
@@ -115,8 +116,12 @@ inline void datasets(Bytes bytes) {
       (void)tokenizer.encode_batch(a, b, 16);
     } else if (choice == tasks.size()) {
       (void)io::load_cifar10({path});
-    } else {
+    } else if (choice == tasks.size() + 1) {
       (void)io::load_cifar100(path);
+    } else if (choice == tasks.size() + 2) {
+      (void)io::load_pixel_csv(path, 1, 8, 8, io::sklearn_digits_preprocessor());
+    } else {
+      (void)io::load_sklearn_digits(path);
     }
   });
 }

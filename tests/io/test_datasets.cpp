@@ -160,6 +160,14 @@ TEST_CASE("pixel CSV with and without a header; malformed lines give the line nu
   CHECK(contains(message_of<IoError>([&] { (void)load_pixel_csv(dir / "bad.csv", 1, 2, 2, raw()); }), "line 2"));
   write_bytes(dir / "bad.csv", "label\n");
   CHECK_THROWS_AS((void)load_pixel_csv(dir / "bad.csv", 1, 2, 2, raw()), IoError);  // no images
+  // One corrupt label must not size the class list (2e9 classes: 16 GB of names
+  // before std::bad_alloc); the largest accepted label still loads.
+  write_bytes(dir / "bad.csv", "0,1,2,3,4\n2000000000,1,2,3,4\n");
+  msg = message_of<IoError>([&] { (void)load_pixel_csv(dir / "bad.csv", 1, 2, 2, raw()); });
+  CHECK(contains(msg, "line 2"));
+  CHECK(contains(msg, "expected an integer in [0, 1048575], got '2000000000'"));
+  write_bytes(dir / "n.csv", "1048575,1,1,1,1\n");
+  CHECK(load_pixel_csv(dir / "n.csv", 1, 2, 2, raw()).num_classes == 1 << 20);
 }
 
 TEST_CASE("scikit-learn digits through zlib") {

@@ -295,9 +295,15 @@ inline ImageDataset load_image_folder(const std::filesystem::path& root, const P
   return std::move(builder).finish(std::move(names), root.string());
 }
 
+/// The largest label a pixel CSV may hold: the classes are 0..the largest
+/// label, so one corrupt label would otherwise size the class list (2e9 made
+/// 16 GB of names before failing). Far above any image classification task
+/// (ImageNet-21k: 21,841 classes).
+inline constexpr std::int32_t kMaxPixelCsvLabel = (1 << 20) - 1;
+
 /// A CSV of `label, pixel...` rows (pixels 0..255, channels first: c, y, x),
 /// with an optional header line (detected: its first field is not a number).
-/// num_classes = the largest label + 1.
+/// num_classes = the largest label + 1; labels above kMaxPixelCsvLabel are refused.
 inline ImageDataset load_pixel_csv(const std::filesystem::path& path, Index channels, Index height, Index width,
                                    const PreprocessorConfig& config = {}, Index max_examples = 0) {
   check<ValueError>(channels > 0 && height > 0 && width > 0, "load_pixel_csv('", path.string(), "'): invalid shape ",
@@ -318,7 +324,7 @@ inline ImageDataset load_pixel_csv(const std::filesystem::path& path, Index chan
     if (max_examples > 0 && rows >= max_examples) return;
     check<IoError>(static_cast<Index>(fields.size()) == 1 + channels * height * width, "'", source, "' line ", line,
                    ": expected 1 label + ", channels * height * width, " pixels, got ", fields.size(), " fields");
-    const std::int32_t label = detail::parse_integral(fields[0], 0, 0x7fffffff, source, line, 0);
+    const std::int32_t label = detail::parse_integral(fields[0], 0, kMaxPixelCsvLabel, source, line, 0);
     Image8 image(channels, height, width);
     for (std::size_t i = 1; i < fields.size(); ++i)
       image.values[i - 1] = static_cast<std::uint8_t>(detail::parse_integral(fields[i], 0, 255, source, line, i));
