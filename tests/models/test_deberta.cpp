@@ -410,6 +410,12 @@ TEST_CASE("DeBERTa-v2 bad inputs and checkpoints give clear errors") {
   CHECK_THROWS_WITH_AS(Deberta(fx.config, without(missing)), doctest::Contains(missing.c_str()), IoError);
   CHECK_THROWS_WITH_AS(Deberta(fx.config, without("deberta.encoder.rel_embeddings.weight")),
                        doctest::Contains("rel_embeddings"), IoError);
+  // A corrupt layer count: the first layer the checkpoint lacks is named
+  // (reserving a billion layers threw std::bad_alloc).
+  DebertaV2Config many_layers = fx.config;
+  many_layers.num_hidden_layers = 1'000'000'000;
+  const std::string first_missing = "deberta.encoder.layer." + std::to_string(fx.config.num_hidden_layers) + ".";
+  CHECK_THROWS_WITH_AS(Deberta(many_layers, without("")), doctest::Contains(first_missing.c_str()), IoError);
 
   // No pooler / classifier in the checkpoint (deberta-v3-base): drawn N(0, 0.02), zero biases.
   Deberta fresh(fx.config, without("pooler.dense.weight"), 3);

@@ -495,6 +495,12 @@ TEST_CASE("bad checkpoints and configs fail with errors naming the key") {
     config.num_hidden_layers = 5;
     CHECK_THROWS_WITH_AS(load_lora_vit(a, config), doctest::Contains("vit.encoder.layer.4."), IoError);
   }
+  SUBCASE("a corrupt layer count: the first missing layer is named, nothing is sized by the count") {
+    const Index stored = config.num_hidden_layers;
+    config.num_hidden_layers = 1'000'000'000;  // reserving that many layers threw std::bad_alloc
+    const std::string first_missing = "vit.encoder.layer." + std::to_string(stored) + ".";
+    CHECK_THROWS_WITH_AS(load_lora_vit(a, config), doctest::Contains(first_missing.c_str()), IoError);
+  }
   SUBCASE("a bias the checkpoint does not have (fixture B has qkv_bias false)") {
     ViTConfig with_bias = load_vit_checkpoint_config(b);
     CHECK_FALSE(with_bias.qkv_bias);

@@ -235,7 +235,8 @@ class DebertaV2 {
       if (normalise_rel()) rel_norm_ = layernorm("deberta.encoder.LayerNorm");
     }
     const bool separate_pos = options.relative_attention && !config_.share_att_key;
-    layers_.reserve(static_cast<std::size_t>(config_.num_hidden_layers));
+    // No reserve(num_hidden_layers): a corrupt count must fail at the first
+    // layer the weights lack, not size an allocation.
     for (Index i = 0; i < config_.num_hidden_layers; ++i) {
       const std::string p = std::string(kLayerPrefix) + std::to_string(i) + ".";
       const auto name = [&](std::size_t s) { return p + std::string(DebertaV2Layer<B, A>::kSites[s]); };

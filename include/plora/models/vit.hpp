@@ -201,7 +201,8 @@ class Vit {
       Matrix weight = load(key + ".weight", out, in);
       return Site(key, std::move(weight), bias ? load(key + ".bias", 1, out) : Matrix());
     };
-    layers_.reserve(static_cast<std::size_t>(config_.num_hidden_layers));
+    // No reserve(num_hidden_layers): a corrupt count must fail at the first
+    // layer the weights lack, not size an allocation.
     for (Index i = 0; i < config_.num_hidden_layers; ++i) {
       const std::string p = std::string(kLayerPrefix) + std::to_string(i) + ".";
       const auto name = [&](std::size_t s) { return p + std::string(VitLayer<B, A>::kSites[s]); };
