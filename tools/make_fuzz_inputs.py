@@ -45,12 +45,7 @@ def safetensors_seeds() -> None:
 
 
 def json_seeds() -> None:
-    write("json_files", "vit_config.json.in", b"\x00", (DATA / "vit_a/config.json").read_bytes())
-    deberta = transformers.DebertaV2Config(vocab_size=1000, hidden_size=64, num_hidden_layers=3,
-                                           num_attention_heads=4, intermediate_size=256, max_position_embeddings=64,
-                                           relative_attention=True, position_buckets=16, pos_att_type=["p2c", "c2p"],
-                                           norm_rel_ebd="layer_norm", share_att_key=True, position_biased_input=False)
-    write("json_files", "deberta_config.json.in", b"\x01", deberta.to_json_string().encode())
+    # The ViT and DeBERTa config.json seeds are the tiny checkpoints' (model_seeds).
     preprocessor = {"do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": [0.5, 0.5, 0.5],
                     "image_std": [0.5, 0.5, 0.5], "resample": 2, "rescale_factor": 1 / 255,
                     "size": {"height": 32, "width": 32}}
@@ -112,8 +107,10 @@ def dataset_seeds() -> None:
 
 
 def model_seeds() -> None:
-    """Tiny ViT and DeBERTa-v2 checkpoints: model.safetensors as the input,
-    config.json beside the inputs in model_configs/ (the target loads it)."""
+    """Tiny ViT and DeBERTa-v2 checkpoints in model_configs/<model>/ (the
+    json_files target builds models from their weights, model_checkpoints
+    from their configs); their model.safetensors and config.json are also
+    the seeds of those two targets."""
     torch.manual_seed(0)
     models = {
         "vit": transformers.ViTForImageClassification(transformers.ViTConfig(
@@ -130,9 +127,11 @@ def model_seeds() -> None:
             model.save_pretrained(tmp, safe_serialization=True)
             config_dir = OUT / "model_configs" / name
             config_dir.mkdir(parents=True, exist_ok=True)
-            (config_dir / "config.json").write_bytes((Path(tmp) / "config.json").read_bytes())
+            for file in ("config.json", "model.safetensors"):
+                (config_dir / file).write_bytes((Path(tmp) / file).read_bytes())
             write("model_checkpoints", f"{name}.safetensors.in", bytes([index]),
                   (Path(tmp) / "model.safetensors").read_bytes())
+            write("json_files", f"{name}_config.json.in", bytes([index]), (Path(tmp) / "config.json").read_bytes())
 
 
 def main() -> None:

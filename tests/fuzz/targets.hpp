@@ -70,15 +70,23 @@ inline void safetensors(Bytes bytes) {
   refused_or_read([&] { (void)read_checkpoint(path); });
 }
 
-/// The JSON files a runner reads: config.json (ViT, DeBERTa-v2),
+/// The directory of the tiny ViT or DeBERTa-v2 checkpoint (config.json,
+/// model.safetensors) that tools/make_fuzz_inputs.py writes.
+inline std::filesystem::path tiny_checkpoint(std::string_view model) {
+  return std::filesystem::path(PLORA_TEST_DATA_DIR) / "fuzz" / "model_configs" / model;
+}
+
+/// The JSON files a runner reads: config.json (ViT, DeBERTa-v2; a config
+/// that parses then builds its model from the tiny checkpoint's weights, so
+/// that what a config sizes is checked against what a checkpoint holds),
 /// preprocessor_config.json, ratios.json.
 inline void json_files(Bytes bytes) {
   if (bytes.empty()) return;
   const auto path = input_file(bytes.subspan(1), ".json");
   refused_or_read([&] {
     switch (bytes[0] % 4) {
-      case 0: (void)io::load_vit_config(path); break;
-      case 1: (void)io::load_deberta_v2_config(path); break;
+      case 0: (void)load_vit<cpu, Lora<cpu>>(tiny_checkpoint("vit"), io::load_vit_config(path)); break;
+      case 1: (void)load_deberta_v2<cpu, Lora<cpu>>(tiny_checkpoint("deberta"), io::load_deberta_v2_config(path)); break;
       case 2: (void)io::load_preprocessor_config(path); break;
       default: (void)io::load_ratios(path, {"vit.encoder.layer.0.attention.attention.query"}); break;
     }
@@ -126,14 +134,12 @@ inline void datasets(Bytes bytes) {
   });
 }
 
-/// Hugging Face model checkpoints (model.safetensors): a tiny ViT (first byte
-/// even) or DeBERTa-v2 (odd), whose config.json files are
-/// tests/data/fuzz/model_configs/{vit,deberta}/.
+/// Hugging Face model checkpoints (model.safetensors) for the tiny ViT (first
+/// byte even) or DeBERTa-v2 (odd) config.json of tiny_checkpoint.
 inline void model_checkpoints(Bytes bytes) {
   if (bytes.empty()) return;
-  static const std::filesystem::path configs = std::filesystem::path(PLORA_TEST_DATA_DIR) / "fuzz" / "model_configs";
-  static const ViTConfig vit = io::load_vit_config(configs / "vit" / "config.json");
-  static const DebertaV2Config deberta = io::load_deberta_v2_config(configs / "deberta" / "config.json");
+  static const ViTConfig vit = io::load_vit_config(tiny_checkpoint("vit") / "config.json");
+  static const DebertaV2Config deberta = io::load_deberta_v2_config(tiny_checkpoint("deberta") / "config.json");
   const auto path = input_file(bytes.subspan(1), ".safetensors");
   refused_or_read([&] {
     if (bytes[0] % 2 == 0) {
