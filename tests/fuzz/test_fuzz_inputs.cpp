@@ -8,21 +8,11 @@
 
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <utility>
-#include <vector>
 
 #include "fuzz/targets.hpp"
-
-namespace {
-std::vector<std::uint8_t> read_bytes(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  REQUIRE(in.good());
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-}  // namespace
+#include "io/io_support.hpp"
 
 TEST_CASE("every file reader accepts or refuses each committed fuzz input with a plora error") {
   using Target = void (*)(plora::fuzz::Bytes);
@@ -36,8 +26,8 @@ TEST_CASE("every file reader accepts or refuses each committed fuzz input with a
     std::size_t replayed = 0;
     for (const auto& entry : std::filesystem::directory_iterator(directory)) {
       CAPTURE(entry.path().string());
-      const std::vector<std::uint8_t> bytes = read_bytes(entry.path());
-      CHECK_NOTHROW(target(bytes));
+      const std::string bytes = plora::test::read_bytes(entry.path());
+      CHECK_NOTHROW(target({reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()}));
       ++replayed;
     }
     CAPTURE(name);

@@ -35,6 +35,7 @@
 
 #include "plora/core/error.hpp"
 #include "plora/core/view.hpp"
+#include "plora/io/detail/bytes.hpp"
 #include "plora/io/detail/stb_image.hpp"
 #include "plora/io/hf_config.hpp"
 
@@ -60,15 +61,6 @@ struct Image8 {
 inline constexpr std::int64_t kMaxImagePixels = 2 * 89'478'485;
 
 namespace detail {
-inline std::uint32_t little_endian_u32(std::span<const std::byte> bytes, std::size_t at) {
-  std::uint32_t value = 0;
-  for (std::size_t i = 0; i < 4; ++i) value |= std::to_integer<std::uint32_t>(bytes[at + i]) << (8 * i);
-  return value;
-}
-inline std::uint16_t little_endian_u16(std::span<const std::byte> bytes, std::size_t at) {
-  return static_cast<std::uint16_t>(std::to_integer<unsigned>(bytes[at]) | std::to_integer<unsigned>(bytes[at + 1]) << 8);
-}
-
 /// The file size a BMP's pixel rows need (data offset + height padded rows),
 /// or 0 when `bytes` is not a BMP with a readable header. stb_image pads a BMP
 /// that ends early with zero pixels; PIL refuses it as truncated, and so do we.
@@ -76,10 +68,10 @@ inline std::uint16_t little_endian_u16(std::span<const std::byte> bytes, std::si
 inline std::uint64_t bmp_bytes_needed(std::span<const std::byte> bytes, int width, int height) {
   constexpr std::size_t kFileHeader = 14;
   if (bytes.size() < kFileHeader + 16 || bytes[0] != std::byte{'B'} || bytes[1] != std::byte{'M'}) return 0;
-  const std::uint32_t offset = little_endian_u32(bytes, 10);
-  const std::uint32_t info_size = little_endian_u32(bytes, kFileHeader);
+  const auto offset = read_unaligned<std::uint32_t>(bytes.data() + 10);
+  const auto info_size = read_unaligned<std::uint32_t>(bytes.data() + kFileHeader);
   // BITMAPCOREHEADER (12 bytes) keeps bits per pixel at 24, the larger headers at 28.
-  const std::uint16_t bits = little_endian_u16(bytes, info_size == 12 ? 24 : 28);
+  const auto bits = read_unaligned<std::uint16_t>(bytes.data() + (info_size == 12 ? 24 : 28));
   const std::uint64_t row_bytes = (static_cast<std::uint64_t>(width) * bits + 31) / 32 * 4;
   return offset + row_bytes * static_cast<std::uint64_t>(height);
 }

@@ -26,6 +26,7 @@
 #include "plora/core/error.hpp"
 #include "plora/core/host_matrix.hpp"
 #include "plora/io/atomic_file.hpp"
+#include "plora/io/detail/bytes.hpp"
 #include "plora/io/detail/half.hpp"
 #include "plora/io/detail/mapped_file.hpp"
 
@@ -78,14 +79,6 @@ inline std::optional<DtypeSpec> find_dtype(std::string_view name) {
   return std::nullopt;
 }
 inline const DtypeSpec& dtype_spec(Dtype dtype) { return kDtypes[static_cast<std::size_t>(dtype)]; }
-
-/// Reads a little-endian T from possibly unaligned memory.
-template <class T>
-T read_unaligned(const std::byte* p) {
-  T value;
-  std::memcpy(&value, p, sizeof(T));
-  return value;
-}
 
 /// "[2, 3, 4]" (or "[] (scalar)") for error messages.
 inline std::string shape_string(std::span<const Index> shape) {
