@@ -2,7 +2,8 @@
 tests/data/fuzz/<target>/: one valid file of every format each target reads,
 so that fuzzing starts inside the readers instead of at their first check.
 Run with tools/.venv/bin/python from the repository root (transformers writes
-the model checkpoints; cjpeg, from Debian's libjpeg-turbo-progs, the JPEGs).
+the model checkpoints; cjpeg, from Debian's libjpeg-turbo-progs, the JPEGs;
+spm_train, from Debian's sentencepiece, the SentencePiece models).
 Inputs that a fuzzing run found at fault (named after what they exercise) are
 not written here: they come from scripts/fuzz and stay as found.
 
@@ -134,12 +135,33 @@ def model_seeds() -> None:
             write("json_files", f"{name}_config.json.in", bytes([index]), (Path(tmp) / "config.json").read_bytes())
 
 
+def tokenizer_seeds() -> None:
+    # Small models with the DeBERTa specials: unigram and BPE without a
+    # normalisation table (nmt_nfkc's is 240 KB, past the fuzzer's input
+    # size), and unigram with a one-rule table (A -> a), so that fuzzing
+    # reaches the table's trie.
+    with tempfile.TemporaryDirectory() as tmp:
+        rule = Path(tmp) / "rule.tsv"
+        rule.write_text("41\t61\n")
+        for name, model_type, normalisation in (("unigram", "unigram", "--normalization_rule_name=identity"),
+                                                ("bpe", "bpe", "--normalization_rule_name=identity"),
+                                                ("unigram_rule", "unigram", f"--normalization_rule_tsv={rule}")):
+            prefix = Path(tmp) / name
+            subprocess.run(["spm_train", f"--input={DATA / 'spm_corpus.txt'}", f"--model_prefix={prefix}",
+                            "--vocab_size=64", f"--model_type={model_type}", normalisation,
+                            "--character_coverage=1.0", "--pad_id=0", "--pad_piece=[PAD]", "--bos_id=1",
+                            "--bos_piece=[CLS]", "--eos_id=2", "--eos_piece=[SEP]", "--unk_id=3",
+                            "--unk_piece=[UNK]", "--minloglevel=2"], check=True, capture_output=True)
+            write("tokenizer_models", f"{name}.model", b"", prefix.with_suffix(".model").read_bytes())
+
+
 def main() -> None:
     model_seeds()
     safetensors_seeds()
     json_seeds()
     image_seeds()
     dataset_seeds()
+    tokenizer_seeds()
 
 
 if __name__ == "__main__":

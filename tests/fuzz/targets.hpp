@@ -150,4 +150,15 @@ inline void model_checkpoints(Bytes bytes) {
   });
 }
 
+/// SentencePiece model files (a DeBERTa checkpoint's spm.model), then the
+/// tokenisation of a short text pair with each model that loads.
+inline void tokenizer_models(Bytes bytes) {
+  const auto path = input_file(bytes, ".model");
+  refused_or_read([&] {
+    static const std::string a[] = {"Tokenised by a fuzzed model: 12 words, éè ü 東京."};
+    static const std::string b[] = {"[SEP] and [PAD] as text."};
+    (void)DebertaV2Tokenizer(path).encode_batch(a, b, 32);
+  });
+}
+
 }  // namespace plora::fuzz

@@ -20,7 +20,8 @@ TEST_CASE("every file reader accepts or refuses each committed fuzz input with a
                                                     {"json_files", &plora::fuzz::json_files},
                                                     {"images", &plora::fuzz::images},
                                                     {"datasets", &plora::fuzz::datasets},
-                                                    {"model_checkpoints", &plora::fuzz::model_checkpoints}};
+                                                    {"model_checkpoints", &plora::fuzz::model_checkpoints},
+                                                    {"tokenizer_models", &plora::fuzz::tokenizer_models}};
   for (const auto& [name, target] : targets) {
     const auto directory = std::filesystem::path(PLORA_TEST_DATA_DIR) / "fuzz" / name;
     std::size_t replayed = 0;

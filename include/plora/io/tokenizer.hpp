@@ -22,6 +22,8 @@
 #include <vector>
 
 #include "plora/core/error.hpp"
+#include "plora/io/detail/mapped_file.hpp"
+#include "plora/io/detail/spm_model.hpp"
 #include "plora/models/batches.hpp"
 
 namespace plora {
@@ -42,7 +44,10 @@ class DebertaV2Tokenizer {
       : processor_(std::make_shared<sentencepiece::SentencePieceProcessor>()) {
     check<IoError>(std::filesystem::is_regular_file(spm_model), "tokenizer: SentencePiece model '",
                    spm_model.string(), "' does not exist");
-    const auto status = processor_->Load(spm_model.string());
+    const io::detail::MappedFile file(spm_model);
+    io::detail::check_spm_model(file.bytes(), spm_model.string());
+    const auto status = processor_->LoadFromSerializedProto(
+        {reinterpret_cast<const char*>(file.bytes().data()), file.bytes().size()});
     check<IoError>(status.ok(), "tokenizer: cannot load SentencePiece model '", spm_model.string(),
                    "': ", status.ToString());
     pad_id_ = special_id("[PAD]", spm_model);
