@@ -41,7 +41,7 @@
 #include "plora/core/rng.hpp"
 #include "plora/models/batches.hpp"
 #include "plora/models/deberta_v2_config.hpp"
-#include "plora/models/detail/layer_sites.hpp"
+#include "plora/models/detail/encoder_model.hpp"
 #include "plora/models/detail/layer_stack.hpp"
 #include "plora/nn/backward_scratch.hpp"
 #include "plora/nn/cross_entropy.hpp"
@@ -173,11 +173,13 @@ class DebertaV2Layer {
 /// @tparam B  backend
 /// @tparam A  adapter type attachable to every site
 template <Backend B, Adapter A>
-class DebertaV2 {
+class DebertaV2 : public detail::EncoderModel<B, A, DebertaV2Layer<B, A>> {
+  using Encoder = detail::EncoderModel<B, A, DebertaV2Layer<B, A>>;
+
  public:
   using BackendType = B;
   using Batch = TokenBatch;
-  using Site = LinearSite<B, A>;
+  using Site = typename Encoder::Site;
   using Matrix = typename B::Matrix;
   using View = plora::View<typename B::Space>;
   using ConstView = plora::ConstView<typename B::Space>;
@@ -190,7 +192,8 @@ class DebertaV2 {
   /// like transformers' init (N(0, 0.02) weights, zero biases) from stream
   /// (seed, key) when absent. Throws ValueError for an unsupported config.
   DebertaV2(const DebertaV2Config& config, const OptionalWeightSource& weights, std::uint64_t seed = 0)
-      : config_(validated(config)), dropout_stream_(seed, stream_id("deberta.dropout")) {
+      : Encoder("DeBERTa", kLayerPrefix, RandomStream(seed, stream_id("deberta.dropout"))),
+        config_(validated(config)) {
     const Index hidden = config_.hidden_size, embedding = embedding_size(), inner = config_.intermediate_size;
     const auto host = [&](const std::string& key, Index rows, Index cols) {
       std::optional<HostMatrix> m = weights(key, rows, cols);
@@ -256,7 +259,7 @@ class DebertaV2 {
     classifier_dropout_ = Dropout<B>(config_.cls_dropout < 0.0f ? config_.hidden_dropout_prob : config_.cls_dropout);
     pooler_ = head("pooler.dense", hidden, hidden);
     classifier_ = head("classifier", config_.num_labels, hidden);
-    hidden_.resize(layers_.size() + 1);
+    this->size_hidden_states();
   }
 
   [[nodiscard]] const DebertaV2Config& config() const { return config_; }
@@ -277,10 +280,6 @@ class DebertaV2 {
     detail::check_forward_from("DeBERTa", first, config_.num_hidden_layers, input, config_.hidden_size, batch.batch,
                                "sequences", batch.seq_len);
     return forward_pass(batch, detail::Activations::one_layer, static_cast<std::size_t>(first), input);
-  }
-  /// The encoder layer holding site `name` (ValueError for other names).
-  [[nodiscard]] Index layer_of(const std::string& name) const {
-    return detail::checked_layer_site_name(layers_, name, kLayerPrefix, "DeBERTa").layer;
   }
 
   /// Mean loss of the batch (cross-entropy on labels, or MSE on targets when
@@ -321,55 +320,15 @@ class DebertaV2 {
   /// Trainable tensors: every attached adapter's ("<site>.<param>"), then
   /// "pooler.dense.{weight,bias}" and "classifier.{weight,bias}".
   [[nodiscard]] ParameterList<typename B::Space> parameters() {
-    ParameterList<typename B::Space> out;
-    for_each_site([&](Site& s) {
-      if (s.has_adapter()) append_parameters(out, s.name(), s.adapter().parameters());
-    });
+    ParameterList<typename B::Space> out = this->adapter_parameters();
     append_parameters(out, pooler_.name(), pooler_.parameters());
     append_parameters(out, classifier_.name(), classifier_.parameters());
     return out;
   }
-
   void zero_grad() {
-    for_each_site([](Site& s) {
-      if (s.has_adapter()) s.adapter().zero_grad();
-    });
+    this->zero_adapter_grads();
     pooler_.zero_grad();
     classifier_.zero_grad();
-  }
-
-  /// Switches the model's dropouts and the adapters'.
-  void set_training(bool training) {
-    training_ = training;
-    for_each_site([&](Site& s) {
-      if (s.has_adapter()) s.adapter().set_training(training);
-    });
-  }
-  /// The stream every model dropout draws from (seed of the constructor);
-  /// its offset is the state a checkpoint saves (Trainer::track_stream).
-  [[nodiscard]] RandomStream& dropout_stream() { return dropout_stream_; }
-
-  /// Every adaptable site, layer by layer in DebertaV2Layer::kSites order.
-  [[nodiscard]] std::vector<std::string> site_names() const { return detail::layer_site_names(layers_, kLayerPrefix); }
-
-  /// The site named "deberta.encoder.layer.<i>.<suffix>"; ValueError for other names.
-  [[nodiscard]] Site& site(const std::string& name) {
-    return detail::find_layer_site(layers_, name, kLayerPrefix, "DeBERTa");
-  }
-
-  /// Whether the last layer computes every token's output (for
-  /// hidden_state(num_hidden_layers)) or, by default, token 0's alone.
-  void set_every_token(bool every_token) { every_token_ = every_token; }
-
-  /// Hidden state i of the last forward, (batch * tokens, hidden): i = 0 the
-  /// embeddings, i = l + 1 the output of layer l (transformers' hidden_states).
-  /// The last layer's is (batch, hidden), token 0 of each sequence, unless
-  /// set_every_token(true).
-  [[nodiscard]] ConstView hidden_state(Index i) const {
-    check<ValueError>(i >= 0 && i < static_cast<Index>(hidden_.size()), "DeBERTa hidden state ", i,
-                      " is outside [0, ", hidden_.size(), ")");
-    const bool top = i + 1 == static_cast<Index>(hidden_.size());
-    return hidden_[static_cast<std::size_t>(i)].rows(batch_ * (top ? top_token_step() : tokens_));
   }
 
  private:
@@ -556,47 +515,28 @@ class DebertaV2 {
     return static_cast<float>(loss);
   }
 
-  [[nodiscard]] Index top_token_step() const {
-    return detail::top_token_step(layers_.size(), every_token_, tokens_);
-  }
-  /// Token 0 of every sequence in the top of the stream: (batch, hidden).
-  template <class T>
-  [[nodiscard]] MatrixView<T, typename B::Space> cls_rows(MatrixView<T, typename B::Space> top) const {
-    return top.every_nth_row(top_token_step());
-  }
-
-  template <class F>
-  void for_each_site(F&& f) {
-    detail::for_each_layer_site(layers_, std::forward<F>(f));
-  }
+  using Encoder::batch_, Encoder::cls_rows, Encoder::d_stream_, Encoder::dropout_stream_, Encoder::every_token_,
+      Encoder::hidden_, Encoder::inference_holder_, Encoder::layers_, Encoder::tokens_, Encoder::top_token_step,
+      Encoder::training_;
 
   DebertaV2Config config_;
   Matrix word_embeddings_, position_embeddings_, token_type_embeddings_, embed_proj_;
   LayerNorm<B> embedding_norm_;
   Matrix rel_embeddings_;
   LayerNorm<B> rel_norm_;
-  std::vector<DebertaV2Layer<B, A>> layers_;
   TrainableLinear<B> pooler_;
   TrainableLinear<B> classifier_;
   CrossEntropy<B> loss_;
   Dropout<B> embedding_dropout_, classifier_dropout_;
   CopyingDropout<B> pooler_dropout_;  // token 0 stays in the last hidden state
-  RandomStream dropout_stream_;
-  bool training_ = false;
-  bool every_token_ = false;  // the last layer's outputs: every token's, or token 0's
-  Index batch_ = 0;   // sequences in the last forward
-  Index tokens_ = 0;  // their padded length
-  std::size_t inference_holder_ = 0;  // the layer holding the inference pass's activation buffers
 
   detail::Scratch<B> embedded_, lookup_;      // (rows, embedding) embedding sums and lookups
   detail::Scratch<B> projected_;              // (rows, hidden) LayerNorm input or output
   detail::Scratch<B> mask_;                   // (batch, tokens) additive key scores
   detail::Scratch<B> rel_normed_;             // (2 span, hidden)
   ConstView rel_;                             // the relative embeddings the last forward used
-  std::vector<detail::Scratch<B>> hidden_;    // layers + 1 of (rows, hidden)
   detail::Scratch<B> pooled_pre_, pooled_, logits_, targets_;
   detail::Scratch<B> d_logits_, d_pooled_, d_pooled_pre_;
-  std::array<detail::Scratch<B>, 2> d_stream_;  // residual-stream gradients, alternating by layer
   BackwardScratch<B> scratch_;
   DisentangledScratch<B> attn_;
 };

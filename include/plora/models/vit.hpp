@@ -34,7 +34,7 @@
 #include "plora/core/parameter.hpp"
 #include "plora/core/rng.hpp"
 #include "plora/models/batches.hpp"
-#include "plora/models/detail/layer_sites.hpp"
+#include "plora/models/detail/encoder_model.hpp"
 #include "plora/models/detail/layer_stack.hpp"
 #include "plora/models/vit_config.hpp"
 #include "plora/nn/attention.hpp"
@@ -156,11 +156,13 @@ class VitLayer {
 /// @tparam B  backend
 /// @tparam A  adapter type attachable to every site
 template <Backend B, Adapter A>
-class Vit {
+class Vit : public detail::EncoderModel<B, A, VitLayer<B, A>> {
+  using Encoder = detail::EncoderModel<B, A, VitLayer<B, A>>;
+
  public:
   using BackendType = B;
   using Batch = ImageBatch;
-  using Site = LinearSite<B, A>;
+  using Site = typename Encoder::Site;
   using Matrix = typename B::Matrix;
   using View = plora::View<typename B::Space>;
   using ConstView = plora::ConstView<typename B::Space>;
@@ -173,7 +175,7 @@ class Vit {
   /// whose tensor disagrees with it.
   /// `seed` seeds dropout_stream().
   Vit(const ViTConfig& config, const WeightSource& weights, std::uint64_t seed = 0)
-      : config_(validated(config)), dropout_stream_(seed, stream_id("vit.dropout")) {
+      : Encoder("ViT", kLayerPrefix, RandomStream(seed, stream_id("vit.dropout"))), config_(validated(config)) {
     const Index hidden = config_.hidden_size, inner = config_.intermediate_size;
     const auto load = [&](const std::string& key, Index rows, Index cols) {
       const HostMatrix m = weights(key, rows, cols);
@@ -224,7 +226,7 @@ class Vit {
     Matrix head_bias = load("classifier.bias", 1, config_.num_labels);
     classifier_ = TrainableLinear<B>("classifier", std::move(head_weight), std::move(head_bias));
     embedding_dropout_ = Dropout<B>(config_.hidden_dropout_prob);
-    hidden_.resize(layers_.size() + 1);
+    this->size_hidden_states();
   }
 
   [[nodiscard]] const ViTConfig& config() const { return config_; }
@@ -244,10 +246,6 @@ class Vit {
     detail::check_forward_from("ViT", first, config_.num_hidden_layers, input, config_.hidden_size, batch.size(),
                                "images", tokens());
     return forward_pass(batch, detail::Activations::one_layer, static_cast<std::size_t>(first), input);
-  }
-  /// The encoder layer holding site `name` (ValueError for other names).
-  [[nodiscard]] Index layer_of(const std::string& name) const {
-    return detail::checked_layer_site_name(layers_, name, kLayerPrefix, "ViT").layer;
   }
   /// Mean cross-entropy of the batch; adds its gradients to parameters().
   float forward_backward(const ImageBatch& batch) {
@@ -273,53 +271,13 @@ class Vit {
   /// Trainable tensors: every attached adapter's (named "<site>.<param>"), then
   /// "classifier.weight" and "classifier.bias".
   [[nodiscard]] ParameterList<typename B::Space> parameters() {
-    ParameterList<typename B::Space> out;
-    for_each_site([&](Site& s) {
-      if (s.has_adapter()) append_parameters(out, s.name(), s.adapter().parameters());
-    });
+    ParameterList<typename B::Space> out = this->adapter_parameters();
     append_parameters(out, classifier_.name(), classifier_.parameters());
     return out;
   }
-
   void zero_grad() {
-    for_each_site([](Site& s) {
-      if (s.has_adapter()) s.adapter().zero_grad();
-    });
+    this->zero_adapter_grads();
     classifier_.zero_grad();
-  }
-
-  /// Switches the model's dropouts and the adapters'.
-  void set_training(bool training) {
-    training_ = training;
-    for_each_site([&](Site& s) {
-      if (s.has_adapter()) s.adapter().set_training(training);
-    });
-  }
-  /// The stream every model dropout draws from; its offset is the state a
-  /// checkpoint saves (Trainer::track_stream).
-  [[nodiscard]] RandomStream& dropout_stream() { return dropout_stream_; }
-
-  /// Every adaptable site, layer by layer in VitLayer::kSites order.
-  [[nodiscard]] std::vector<std::string> site_names() const { return detail::layer_site_names(layers_, kLayerPrefix); }
-
-  /// The site named "vit.encoder.layer.<i>.<suffix>"; throws ValueError for other names.
-  [[nodiscard]] Site& site(const std::string& name) {
-    return detail::find_layer_site(layers_, name, kLayerPrefix, "ViT");
-  }
-
-  /// Whether the last layer computes every token's output (for
-  /// hidden_state(num_hidden_layers)) or, by default, token 0's alone.
-  void set_every_token(bool every_token) { every_token_ = every_token; }
-
-  /// Hidden state i of the last forward, (batch * tokens, hidden): i = 0 the
-  /// embeddings, i = l + 1 the output of layer l (before the final LayerNorm),
-  /// as transformers' output_hidden_states. The last layer's is (batch,
-  /// hidden), token 0 of each image, unless set_every_token(true).
-  [[nodiscard]] ConstView hidden_state(Index i) const {
-    check<ValueError>(i >= 0 && i < static_cast<Index>(hidden_.size()), "ViT hidden state ", i, " is outside [0, ",
-                      hidden_.size(), ")");
-    const bool top = i + 1 == static_cast<Index>(hidden_.size());
-    return hidden_[static_cast<std::size_t>(i)].rows(batch_ * (top ? top_token_step() : tokens()));
   }
 
  private:
@@ -351,6 +309,7 @@ class Vit {
     const Index n = batch.size(), tokens = this->tokens(), hidden = config_.hidden_size;
     check<ShapeError>(n > 0, "ViT forward: empty batch");
     batch_ = n;
+    tokens_ = tokens;
     RandomStream* const dropout = training_ ? &dropout_stream_ : nullptr;
     const View stream_in = hidden_[first].rows(n * tokens, hidden);
     if (input.empty()) {
@@ -373,38 +332,20 @@ class Vit {
     return logits;
   }
 
-  [[nodiscard]] Index top_token_step() const {
-    return detail::top_token_step(layers_.size(), every_token_, tokens());
-  }
-  /// Token 0 of every image in the top of the stream: (batch, hidden).
-  template <class T>
-  [[nodiscard]] MatrixView<T, typename B::Space> cls_rows(MatrixView<T, typename B::Space> top) const {
-    return top.every_nth_row(top_token_step());
-  }
-
-  template <class F>
-  void for_each_site(F&& f) {
-    detail::for_each_layer_site(layers_, std::forward<F>(f));
-  }
+  using Encoder::batch_, Encoder::cls_rows, Encoder::d_stream_, Encoder::dropout_stream_, Encoder::every_token_,
+      Encoder::hidden_, Encoder::inference_holder_, Encoder::layers_, Encoder::tokens_, Encoder::top_token_step,
+      Encoder::training_;
 
   ViTConfig config_;
   VitEmbeddings<B> embeddings_;
-  std::vector<VitLayer<B, A>> layers_;
   LayerNorm<B> final_norm_;
   TrainableLinear<B> classifier_;
   CrossEntropy<B> loss_;
   Dropout<B> embedding_dropout_;
-  RandomStream dropout_stream_;
-  bool training_ = false;
-  bool every_token_ = false;  // the last layer's outputs: every token's, or token 0's
-  Index batch_ = 0;  // images in the last forward
-  std::size_t inference_holder_ = 0;  // the layer holding the inference pass's activation buffers
 
   detail::Scratch<B> pixels_;                 // (batch, C S S)
-  std::vector<detail::Scratch<B>> hidden_;    // layers + 1 of (batch * tokens, hidden)
   detail::Scratch<B> cls_normed_, logits_;    // (batch, hidden), (batch, labels)
   detail::Scratch<B> d_logits_, d_cls_;       // gradients of the two
-  std::array<detail::Scratch<B>, 2> d_stream_;  // residual-stream gradients, alternating by layer
   BackwardScratch<B> scratch_;
 };
 
