@@ -350,25 +350,10 @@ TEST_CASE("DeBERTa-v2 training dropouts: transformers' placement, reproducible m
                            static_cast<std::uint64_t>(fx.config.num_hidden_layers - 1) * per_layer + last_layer;
   CHECK(model.dropout_stream().offset() == per_forward);
 
-  probe.set_training(true);
-  const HostMatrix first = to_host<cpu>(probe.forward(batch));
-  probe.dropout_stream().set_offset(0);
-  const HostMatrix again = to_host<cpu>(probe.forward(batch));
-  CHECK(max_abs_diff(again.view(), first.view()) == 0.0);       // the offset fixes every mask
-  CHECK(max_abs_diff(first.view(), eval_logits.view()) > 1e-3);  // and dropout changes the logits
-
-  const auto loss = [&] {
-    probe.dropout_stream().set_offset(0);
-    probe.zero_grad();
-    return double(probe.forward_backward(batch));
-  };
   // Layer-0 query_proj sees the attention and rel dropouts of both layers and
   // both residual-branch dropouts of layer 1; the classifier sees its own.
-  const std::string site = "deberta.encoder.layer.0.attention.self.query_proj";
-  const HostMatrix analytic(model.site(site).adapter().lora_B_grad());
-  CHECK(relative_error(analytic.view(), finite_difference(probe.site(site).adapter().lora_B(), loss).view()) <= 1e-2);
-  const HostMatrix head_grad(model.classifier().parameters().at(0).grad);
-  CHECK(relative_error(head_grad.view(), finite_difference(probe.classifier().weight(), loss).view()) <= 1e-2);
+  plora::test::check_training_dropout(model, probe, batch, eval_logits,
+                                      "deberta.encoder.layer.0.attention.self.query_proj");
 }
 
 TEST_CASE("DeBERTa-v2 bad inputs and checkpoints give clear errors") {

@@ -431,26 +431,9 @@ TEST_CASE("ViT training dropouts: transformers' placement, reproducible masks, g
         static_cast<std::uint64_t>(rows * hidden) +
             static_cast<std::uint64_t>(config.num_hidden_layers - 1) * per_layer + last_layer);
 
-  probe.set_training(true);
-  const HostMatrix first = to_host<cpu>(probe.forward(batch));
-  probe.dropout_stream().set_offset(0);
-  const HostMatrix again = to_host<cpu>(probe.forward(batch));
-  CHECK(max_abs_diff(again.view(), first.view()) == 0.0);       // the offset fixes every mask
-  CHECK(max_abs_diff(first.view(), eval_logits.view()) > 1e-3);  // and dropout changes the logits
-
-  const auto loss = [&] {
-    probe.dropout_stream().set_offset(0);
-    probe.zero_grad();
-    return double(probe.forward_backward(batch));
-  };
   // Layer-0 query sees every layer's probability dropout and the branch
-  // dropouts above it. Central differences (h = 1e-2) of an O(1) float loss
-  // resolve these gradients to ~1e-3 relative; a missing mask gives O(1) errors.
-  const std::string site = "vit.encoder.layer.0.attention.attention.query";
-  const HostMatrix analytic(model.site(site).adapter().lora_B_grad());
-  CHECK(relative_error(analytic.view(), finite_difference(probe.site(site).adapter().lora_B(), loss).view()) <= 1e-2);
-  const HostMatrix head_grad(model.classifier().parameters().at(0).grad);
-  CHECK(relative_error(head_grad.view(), finite_difference(probe.classifier().weight(), loss).view()) <= 1e-2);
+  // dropouts above it.
+  plora::test::check_training_dropout(model, probe, batch, eval_logits, "vit.encoder.layer.0.attention.attention.query");
 
   ViTConfig bad = config;
   bad.hidden_dropout_prob = 1.0f;

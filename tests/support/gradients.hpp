@@ -1,10 +1,12 @@
 #pragma once
-// A check shared by the model tests: two runs of one model produced the same
-// trainable gradients.
+// Checks shared by the model tests: two runs of one model produced the same
+// trainable gradients; training dropout is reproducible and differentiated.
 #include <doctest/doctest.h>
 
 #include <cstddef>
+#include <string>
 
+#include "plora/backend/cpu/cpu.hpp"
 #include "plora/core/parameter.hpp"
 #include "support/numeric.hpp"
 
@@ -21,6 +23,36 @@ inline void check_same_gradients(const ParameterList<Host>& actual, const Parame
     CHECK(max_abs(expected[i].grad) > 0.0);
     CHECK(relative_error(actual[i].grad, expected[i].grad) <= tolerance);
   }
+}
+
+/// The end of both models' dropout tests. `model` (LoRA with a non-zero B on
+/// every site) has run one training forward_backward of `batch` from stream
+/// offset 0; `probe` is the same model, untouched; `eval_logits` came from an
+/// evaluating forward. In training the stream's offset fixes every mask (a
+/// rerun from offset 0 is bitwise equal), dropout changes the logits, and
+/// `model`'s gradients of the LoRA B of `site` and of the classifier weight
+/// equal central differences of `probe`'s loss with the masks held fixed:
+/// h = 1e-2 on an O(1) float loss resolves them to ~1e-3 relative, a missing
+/// or misplaced mask gives O(1) errors.
+template <class Model, class Batch>
+void check_training_dropout(Model& model, Model& probe, const Batch& batch, const HostMatrix& eval_logits,
+                            const std::string& site) {
+  probe.set_training(true);
+  const HostMatrix first = to_host<cpu>(probe.forward(batch));
+  probe.dropout_stream().set_offset(0);
+  const HostMatrix again = to_host<cpu>(probe.forward(batch));
+  CHECK(max_abs_diff(again.view(), first.view()) == 0.0);
+  CHECK(max_abs_diff(first.view(), eval_logits.view()) > 1e-3);
+
+  const auto loss = [&] {
+    probe.dropout_stream().set_offset(0);
+    probe.zero_grad();
+    return double(probe.forward_backward(batch));
+  };
+  const HostMatrix analytic(model.site(site).adapter().lora_B_grad());
+  CHECK(relative_error(analytic.view(), finite_difference(probe.site(site).adapter().lora_B(), loss).view()) <= 1e-2);
+  const HostMatrix head_grad(model.classifier().parameters().at(0).grad);
+  CHECK(relative_error(head_grad.view(), finite_difference(probe.classifier().weight(), loss).view()) <= 1e-2);
 }
 
 }  // namespace plora::test
