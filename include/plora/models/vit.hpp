@@ -25,7 +25,6 @@
 #include <string>
 #include <string_view>
 #include <utility>
-#include <vector>
 
 #include "plora/backend/scratch.hpp"
 #include "plora/backend/concepts.hpp"
