@@ -2,13 +2,13 @@
 // (tests/data/spm_tiny_tokens.json, written by tools/make_deberta_fixtures.py).
 #include <doctest/doctest.h>
 
-#include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "io/io_support.hpp"
 #include "plora/io/tokenizer.hpp"
 
 using namespace plora;
@@ -106,12 +106,8 @@ TEST_CASE("SentencePiece models that libsentencepiece would crash on are refused
   CHECK_THROWS_WITH_AS(DebertaV2Tokenizer(models + "charsmap_value_past_strings.model"),
                        doctest::Contains("points unit 2 at byte 100000 of 2 bytes of strings"), IoError);
   // Cut inside a field: refused by the check's own wire-format reading.
-  const std::string whole = [&] {
-    std::ifstream in(models + "unigram_rule.model", std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  }();
-  const auto cut = std::filesystem::temp_directory_path() / "plora_cut_spm.model";
-  std::ofstream(cut, std::ios::binary).write(whole.data(), static_cast<std::streamsize>(whole.size() / 2));
-  CHECK_THROWS_WITH_AS(DebertaV2Tokenizer{cut}, doctest::Contains("is malformed at byte"), IoError);
-  std::filesystem::remove(cut);
+  const std::string whole = plora::test::read_bytes(models + "unigram_rule.model");
+  const plora::test::TempDir dir;
+  plora::test::write_bytes(dir / "cut.model", std::string_view(whole).substr(0, whole.size() / 2));
+  CHECK_THROWS_WITH_AS(DebertaV2Tokenizer{dir / "cut.model"}, doctest::Contains("is malformed at byte"), IoError);
 }
