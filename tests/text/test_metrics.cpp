@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "plora/core/host_matrix.hpp"
@@ -86,6 +87,12 @@ TEST_CASE("Pearson and Spearman correlation") {
   CHECK(spearman(x, y) == doctest::Approx(1.0).epsilon(kTol));
   CHECK(pearson(x, y) < 0.99);
   CHECK(pearson(F{1, 1, 1}, F{1, 2, 3}) == 0.0);
+  // A diverged model's outputs have no ranks: scored as undefined (0), never as a match.
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  CHECK(spearman(F{nan, nan, nan, nan, nan}, F{1, 2, 3, 4, 5}) == 0.0);
+  CHECK(spearman(F{1, nan, 3, 2, 5}, F{1, 2, 3, 4, 5}) == 0.0);
+  CHECK(pearson(F{1, 2, inf}, F{1, 2, 3}) == 0.0);
+  CHECK(spearman(F{1, 2, 3}, F{1, nan, 3}) == 0.0);
 }
 
 TEST_CASE("argmax_rows takes the first maximum; score dispatches on the metric") {
@@ -93,6 +100,9 @@ TEST_CASE("argmax_rows takes the first maximum; score dispatches on the metric")
                                  2.0f, 2.0f, 1.0f,  //
                                  -1.0f, -3.0f, -0.5f});
   CHECK(argmax_rows(logits.view()) == I{1, 0, 2});
+  // The first NaN of a row wins, as numpy.argmax.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  CHECK(argmax_rows(HostMatrix(3, 3, {1.0f, nan, 2.0f, nan, 5.0f, nan, 0.0f, 3.0f, nan}).view()) == I{1, 0, 2});
   CHECK(score(Metric::Accuracy, logits.view(), I{1, 1, 2}, {}) == doctest::Approx(2.0 / 3.0).epsilon(kTol));
   const HostMatrix regression(3, 1, {1.0f, 2.0f, 3.0f});
   CHECK(score(Metric::Pearson, regression.view(), {}, F{2, 4, 7}) ==

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "plora/io/safetensors.hpp"
@@ -184,6 +185,43 @@ TEST_CASE("checkpoints of another run, model or format are refused before anythi
   Trainer plain(untracked.model, untracked.adamw, {.epochs = 1, .seed = 3});
   plain.track_stream("some.other.stream", untracked.model.adapter().dropout_stream());
   CHECK_THROWS_WITH_AS(load_checkpoint(path, plain), doctest::Contains("some.other.stream"), ValueError);
+
+  // A stream the checkpoint holds but the run does not track would restart at 0.
+  Run fresh(kTotal);
+  Trainer untracking(fresh.model, fresh.adamw, {.epochs = 1, .seed = 3});
+  CHECK_THROWS_WITH_AS(load_checkpoint(path, untracking),
+                       doctest::Contains("holds 1 random streams but the run tracks 0"), ValueError);
+
+  // Another optimizer's state, or a position no run reaches: refused with the
+  // model, the optimizer and the trainer as they were.
+  const auto unchanged = [&](auto& trainer, const auto& load, const char* message) {
+    const HostMatrix lora_a(fresh.model.adapter().lora_A());
+    const Index optimizer_step = trainer.optimizer().step_count();
+    CHECK_THROWS_WITH_AS(load(trainer), doctest::Contains(message), ValueError);
+    CHECK(HostMatrix(fresh.model.adapter().lora_A()).values() == lora_a.values());
+    CHECK(trainer.optimizer().step_count() == optimizer_step);
+    CHECK(trainer.state().step == 0);
+  };
+  Sgd<cpu> sgd({.lr = 0.1});
+  Trainer sgd_trainer(fresh.model, sgd, {.epochs = 1, .seed = 3});
+  sgd_trainer.track_stream("toy.proj.dropout", fresh.model.adapter().dropout_stream());
+  unchanged(sgd_trainer, [&](auto& t) { load_checkpoint(path, t); }, "Sgd: the state to import was kept by 'AdamW'");
+  Checkpoint backwards = read_checkpoint(path);
+  backwards.trainer.epoch = -1;
+  unchanged(fresh.trainer, [&](auto& t) { apply_checkpoint(t, backwards); }, "negative position");
+
+  // Positions are whole numbers: a float in the metadata is refused, not converted.
+  {
+    const auto file = io::SafetensorsFile::open(path);
+    auto meta = nlohmann::json::parse(file.metadata().at("plora.checkpoint"));
+    meta["epoch"] = 1e30;
+    io::SafetensorsWriter edited;
+    for (const auto& name : file.names()) edited.add(name, file.load(name));
+    edited.set_metadata("plora.checkpoint", meta.dump());
+    edited.write(dir / "float_epoch.safetensors");
+  }
+  CHECK_THROWS_WITH_AS(read_checkpoint(dir / "float_epoch.safetensors"),
+                       doctest::Contains("metadata 'epoch' is 1e+30, expected an integer in [0, "), IoError);
 
   io::SafetensorsWriter foreign;
   foreign.add("weight", HostMatrix(2, 2));

@@ -156,7 +156,7 @@ TEST_CASE("exported optimizer state resumes bitwise in a fresh optimizer") {
       opt.step(params);
     }
     auto next = make();
-    if (mode == Mode::Resumed) next.import_state(opt.export_state());
+    if (mode == Mode::Resumed) next.import_state(opt.export_state(), params);
     set_grad(a, kGrads[2]);
     set_grad(b, kGrads[0]);
     (mode == Mode::Uninterrupted ? opt : next).step(params);
@@ -186,12 +186,38 @@ TEST_CASE("optimizer state: keys, step count, bad imports and shape changes") {
   CHECK(state.tensors.at("enc.lora_A.exp_avg")(0, 1) == doctest::Approx(0.1 * -1.2).epsilon(1e-6));
   CHECK(state.tensors.at("enc.lora_A.exp_avg_sq")(0, 1) == doctest::Approx(0.001 * 1.44).epsilon(1e-6));
 
+  // Each bad import is refused naming what is wrong, and leaves the optimizer as it was.
+  const auto refused = [&](const OptimizerState& bad, const char* message) {
+    AdamW<cpu> fresh;
+    fresh.import_state(state, params);
+    CHECK_THROWS_WITH_AS(fresh.import_state(bad, params), doctest::Contains(message), ValueError);
+    CHECK(fresh.step_count() == 1);
+    CHECK(fresh.export_state().tensors.size() == 2);
+  };
   OptimizerState unknown = state;
   unknown.tensors.emplace("enc.lora_A.momentum_buffer", HostMatrix(1, 3));
-  CHECK_THROWS_WITH_AS(AdamW<cpu>().import_state(unknown), doctest::Contains("momentum_buffer"), ValueError);
+  refused(unknown, "'enc.lora_A.momentum_buffer' is not a buffer this optimizer keeps");
   OptimizerState missing = state;
   missing.tensors.erase("enc.lora_A.exp_avg_sq");
-  CHECK_THROWS_WITH_AS(AdamW<cpu>().import_state(missing), doctest::Contains("exp_avg_sq"), ValueError);
+  refused(missing, "state of 'enc.lora_A' lacks its 'exp_avg_sq' buffer");
+  OptimizerState stranger = state;
+  stranger.tensors.emplace("enc.lora_B.exp_avg", HostMatrix(1, 3));
+  refused(stranger, "'enc.lora_B.exp_avg' belongs to no parameter being trained");
+  OptimizerState misshapen = state;
+  misshapen.tensors.at("enc.lora_A.exp_avg") = HostMatrix(3, 1);
+  CHECK_THROWS_WITH_AS(AdamW<cpu>().import_state(misshapen, params), doctest::Contains("AdamW state 'enc.lora_A.exp_avg'"),
+                       ShapeError);
+  OptimizerState before_first_step = state;
+  before_first_step.step = 0;
+  refused(before_first_step, "state tensor 'enc.lora_A.exp_avg' where none is kept (step 0)");
+  // Another optimizer's state would restart the moments under AdamW's step count.
+  Sgd<cpu> sgd({.lr = 0.1});
+  sgd.step(params);
+  refused(sgd.export_state(), "AdamW: the state to import was kept by 'Sgd'");
+  Sgd<cpu> with_momentum({.lr = 0.1, .momentum = 0.9});
+  with_momentum.step(params);
+  CHECK_THROWS_WITH_AS(sgd.import_state(with_momentum.export_state(), params),
+                       doctest::Contains("'enc.lora_A.momentum_buffer' where none is kept (step 1)"), ValueError);
 
   Tensor wider({0.5f, -1.0f, 2.0f, 3.0f});
   auto changed = as_params({{"enc.lora_A", &wider}});

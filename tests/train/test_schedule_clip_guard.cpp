@@ -25,6 +25,12 @@ TEST_CASE("linear warm-up then linear decay (get_linear_schedule_with_warmup)") 
   CHECK(s(25) == 0.0);
   CHECK(LinearWarmupDecay(0, 10)(0) == 1.0);
   CHECK(LinearWarmupDecay(0, 10)(5) == 0.5);
+  // Warm-up reaching the total: max(0, (total - step) / max(1, total - warmup)) is 0 from then on.
+  CHECK(LinearWarmupDecay(5, 5)(4) == 0.8);
+  CHECK(LinearWarmupDecay(5, 5)(5) == 0.0);
+  CHECK(LinearWarmupDecay(10, 5)(10) == 0.0);
+  CHECK(LinearWarmupDecay(0, 0)(0) == 0.0);
+  CHECK(LinearWarmupDecay(4, 5)(4) == 1.0);
 }
 
 TEST_CASE("linear warm-up then cosine decay (get_cosine_schedule_with_warmup)") {

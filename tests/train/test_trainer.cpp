@@ -232,6 +232,39 @@ TEST_CASE("a non-finite loss stops training with a NumericError") {
   CHECK_THROWS_WITH_AS(trainer.fit(NanSource{}), doctest::Contains("step 2: the loss is"), NumericError);
 }
 
+TEST_CASE("NaN or Inf added by an on_gradients hook stops training before the weights change") {
+  // A hook adding a regulariser's gradients or loss can bring in NaN after the
+  // first check; the second check stops the step before the optimizer runs.
+  struct PoisonAtStep2 {
+    ParameterList<Host> params;
+    bool gradient;                   // poison a gradient, else the loss
+    std::vector<HostMatrix> before;  // the weights as the poisoned step found them
+    void on_gradients(TrainContext& ctx) {
+      if (ctx.step != 2) return;
+      for (const auto& param : params) before.push_back(to_host<cpu>(param.value));
+      if (gradient)
+        params[0].grad(0, 0) = std::numeric_limits<float>::quiet_NaN();
+      else
+        ctx.loss = std::numeric_limits<float>::infinity();
+    }
+  };
+  for (const bool gradient : {true, false}) {
+    CAPTURE(gradient);
+    ToyModel model(1);
+    AdamW<cpu> adamw;
+    Trainer trainer(model, adamw, {.epochs = 1});
+    PoisonAtStep2 poison{model.parameters(), gradient, {}};
+    CHECK_THROWS_WITH_AS(trainer.fit(ToySource(1, 2, 4, 4), poison),
+                         doctest::Contains(gradient ? "step 2: the gradient of parameter 'toy.proj.lora_A' contains "
+                                                      "NaN or Inf after the on_gradients hooks"
+                                                    : "step 2: the loss is inf after the on_gradients hooks"),
+                         NumericError);
+    REQUIRE(poison.before.size() == poison.params.size());
+    for (std::size_t i = 0; i < poison.params.size(); ++i)
+      CHECK(plora::test::max_abs_diff(poison.params[i].value, poison.before[i].view()) == 0.0);
+  }
+}
+
 TEST_CASE("resuming mid-epoch skips on_epoch_begin; configs and states are checked") {
   ToyModel model(1);
   const ToySource source(1, 2, 4, 4);

@@ -6,12 +6,14 @@
 //   tensors   "param/<name>"      parameter values
 //             "optimizer/<key>"   optimizer buffers ("<param>.exp_avg", ...)
 //   metadata  "plora.checkpoint"  JSON {format, version, seed, epoch,
-//                                 batch_in_epoch, step, optimizer_step,
+//                                 batch_in_epoch, step, optimizer,
+//                                 optimizer_step,
 //                                 streams: {name: {seed, stream, offset}}}
 //
 // Files are written to a temporary and renamed over the target, so a crash
 // mid-write leaves the previous checkpoint intact. Needs plora::io.
 #include <cstdint>
+#include <limits>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -41,7 +43,7 @@ namespace detail {
 inline constexpr std::string_view kCheckpointKey = "plora.checkpoint";
 inline constexpr std::string_view kParamPrefix = "param/";
 inline constexpr std::string_view kOptimizerPrefix = "optimizer/";
-inline constexpr int kCheckpointVersion = 1;
+inline constexpr int kCheckpointVersion = 2;  // 2: names the optimizer
 }  // namespace detail
 
 inline void write_checkpoint(const std::filesystem::path& path, const Checkpoint& checkpoint) {
@@ -55,6 +57,7 @@ inline void write_checkpoint(const std::filesystem::path& path, const Checkpoint
                          {"epoch", checkpoint.trainer.epoch},
                          {"batch_in_epoch", checkpoint.trainer.batch_in_epoch},
                          {"step", checkpoint.trainer.step},
+                         {"optimizer", checkpoint.optimizer.optimizer},
                          {"optimizer_step", checkpoint.optimizer.step},
                          {"streams", nlohmann::json::object()}};
   for (const auto& [name, stream] : checkpoint.streams)
@@ -74,15 +77,24 @@ inline Checkpoint read_checkpoint(const std::filesystem::path& path) {
     const auto meta = nlohmann::json::parse(entry->second);
     check<IoError>(meta.at("format") == "plora-checkpoint" && meta.at("version") == detail::kCheckpointVersion, where,
                    ": unsupported format ", meta.at("format").dump(), " version ", meta.at("version").dump());
-    checkpoint.trainer = {.seed = meta.at("seed").get<std::uint64_t>(),
-                          .epoch = meta.at("epoch").get<Index>(),
-                          .batch_in_epoch = meta.at("batch_in_epoch").get<Index>(),
-                          .step = meta.at("step").get<Index>()};
-    checkpoint.optimizer.step = meta.at("optimizer_step").get<Index>();
+    // Counts and positions are whole numbers >= 0: a float or a negative
+    // value is refused here rather than converted.
+    const auto count = [&]<class T>(const nlohmann::json& object, const char* key, T) {
+      const auto& value = object.at(key);
+      check<IoError>(value.is_number_unsigned() && value.get<std::uint64_t>() <= std::uint64_t(std::numeric_limits<T>::max()),
+                     where, ": metadata '", key, "' is ", value.dump(), ", expected an integer in [0, ",
+                     std::numeric_limits<T>::max(), "]");
+      return value.get<T>();
+    };
+    checkpoint.trainer = {.seed = count(meta, "seed", std::uint64_t{}),
+                          .epoch = count(meta, "epoch", Index{}),
+                          .batch_in_epoch = count(meta, "batch_in_epoch", Index{}),
+                          .step = count(meta, "step", Index{})};
+    checkpoint.optimizer.optimizer = meta.at("optimizer").get<std::string>();
+    checkpoint.optimizer.step = count(meta, "optimizer_step", Index{});
     for (const auto& [name, s] : meta.at("streams").items())
-      checkpoint.streams.emplace(name,
-                                 RandomStream(s.at("seed").get<std::uint64_t>(), s.at("stream").get<std::uint64_t>(),
-                                              s.at("offset").get<std::uint64_t>()));
+      checkpoint.streams.emplace(name, RandomStream(count(s, "seed", std::uint64_t{}), count(s, "stream", std::uint64_t{}),
+                                                    count(s, "offset", std::uint64_t{})));
   } catch (const nlohmann::json::exception& error) {
     throw IoError(plora::detail::concat(where, ": malformed metadata: ", error.what()));
   }
@@ -115,8 +127,8 @@ Checkpoint make_checkpoint(const T& trainer) {
 
 /// Loads `checkpoint` into the trainer's model, optimizer, position and
 /// tracked streams. Everything is checked before anything is changed: every
-/// model parameter and tracked stream must be present and match, and the
-/// checkpoint must hold nothing the model lacks.
+/// model parameter, optimizer buffer and tracked stream must be present and
+/// match, and the checkpoint must hold nothing the run lacks.
 template <class T>
 void apply_checkpoint(T& trainer, const Checkpoint& checkpoint) {
   using B = typename T::BackendType;
@@ -136,8 +148,13 @@ void apply_checkpoint(T& trainer, const Checkpoint& checkpoint) {
     check<ValueError>(it->second.seed() == stream->seed() && it->second.stream() == stream->stream(),
                       "checkpoint: random stream '", name, "' has another seed or stream id");
   }
+  check<ValueError>(checkpoint.streams.size() == trainer.tracked_streams().size(), "checkpoint: holds ",
+                    checkpoint.streams.size(), " random streams but the run tracks ", trainer.tracked_streams().size(),
+                    " (a stream left untracked would not resume where it stopped)");
+  trainer.check_restorable(checkpoint.trainer);
 
-  trainer.optimizer().import_state(checkpoint.optimizer);
+  // The optimizer checks its buffers against the parameters before it changes.
+  trainer.optimizer().import_state(checkpoint.optimizer, params);
   for (auto& param : params) B::upload(param.value, checkpoint.parameters.at(param.name).view());
   for (const auto& [name, stream] : trainer.tracked_streams()) stream->set_offset(checkpoint.streams.at(name).offset());
   trainer.restore(checkpoint.trainer);

@@ -3,9 +3,10 @@
 // Matthews correlation (multi-class form, as sklearn), Pearson and Spearman
 // correlation (GLUE STS-B). Every metric is "higher is better", which the
 // ratio search (METHOD.md §2) relies on. Degenerate inputs that make a
-// correlation undefined (a constant prediction) score 0, as sklearn's MCC
-// does, so a pruned model that collapses to one answer simply fails the
-// threshold instead of aborting the search.
+// correlation undefined (a constant prediction, or a NaN or Inf in either
+// input) score 0, as sklearn's MCC does, so a pruned model that collapses to
+// one answer or diverges simply fails the threshold instead of aborting the
+// search.
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -93,6 +94,10 @@ inline std::vector<double> average_ranks(std::span<const float> values) {
   return ranks;
 }
 
+inline bool all_finite(std::span<const float> values) {
+  return std::all_of(values.begin(), values.end(), [](float v) { return std::isfinite(v); });
+}
+
 inline double f1_from_counts(double tp, double fp, double fn) {
   // Precision and recall undefined (no predicted and no true positives) -> 0, as sklearn.
   const double denom = 2.0 * tp + fp + fn;
@@ -177,26 +182,30 @@ inline double matthews_corrcoef(std::span<const std::int32_t> predictions, std::
   return denom == 0.0 ? 0.0 : (correct * s - pt) / denom;
 }
 
-/// Pearson correlation of x and y; 0 when either is constant.
+/// Pearson correlation of x and y; 0 when either is constant or not finite.
 inline double pearson(std::span<const float> x, std::span<const float> y) {
   detail::check_pair(x, y, "pearson");
+  if (!detail::all_finite(x) || !detail::all_finite(y)) return 0.0;
   return detail::pearson_double(std::vector<double>(x.begin(), x.end()), std::vector<double>(y.begin(), y.end()));
 }
 
-/// Spearman rank correlation (Pearson of average ranks, ties averaged as scipy).
+/// Spearman rank correlation (Pearson of average ranks, ties averaged as
+/// scipy); 0 when either side is constant or not finite (NaN has no rank).
 inline double spearman(std::span<const float> x, std::span<const float> y) {
   detail::check_pair(x, y, "spearman");
+  if (!detail::all_finite(x) || !detail::all_finite(y)) return 0.0;
   return detail::pearson_double(detail::average_ranks(x), detail::average_ranks(y));
 }
 
-/// Index of the largest entry of each row (the first on ties, as numpy.argmax).
+/// Index of the largest entry of each row (the first on ties; the first NaN
+/// if there is one, as numpy.argmax).
 inline std::vector<std::int32_t> argmax_rows(ConstHostView logits) {
   check<ValueError>(logits.cols >= 1, "argmax_rows: logits have no columns");
   std::vector<std::int32_t> out(static_cast<std::size_t>(logits.rows));
   for (Index r = 0; r < logits.rows; ++r) {
     Index best = 0;
-    for (Index c = 1; c < logits.cols; ++c)
-      if (logits(r, c) > logits(r, best)) best = c;
+    for (Index c = 0; c < logits.cols && !std::isnan(logits(r, best)); ++c)
+      if (logits(r, c) > logits(r, best) || std::isnan(logits(r, c))) best = c;
     out[static_cast<std::size_t>(r)] = static_cast<std::int32_t>(best);
   }
   return out;

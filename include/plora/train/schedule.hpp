@@ -27,12 +27,13 @@ inline void check_warmup(Index warmup_steps, Index total_steps, const char* sche
   check<ValueError>(warmup_steps >= 0 && total_steps >= 0, schedule, ": warmup ", warmup_steps, " and total ",
                     total_steps, " steps must be non-negative");
 }
-/// step / warmup during warm-up; the decay's progress in [0, 1] afterwards.
+/// step / warmup during warm-up.
 inline double warmup_factor(Index step, Index warmup_steps) {
   return static_cast<double>(step) / static_cast<double>(std::max<Index>(1, warmup_steps));
 }
-inline double decay_progress(Index step, Index warmup_steps, Index total_steps) {
-  return static_cast<double>(step - warmup_steps) / static_cast<double>(std::max<Index>(1, total_steps - warmup_steps));
+/// `steps` over the decay's length (at least 1, as transformers divides).
+inline double over_decay(Index steps, Index warmup_steps, Index total_steps) {
+  return static_cast<double>(steps) / static_cast<double>(std::max<Index>(1, total_steps - warmup_steps));
 }
 }  // namespace detail
 
@@ -47,7 +48,8 @@ struct LinearWarmupDecay {
   }
   [[nodiscard]] double operator()(Index step) const {
     if (step < warmup_steps) return detail::warmup_factor(step, warmup_steps);
-    return std::max(0.0, 1.0 - detail::decay_progress(step, warmup_steps, total_steps));
+    // Steps left over the decay's length: 0 from total_steps on, also when warm-up reaches it.
+    return std::max(0.0, detail::over_decay(total_steps - step, warmup_steps, total_steps));
   }
 };
 
@@ -65,7 +67,7 @@ struct CosineWarmupDecay {
   }
   [[nodiscard]] double operator()(Index step) const {
     if (step < warmup_steps) return detail::warmup_factor(step, warmup_steps);
-    const double progress = detail::decay_progress(step, warmup_steps, total_steps);
+    const double progress = detail::over_decay(step - warmup_steps, warmup_steps, total_steps);
     return std::max(0.0, 0.5 * (1.0 + std::cos(std::numbers::pi * num_cycles * 2.0 * progress)));
   }
 };

@@ -24,7 +24,8 @@ class Sgd : public detail::OptimizerBase<B, 1> {
  public:
   using BackendType = B;
 
-  explicit Sgd(SgdConfig config = {}) : detail::OptimizerBase<B, 1>("Sgd", {"momentum_buffer"}), config_(config) {
+  explicit Sgd(SgdConfig config = {})
+      : detail::OptimizerBase<B, 1>("Sgd", {"momentum_buffer"}, config.momentum != 0.0), config_(config) {
     check<ValueError>(config_.lr >= 0.0, "Sgd: learning rate ", config_.lr, " is negative");
     check<ValueError>(config_.momentum >= 0.0, "Sgd: momentum ", config_.momentum, " is negative");
     check<ValueError>(config_.weight_decay >= 0.0, "Sgd: weight decay ", config_.weight_decay, " is negative");

@@ -2,8 +2,9 @@
 // The generic training loop over any Model and any BatchSource. Per step:
 //
 //   on_step_begin -> zero_grad -> forward_backward -> finite check ->
-//   on_gradients -> clip -> lr = base * schedule(step) -> optimizer step ->
-//   on_step_end (see callbacks.hpp for the hook list)
+//   on_gradients (then the finite check again) -> clip ->
+//   lr = base * schedule(step) -> optimizer step -> on_step_end
+// (see callbacks.hpp for the hook list)
 //
 // The loop's position (epoch, batch in epoch, step) is its whole state: batches
 // are a pure function of (epoch, index), so restoring a TrainerState together
@@ -148,6 +149,10 @@ class Trainer {
         ctx.loss = model_->forward_backward(batch);
         if (config_.check_finite) check_finite<BackendType>(ctx.loss, params, state_.step);
         if ((stop = notify.template operator()<Hook::Gradients>())) break;
+        // The hooks may add gradients and loss (regularisers): check those too before they reach the weights.
+        if constexpr ((HasOnGradients<std::remove_cvref_t<Callbacks>> || ...))
+          if (config_.check_finite)
+            check_finite<BackendType>(ctx.loss, params, state_.step, " after the on_gradients hooks");
         ctx.grad_norm = config_.grad_clip ? clip_grad_norm<BackendType>(params, *config_.grad_clip) : 0.0;
         optimizer_->set_lr_scale(schedule_(state_.step));
         ctx.lr = optimizer_->lr();
@@ -181,13 +186,17 @@ class Trainer {
   }
 
   [[nodiscard]] const TrainerState& state() const { return state_; }
-  /// Continues from `state` at the next fit(); the seed must be this run's.
+  /// Continues from `state` at the next fit(); see check_restorable.
   void restore(const TrainerState& state) {
+    check_restorable(state);
+    state_ = state;
+  }
+  /// Throws unless `state` is of this run's seed and at a non-negative position.
+  void check_restorable(const TrainerState& state) const {
     check<ValueError>(state.seed == config_.seed, "Trainer: cannot resume a run of seed ", state.seed, " under seed ",
                       config_.seed);
     check<ValueError>(state.epoch >= 0 && state.batch_in_epoch >= 0 && state.step >= 0,
                       "Trainer: negative position in the trainer state");
-    state_ = state;
   }
 
   /// Registers a random stream whose offset is saved and restored with the

@@ -48,11 +48,17 @@ class NamedBuffers {
         state.tensors.emplace(name + "." + std::string(suffixes_[i]), to_host<B>(buffers[i].view()));
   }
 
-  /// Replaces all buffers by those of `state`; every tensor must be
-  /// "<name>.<suffix>" and every parameter must have all N buffers.
-  void import_from(const OptimizerState& state) {
+  /// Replaces all buffers by those of `state`, kept for `params`: every
+  /// tensor must be "<name>.<suffix>" of a parameter in `params`, at its
+  /// shape, and, if `expected`, every parameter must have all N buffers
+  /// (else none may be there). Throws before changing anything.
+  void import_from(const OptimizerState& state, const ParameterList<typename B::Space>& params, bool expected) {
+    std::map<std::string, const Parameter<typename B::Space>*> by_name;
+    for (const auto& param : params) by_name.emplace(param.name, &param);
     std::map<std::string, std::array<const HostMatrix*, N>> found;
     for (const auto& [key, tensor] : state.tensors) {
+      check<ValueError>(expected, optimizer_, ": state tensor '", key, "' where none is kept (step ", state.step,
+                        ")");
       const std::size_t dot = key.rfind('.');
       const std::string_view suffix =
           dot == std::string::npos ? std::string_view{} : std::string_view(key).substr(dot + 1);
@@ -60,17 +66,23 @@ class NamedBuffers {
       for (std::size_t i = 0; i < N; ++i)
         if (suffix == suffixes_[i]) slot = i;
       check<ValueError>(slot < N, optimizer_, ": state tensor '", key, "' is not a buffer this optimizer keeps");
-      found[key.substr(0, dot)][slot] = &tensor;
+      const auto param = by_name.find(key.substr(0, dot));
+      check<ValueError>(param != by_name.end(), optimizer_, ": state tensor '", key,
+                        "' belongs to no parameter being trained");
+      require_shape(tensor.view(), param->second->value.rows, param->second->value.cols,
+                    concat(optimizer_, " state '", key, "'"));
+      found[param->first][slot] = &tensor;
     }
+    if (expected)
+      for (const auto& param : params)
+        for (std::size_t i = 0; i < N; ++i) {
+          const auto it = found.find(param.name);
+          check<ValueError>(it != found.end() && it->second[i] != nullptr, optimizer_, ": state of '", param.name,
+                            "' lacks its '", suffixes_[i], "' buffer");
+        }
     std::map<std::string, Buffers> loaded;
-    for (const auto& [name, tensors] : found) {
-      Buffers& buffers = loaded[name];
-      for (std::size_t i = 0; i < N; ++i) {
-        check<ValueError>(tensors[i] != nullptr, optimizer_, ": state of '", name, "' lacks its '", suffixes_[i],
-                          "' buffer");
-        buffers[i] = to_backend<B>(tensors[i]->view());
-      }
-    }
+    for (const auto& [name, tensors] : found)
+      for (std::size_t i = 0; i < N; ++i) loaded[name][i] = to_backend<B>(tensors[i]->view());
     buffers_ = std::move(loaded);
   }
 
