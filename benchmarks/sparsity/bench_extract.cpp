@@ -158,7 +158,7 @@ void extract_svd_vit_b16(benchmark::State& state) {
 /// One factorisation of each ViT-B/16 weight shape, for the per-shape cost.
 void svd_shape(benchmark::State& state) {
   HostMatrix w = hf_init("svd_shape", state.range(0), state.range(1));
-  SvdPruner<cpu> check(w.view());
+  SvdPruner<cpu> check(w.view(), "svd_shape");
   HostMatrix full(w.rows(), w.cols());
   check.apply(full.view(), 1.0);
   double worst = 0.0;
@@ -166,7 +166,7 @@ void svd_shape(benchmark::State& state) {
     worst = std::max(worst, static_cast<double>(std::abs(full.values()[i] - w.values()[i])));
   // Entries ~0.02 and singular values ~0.02 sqrt(n): fp32 reconstruction error well below 1e-5.
   require(worst < 1e-5, "U S V^T differs from W by " + std::to_string(worst));
-  for (auto _ : state) benchmark::DoNotOptimize(SvdPruner<cpu>(w.view()));
+  for (auto _ : state) benchmark::DoNotOptimize(SvdPruner<cpu>(w.view(), "svd_shape"));
 }
 }  // namespace
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -110,7 +111,7 @@ TEST_CASE("SVD finds k / rank on a model whose decisive weight has rank k") {
 TEST_CASE("the SVD pruner writes rank-k truncations from one factorisation") {
   const RankProblem problem;
   const HostMatrix w = problem.weight();
-  const SvdPruner<cpu> pruner(w.view());
+  const SvdPruner<cpu> pruner(w.view(), "layer.0.query");
   CHECK(pruner.rank() == 16);
   HostMatrix out(16, 16);
   // q = 12/64 keeps ceil(3) = 3 triplets: W minus its smallest nonzero triplet.
@@ -119,6 +120,17 @@ TEST_CASE("the SVD pruner writes rank-k truncations from one factorisation") {
   CHECK(max_abs_diff(out.view(), problem.weight(3).view()) < 1e-5);  // float SVD, O(1) entries
   pruner.apply(out.view(), 1.0);
   CHECK(max_abs_diff(out.view(), w.view()) < 1e-5);
+
+  // A NaN or Inf weight has no SVD (Eigen would leave the factors unwritten).
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    HostMatrix poisoned = w;
+    poisoned(3, 5) = bad;
+    CHECK_THROWS_WITH_AS(SvdPruner<cpu>(poisoned.view(), "layer.0.query"),
+                         doctest::Contains("layer.0.query: the weight holds NaN or Inf"), NumericError);
+    HostMatrix u, s, vt;
+    CHECK_THROWS_WITH_AS(cpu::svd(u, s, vt, poisoned.view()), doctest::Contains("could not be decomposed"),
+                         NumericError);
+  }
 }
 
 TEST_CASE("SNIP scores are |W ⊙ dL/dW| with dL/dW matching finite differences") {
@@ -209,6 +221,10 @@ TEST_CASE("IMP keeps the largest magnitudes and follows the 0.8^r schedule") {
   }
   CHECK(schedule.size() == rounds);  // 0.8^18 = 0.018 >= 1/64 > 0.8^19
   CHECK(rounds == 19);
+  // A fraction that barely shrinks the density would need millions of rounds (1e-17: forever).
+  CHECK_THROWS_WITH_AS(Imp{1e-6}.schedule(1.0 / 64.0), doctest::Contains("rounds to reach the resolution"), ValueError);
+  CHECK_THROWS_WITH_AS(Imp{1e-17}.schedule(1.0 / 64.0), doctest::Contains("IMP prune fraction 1e-17 needs "),
+                       ValueError);
 
   const auto pruner = Imp{}.pruner(model, "layer.0.value", std::span<const ImageBatch>(shots.batches));
   const ConstHostView w = model.site("layer.0.value").weight();

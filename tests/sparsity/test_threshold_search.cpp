@@ -78,6 +78,10 @@ TEST_CASE("bad resolutions and taus are rejected") {
   CHECK_THROWS_AS(bisect_threshold(metric, 0.5, 0.0), ValueError);
   CHECK_THROWS_AS(bisect_threshold(metric, 0.5, 1.0), ValueError);
   CHECK_THROWS_AS(bisect_threshold(metric, 0.5, -0.1), ValueError);
+  // Finer than 1e-8 the grid's point count would overflow an int (it did below ~4.7e-10).
+  CHECK_THROWS_WITH_AS(bisect_threshold(metric, 0.5, 1e-10), doctest::Contains("search resolution 1e-10 is outside [1e-08, 1)"),
+                       ValueError);
+  CHECK(bisect_threshold(metric, 0.5, kFinestResolution).kind == SearchOutcome::Found);
   CHECK_THROWS_AS(validate_tau(0.0), ValueError);
   CHECK_THROWS_AS(validate_tau(1.01), ValueError);
   CHECK_NOTHROW(validate_tau(1.0));

@@ -74,7 +74,7 @@ class AdaLora {
     a_ = to_backend<B>(detail::normal_host(config.init_r, in, init_std, init).view());
     b_ = to_backend<B>(detail::normal_host(out, config.init_r, init_std, init).view());
     e_ = Matrix(config.init_r, 1);
-    allocate_grads();
+    allocate_grads_and_identity();
   }
 
   /// y (T, out) += c · ((dropout(x) A^T) ⊙ E^T) B^T
@@ -154,25 +154,23 @@ class AdaLora {
   }
 
   /// PEFT's orthogonality term of this adapter, ||A A^T - I||_F + ||B^T B - I||_F,
-  /// with `grad_scale` times its gradient added to the A and B grads.
-  /// Uses ||M M^T - I||_F^2 = ||M M^T||_F^2 - 2 ||M||_F^2 + r, which needs no
-  /// identity matrix on the backend; d/dM ||M M^T - I||_F = 2 (M M^T - I) M / norm.
+  /// with `grad_scale` times its gradient added to the A and B grads:
+  /// d/dM ||M M^T - I||_F = 2 (M M^T - I) M / norm. The deviation D = M M^T - I
+  /// is formed before its norm, as PEFT does: expanding ||D||^2 into
+  /// ||M M^T||^2 - 2 ||M||^2 + r cancels away a deviation below float rounding
+  /// of the r diagonal terms (~1e-3 for r = 8), and the term with it.
   double orthogonality_penalty(float grad_scale) {
-    const View gram = gram_.rows(rank(), rank());
-    B::gemm(gram, a_.view(), Op::N, a_.view(), Op::T, 1.0f, 0.0f);  // A A^T (r, r)
-    const double norm_a = gram_deviation(gram, a_.view());
-    if (norm_a > 0.0) {
-      const auto k = static_cast<float>(2.0 * grad_scale / norm_a);
-      B::gemm(da_.view(), gram, Op::N, a_.view(), Op::N, k, 1.0f);
-      B::axpy(da_.view(), -k, a_.view());
-    }
-    B::gemm(gram, b_.view(), Op::T, b_.view(), Op::N, 1.0f, 0.0f);  // B^T B (r, r)
-    const double norm_b = gram_deviation(gram, b_.view());
-    if (norm_b > 0.0) {
-      const auto k = static_cast<float>(2.0 * grad_scale / norm_b);
-      B::gemm(db_.view(), b_.view(), Op::N, gram, Op::N, k, 1.0f);
-      B::axpy(db_.view(), -k, b_.view());
-    }
+    const View deviation = gram_.rows(rank(), rank());
+    B::gemm(deviation, a_.view(), Op::N, a_.view(), Op::T, 1.0f, 0.0f);  // A A^T (r, r)
+    B::axpy(deviation, -1.0f, identity_.view());
+    const double norm_a = std::sqrt(B::sum_squares(deviation));
+    if (norm_a > 0.0)
+      B::gemm(da_.view(), deviation, Op::N, a_.view(), Op::N, static_cast<float>(2.0 * grad_scale / norm_a), 1.0f);
+    B::gemm(deviation, b_.view(), Op::T, b_.view(), Op::N, 1.0f, 0.0f);  // B^T B (r, r)
+    B::axpy(deviation, -1.0f, identity_.view());
+    const double norm_b = std::sqrt(B::sum_squares(deviation));
+    if (norm_b > 0.0)
+      B::gemm(db_.view(), b_.view(), Op::N, deviation, Op::N, static_cast<float>(2.0 * grad_scale / norm_b), 1.0f);
     return norm_a + norm_b;
   }
 
@@ -199,13 +197,16 @@ class AdaLora {
           Matrix b)
       : config_(config), coefficient_(coefficient), dropout_(dropout), a_(std::move(a)), e_(std::move(e)),
         b_(std::move(b)) {
-    allocate_grads();
+    allocate_grads_and_identity();
   }
 
-  void allocate_grads() {
+  void allocate_grads_and_identity() {
     da_ = Matrix(a_.view().rows, a_.view().cols);
     de_ = Matrix(e_.view().rows, 1);
     db_ = Matrix(b_.view().rows, b_.view().cols);
+    HostMatrix identity(rank(), rank());
+    for (Index i = 0; i < rank(); ++i) identity(i, i) = 1.0f;
+    identity_ = to_backend<B>(identity.view());
   }
 
   static float scaling_of(const Config& config) {
@@ -218,12 +219,6 @@ class AdaLora {
     detail::check_dropout("AdaLora", config.dropout);
     // PEFT: result * scaling / (ranknum + 1e-5), ranknum a float32 tensor holding init_r.
     return scaling_of(config) / (static_cast<float>(config.init_r) + 1e-5f);
-  }
-
-  /// ||gram - I||_F from the identity in orthogonality_penalty (clamped at 0 against rounding).
-  double gram_deviation(ConstView gram, ConstView factor) const {
-    const double squared = B::sum_squares(gram) - 2.0 * B::sum_squares(factor) + static_cast<double>(rank());
-    return std::sqrt(std::max(squared, 0.0));
   }
 
   [[nodiscard]] ConstView e_row() const { return detail::as_row(ConstView(e_.view())); }
@@ -248,7 +243,8 @@ class AdaLora {
   detail::Scratch<B> gated_;    // (T, r) h ⊙ E, and products in backward
   detail::Scratch<B> d_gated_;  // (T, r)
   detail::Scratch<B> d_input_;  // (T, in)
-  detail::Scratch<B> gram_;     // (r, r) for the orthogonality term
+  detail::Scratch<B> gram_;     // (r, r) for the orthogonality term: A A^T - I, then B^T B - I
+  Matrix identity_;             // (r, r)
 };
 
 /// PEFT's orthogonality regulariser (AdaLoraModel.forward): returns
@@ -259,8 +255,9 @@ class AdaLora {
 /// @tparam B  backend of the adapters
 template <Backend B>
 double adalora_orthogonal_regularization(const std::vector<AdaLora<B>*>& adapters, float orth_reg_weight) {
-  check<ValueError>(orth_reg_weight >= 0.0f, "adalora_orthogonal_regularization: orth_reg_weight = ",
-                    orth_reg_weight, " must be >= 0");
+  check<ValueError>(orth_reg_weight >= 0.0f && std::isfinite(orth_reg_weight),
+                    "adalora_orthogonal_regularization: orth_reg_weight = ", orth_reg_weight,
+                    " must be finite and >= 0");
   if (adapters.empty()) return 0.0;
   const float grad_scale = orth_reg_weight / (2.0f * static_cast<float>(adapters.size()));
   double total = 0.0;

@@ -13,7 +13,9 @@
 //   step <  F : update the EMAs; mask to budget_at(step) when that says so.
 //   step == F : mask to the target budget, freeze that rank pattern, reset the EMAs.
 //   step >  F : re-apply the frozen pattern (E entries trained back up are zeroed again).
-// A run resumed past F without a frozen pattern freezes one on its first call.
+// The pattern frozen at F comes from the statistics of the steps before it,
+// which live in this object: an allocator whose first call is at or past F
+// has none (every triplet would tie and be masked) and refuses the call.
 //
 // The statistics live on the host: each call downloads A, E, B and their grads
 // (r (in + out + 1) values per matrix, small next to a forward pass); the
@@ -88,10 +90,14 @@ class RankAllocator {
     const Budget budget = budget_at(step);
     if (step < final_step()) {
       update_importance();
+      has_statistics_ = true;
       if (budget.mask_now) mask_to_budget(budget.total);
       return budget;
     }
-    if (step == final_step() || !frozen_) {
+    check<ValueError>(frozen_ || has_statistics_, "RankAllocator: first call at step ", step,
+                      ", at or past the final budgeting step total_step - tfinal = ", final_step(),
+                      ": no importance statistics to freeze a rank pattern from (resume AdaLoRA runs before it)");
+    if (!frozen_) {
       mask_to_budget(target_budget_);
       frozen_ = true;
       for (Tracked& t : tracked_)
@@ -218,6 +224,7 @@ class RankAllocator {
   Index initial_budget_ = 0;
   Index target_budget_ = 0;
   bool frozen_ = false;
+  bool has_statistics_ = false;  // update_importance has run at least once
   std::vector<std::vector<bool>> rank_pattern_;
   std::vector<std::vector<float>> triplet_scores_;
 };

@@ -26,12 +26,20 @@ struct Imp {
   /// Fraction of the remaining entries each round removes, in (0, 1).
   double prune_fraction = 0.2;
 
+  /// Rounds a schedule may have: each is one evaluation of the few-shot set
+  /// per site (the default fraction takes 19 to reach 1/64).
+  static constexpr double kMaxRounds = 1000;
+
   /// Keep-fractions (1 - prune_fraction)^r for r = 0, 1, ... while they stay
   /// at or above `resolution`, the smallest density the search considers.
   [[nodiscard]] std::vector<double> schedule(double resolution) const {
     check<ValueError>(prune_fraction > 0.0 && prune_fraction < 1.0, "IMP prune fraction ", prune_fraction,
                       " is outside (0, 1)");
     validate_resolution(resolution);
+    // A fraction too small to shrink the density would never reach the resolution.
+    const double rounds = std::log(resolution) / std::log1p(-prune_fraction);
+    check<ValueError>(rounds <= kMaxRounds, "IMP prune fraction ", prune_fraction, " needs ", rounds,
+                      " rounds to reach the resolution ", resolution, "; at most ", kMaxRounds, " are allowed");
     std::vector<double> out;
     for (int round = 0;; ++round) {
       const double q = std::pow(1.0 - prune_fraction, round);

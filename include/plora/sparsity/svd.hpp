@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "plora/backend/concepts.hpp"
+#include "plora/core/error.hpp"
 #include "plora/models/concepts.hpp"
 #include "plora/sparsity/concepts.hpp"
 #include "plora/sparsity/threshold_search.hpp"
@@ -22,8 +23,12 @@ class SvdPruner {
  public:
   using Matrix = typename B::Matrix;
 
-  /// @param weight (out x in), factorised here once
-  explicit SvdPruner(ConstView<typename B::Space> weight) { B::svd(u_, s_, vt_, weight); }
+  /// @param weight (out x in), factorised here once; finite (else a
+  ///        NumericError naming `site`)
+  SvdPruner(ConstView<typename B::Space> weight, std::string_view site) {
+    check<NumericError>(B::all_finite(weight), site, ": the weight holds NaN or Inf; its SVD is undefined");
+    B::svd(u_, s_, vt_, weight);
+  }
 
   /// min(out, in): the number of singular triplets.
   [[nodiscard]] Index rank() const { return s_.view().cols; }
@@ -79,7 +84,7 @@ struct Svd {
   template <Model M>
   [[nodiscard]] SvdPruner<typename M::BackendType> pruner(M& model, const std::string& site,
                                                           std::span<const typename M::Batch> /*shots*/) const {
-    return SvdPruner<typename M::BackendType>(model.site(site).weight());
+    return SvdPruner<typename M::BackendType>(model.site(site).weight(), site);
   }
 
   template <class Metric>

@@ -50,9 +50,14 @@ inline void validate_tau(double tau) {
   check<ValueError>(tau > 0.0 && tau <= 1.0, "threshold tau ", tau, " is outside (0, 1]");
 }
 
-/// Throws ValueError unless the grid resolution is in (0, 1).
+/// The finest grid step: 1e-8 is below one entry of any weight up to 10^8
+/// entries, and keeps the grid's 1 / resolution points countable in an int.
+inline constexpr double kFinestResolution = 1e-8;
+
+/// Throws ValueError unless the grid resolution is in [kFinestResolution, 1).
 inline void validate_resolution(double resolution) {
-  check<ValueError>(resolution > 0.0 && resolution < 1.0, "search resolution ", resolution, " is outside (0, 1)");
+  check<ValueError>(resolution >= kFinestResolution && resolution < 1.0, "search resolution ", resolution,
+                    " is outside [", kFinestResolution, ", 1)");
 }
 
 /// Number of points of the grid q_i = min(1, i * resolution), i = 1..n, whose

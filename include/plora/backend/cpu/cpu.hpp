@@ -444,6 +444,9 @@ struct cpu {
     using namespace detail::cpu;
     const Eigen::MatrixXf dense = map(a);
     Eigen::BDCSVD<Eigen::MatrixXf> decomposition(dense, Eigen::ComputeThinU | Eigen::ComputeThinV);
+    // On failure (NaN or Inf in a) Eigen leaves the factors uncomputed.
+    check<NumericError>(decomposition.info() == Eigen::Success, "cpu::svd: the ", a.rows, " x ", a.cols,
+                        " matrix could not be decomposed (it holds NaN or Inf)");
     const Index k = std::min(a.rows, a.cols);
     u = Matrix(a.rows, k);
     s = Matrix(1, k);
