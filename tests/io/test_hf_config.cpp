@@ -84,6 +84,10 @@ TEST_CASE("config errors name the file and the field") {
   msg = message_of<IoError>([&] { (void)load_vit_config(path); });
   CHECK(contains(msg, path.string()));
   CHECK(contains(message_of<IoError>([&] { (void)load_vit_config(dir / "absent.json"); }), "absent.json"));
+  // A directory opens as a stream and fails only at its first read, naming nothing: refused up front.
+  std::filesystem::create_directories(dir / "dir.json");
+  CHECK(contains(message_of<IoError>([&] { (void)load_vit_config(dir / "dir.json"); }),
+                 "dir.json': it is not a regular file but a directory"));
   CHECK_THROWS_AS((void)parse_vit_config(json::parse("[1]")), IoError);
 }
 

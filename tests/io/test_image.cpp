@@ -69,6 +69,9 @@ TEST_CASE("undecodable or missing images name the file") {
   write_bytes(dir / "empty.jpg", "");
   CHECK(contains(message_of<IoError>([&] { (void)load_image(dir / "empty.jpg"); }), "empty.jpg"));
   CHECK(contains(message_of<IoError>([&] { (void)load_image(dir / "absent.png"); }), "absent.png"));
+  std::filesystem::create_directories(dir / "folder.png");
+  CHECK(contains(message_of<IoError>([&] { (void)load_image(dir / "folder.png"); }),
+                 "cannot open image '" + (dir / "folder.png").string() + "': it is not a regular file"));
 }
 
 TEST_CASE("truncated, oversized and foreign images are refused as PIL refuses them") {

@@ -147,7 +147,21 @@ TEST_CASE("malformed lines and unknown labels name the file and line") {
                                 R"({"premise": "P.", "choice1": "A.", "choice2": "B.", "question": "effect", "label": 2})"
                                 "\n");
   CHECK_THROWS_WITH_AS(read_glue(GlueTask::Copa, copa_label), doctest::Contains("copa2.jsonl:1"), IoError);
-  CHECK_THROWS_WITH_AS(read_glue(GlueTask::Rte, dir / "missing.tsv"), doctest::Contains("missing.tsv"), IoError);
+  CHECK_THROWS_WITH_AS(read_glue(GlueTask::Rte, dir / "missing.tsv"),
+                       doctest::Contains("missing.tsv': it does not exist"), IoError);
+  // Scores outside STS-B's 0-5 scale, NaN and Inf included (stof reads both).
+  for (const char* score : {"nan", "inf", "-7", "5.5"}) {
+    const auto bad_score = write(dir, "stsb_score.tsv", std::string("h\n0\tg\tf\ty\to\ts\ts\ta\tb\t") + score + "\n");
+    const std::string expected = std::string("stsb_score.tsv:2: similarity score '") + score + "' is outside";
+    CHECK_THROWS_WITH_AS(read_glue(GlueTask::Stsb, bad_score), doctest::Contains(expected.c_str()), IoError);
+  }
+  // A split with a header only, and a directory where a split should be.
+  const auto header_only = write(dir, "rte_empty.tsv", "index\tsentence1\tsentence2\tlabel\n");
+  CHECK_THROWS_WITH_AS(read_glue(GlueTask::Rte, header_only), doctest::Contains("rte_empty.tsv' holds no examples"),
+                       IoError);
+  fs::create_directories(dir / "dev.tsv");
+  CHECK_THROWS_WITH_AS(read_glue(GlueTask::Rte, dir / "dev.tsv"),
+                       doctest::Contains("dev.tsv': it is not a regular file but a directory"), IoError);
 }
 
 TEST_CASE("TokenBatches: padded batches, labels, order a pure function of (seed, epoch)") {

@@ -15,8 +15,6 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <numeric>
 #include <span>
 #include <string>
@@ -27,6 +25,7 @@
 #include "plora/core/error.hpp"
 #include "plora/core/host_matrix.hpp"
 #include "plora/core/rng.hpp"
+#include "plora/io/detail/input_file.hpp"
 #include "plora/io/hf_config.hpp"
 #include "plora/io/image.hpp"
 #include "plora/models/batches.hpp"
@@ -104,14 +103,9 @@ class DatasetBuilder {
   std::vector<std::int32_t> labels_;
 };
 
-inline std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  check<IoError>(in.good(), "cannot open '", path.string(), "'");
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 /// A gzip file's decompressed contents (zlib reads uncompressed files as is).
 inline std::string read_gzip_file(const std::filesystem::path& path) {
+  check_input_file(path);
   gzFile file = gzopen(path.c_str(), "rb");
   check<IoError>(file != nullptr, "cannot open '", path.string(), "'");
   std::string out;

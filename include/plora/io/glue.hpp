@@ -23,6 +23,7 @@
 
 #include "plora/core/error.hpp"
 #include "plora/core/rng.hpp"
+#include "plora/io/detail/input_file.hpp"
 #include "plora/io/tokenizer.hpp"
 #include "plora/models/batches.hpp"
 #include "plora/train/metrics.hpp"
@@ -154,19 +155,24 @@ inline std::int32_t label_id(const TaskInfo& info, std::string_view text, const 
                        known));
 }
 
+/// An STS-B similarity score: a number on the task's 0-5 scale (stof would
+/// also take "nan" and "inf").
 inline float parse_score(std::string_view text, const std::filesystem::path& file, Index line) {
+  float value = 0.0f;
   try {
     std::size_t used = 0;
-    const float value = std::stof(std::string(text), &used);
-    if (used == text.size()) return value;
+    value = std::stof(std::string(text), &used);
+    if (used != text.size()) throw IoError("");
   } catch (const std::exception&) {
+    throw IoError(concat(file.string(), ":", line, ": similarity score '", text, "' is not a number"));
   }
-  throw IoError(concat(file.string(), ":", line, ": similarity score '", text, "' is not a number"));
+  check<IoError>(value >= 0.0f && value <= 5.0f, file.string(), ":", line, ": similarity score '", text,
+                 "' is outside STS-B's scale [0, 5]");
+  return value;
 }
 
 inline std::vector<TextExample> read_glue_tsv(const TaskInfo& info, const std::filesystem::path& file) {
-  std::ifstream in(file);
-  check<IoError>(in.good(), info.name, ": cannot open '", file.string(), "'");
+  std::ifstream in = io::detail::open_input_file(file, info.name + " file");
   const Columns cols = glue_columns(info.task);
   std::vector<TextExample> examples;
   std::string raw;
@@ -196,8 +202,7 @@ inline std::vector<TextExample> read_glue_tsv(const TaskInfo& info, const std::f
 // classifier head): COPA a = premise + the question, b = "choice1 | choice2",
 // label = the right choice; WSC a = text, b = "<pronoun> refers to <noun>".
 inline std::vector<TextExample> read_superglue_jsonl(const TaskInfo& info, const std::filesystem::path& file) {
-  std::ifstream in(file);
-  check<IoError>(in.good(), info.name, ": cannot open '", file.string(), "'");
+  std::ifstream in = io::detail::open_input_file(file, info.name + " file");
   std::vector<TextExample> examples;
   std::string raw;
   for (Index line = 1; std::getline(in, raw); ++line) {
@@ -232,11 +237,15 @@ inline std::vector<TextExample> read_superglue_jsonl(const TaskInfo& info, const
 }  // namespace detail
 
 /// Reads a labelled GLUE TSV or SuperGLUE JSONL file. Malformed lines and
-/// labels outside the task's set throw IoError naming the file and line.
+/// labels outside the task's set throw IoError naming the file and line, and
+/// so does a file without examples.
 inline std::vector<TextExample> read_glue(GlueTask task, const std::filesystem::path& file) {
   const TaskInfo& info = task_info(task);
-  return task == GlueTask::Copa || task == GlueTask::Wsc ? detail::read_superglue_jsonl(info, file)
-                                                          : detail::read_glue_tsv(info, file);
+  std::vector<TextExample> examples = task == GlueTask::Copa || task == GlueTask::Wsc
+                                          ? detail::read_superglue_jsonl(info, file)
+                                          : detail::read_glue_tsv(info, file);
+  check<IoError>(!examples.empty(), info.name, " file '", file.string(), "' holds no examples");
+  return examples;
 }
 
 /// Tokenised, padded batches of text examples: a BatchSource. With `shuffle`,

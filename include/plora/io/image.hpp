@@ -25,9 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <initializer_list>
-#include <iterator>
 #include <span>
 #include <string>
 #include <string_view>
@@ -36,6 +34,7 @@
 #include "plora/core/error.hpp"
 #include "plora/core/view.hpp"
 #include "plora/io/detail/bytes.hpp"
+#include "plora/io/detail/input_file.hpp"
 #include "plora/io/detail/stb_image.hpp"
 #include "plora/io/hf_config.hpp"
 
@@ -169,9 +168,7 @@ inline Image8 decode_image(std::span<const std::byte> bytes, int channels, const
 
 /// Reads and decodes an image file; IoError naming the file on failure.
 inline Image8 load_image(const std::filesystem::path& path, int channels = 3) {
-  std::ifstream in(path, std::ios::binary);
-  check<IoError>(in.good(), "cannot open image '", path.string(), "'");
-  const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  const std::string bytes = detail::read_file(path, "image");
   return decode_image(std::as_bytes(std::span(bytes)), channels, path.string());
 }
 

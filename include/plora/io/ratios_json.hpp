@@ -17,8 +17,6 @@
 //   }
 #include <charconv>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <set>
 #include <sstream>
 #include <string>
@@ -29,6 +27,7 @@
 
 #include "plora/core/error.hpp"
 #include "plora/io/atomic_file.hpp"
+#include "plora/io/detail/input_file.hpp"
 #include "plora/sparsity/report.hpp"
 #include "plora/train/metrics.hpp"
 
@@ -181,9 +180,7 @@ inline void save_ratios(const std::filesystem::path& path, const RatioReport& re
 /// site_names()). IoError for an unreadable or malformed file; ValueError for a
 /// ratio outside (0, 1] or a site the model does not have.
 inline RatioReport load_ratios(const std::filesystem::path& path, const std::vector<std::string>& site_names) {
-  std::ifstream in(path, std::ios::binary);
-  check<IoError>(in.good(), "cannot open ratios file '", path.string(), "'");
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string text = detail::read_file(path, "ratios file");
   RatioReport report = ratios_from_json(text, "'" + path.string() + "'");
   check_sites_known(report, site_names, "'" + path.string() + "'");
   return report;

@@ -4,7 +4,6 @@
 // IoError naming the file and the field.
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -12,15 +11,15 @@
 
 #include "plora/core/error.hpp"
 #include "plora/core/view.hpp"
+#include "plora/io/detail/input_file.hpp"
 
 namespace plora::io::detail {
 
 /// Parses the JSON file at `path`; IoError naming it when unreadable or invalid.
 inline nlohmann::json read_json_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  check<IoError>(in.good(), "cannot open '", path.string(), "'");
+  const std::string text = read_file(path);
   try {
-    return nlohmann::json::parse(in);
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& error) {
     throw IoError(plora::detail::concat("'", path.string(), "' is not valid JSON: ", error.what()));
   }
