@@ -160,22 +160,30 @@ struct DemoNames {
 };
 
 /// The demo checkpoint in `dir`: reused when its pretrain.json records `key`
-/// and every one of `files` exists there; otherwise rebuilt by `build()`,
-/// which writes the files and returns its result (a JSON object with
-/// "source_accuracy"), and stamped with pretrain.json = key + {"result"}. The
-/// stamp goes first and comes back last, so an interrupted build is never
-/// reused. Returns the result with "reused" and "dir" added.
+/// and a result, and every one of `files` exists there; otherwise rebuilt by
+/// `build()`, which writes the files and returns its result (a JSON object with
+/// "source_accuracy"), and stamped with pretrain.json = key + {"result"}.
+/// Before a build the stamp holds the key alone: it marks the directory as the
+/// demo's (a directory holding any of `files` without a stamp is someone's
+/// checkpoint and is refused, never overwritten), and an interrupted build is
+/// never reused. Returns the result with "reused" and "dir" added.
 template <class Build>
 nlohmann::ordered_json cached_demo_checkpoint(const std::filesystem::path& dir, const nlohmann::ordered_json& key,
                                               std::initializer_list<const char*> files, const DemoNames& names,
                                               bool quiet, std::ostream& log, Build&& build) {
   const std::filesystem::path stamp = dir / "pretrain.json";
+  const bool stamped = std::filesystem::is_regular_file(stamp);
+  for (const char* file : files)
+    check<IoError>(stamped || !std::filesystem::exists(dir / file), "'", dir.string(), "' holds ", file,
+                   " but no pretrain.json of this demo: not overwriting what may be your checkpoint (give a "
+                   "new or empty --pretrained-dir, or pass the checkpoint with --checkpoint)");
   nlohmann::ordered_json result;
-  bool reuse = std::filesystem::is_regular_file(stamp);
+  bool reuse = stamped;
   for (const char* file : files) reuse = reuse && std::filesystem::is_regular_file(dir / file);
   if (reuse) {
     nlohmann::ordered_json saved = nlohmann::ordered_json::parse(io::detail::read_file(stamp), nullptr, false);
-    reuse = !saved.is_discarded() && saved.contains("result");
+    reuse = !saved.is_discarded() && saved.is_object() && saved.contains("result") && saved["result"].is_object() &&
+            saved["result"].contains("source_accuracy") && saved["result"]["source_accuracy"].is_number();
     if (reuse) {
       result = saved["result"];
       saved.erase("result");
@@ -186,7 +194,7 @@ nlohmann::ordered_json cached_demo_checkpoint(const std::filesystem::path& dir, 
     if (!quiet) log << "reusing the pretrained demo " << names.model << " in " << dir.string() << '\n';
   } else {
     std::filesystem::create_directories(dir);
-    std::filesystem::remove(stamp);
+    write_json(stamp, key);  // the demo's directory from now on; no result, so never reused as it is
     result = build();
     nlohmann::ordered_json new_stamp = key;
     new_stamp["result"] = result;

@@ -5,16 +5,65 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 #include "plora/core/error.hpp"
 #include "plora/core/view.hpp"
+#include "plora/sparsity/threshold_search.hpp"
 
 namespace plora::runner {
+
+/// A CLI11 check that an option's text is a finite number meeting `ok`, with
+/// a plain message (CLI11's own number checks let NaN through and print
+/// their bounds as 300-digit numbers).
+inline CLI::Validator finite_number(bool (*ok)(double), const std::string& requirement) {
+  return {[ok, requirement](std::string& text) -> std::string {
+            double value = 0.0;
+            const char* end = text.data() + text.size();
+            const auto [stop, error] = std::from_chars(text.data(), end, value);
+            if (error != std::errc{} || stop != end || !std::isfinite(value) || !ok(value))
+              return "'" + text + "' is not " + requirement;
+            return {};
+          },
+          requirement};
+}
+inline const CLI::Validator kPositive = finite_number([](double v) { return v > 0.0; }, "a finite number > 0");
+inline const CLI::Validator kNonNegative = finite_number([](double v) { return v >= 0.0; }, "a finite number >= 0");
+
+/// A seed: a whole number in [0, 2^64) written in decimal (CLI11 reads "-1"
+/// and overflowing values as 2^64 - 1).
+inline const CLI::Validator kSeed{[](std::string& text) -> std::string {
+                                    std::uint64_t value = 0;
+                                    const char* end = text.data() + text.size();
+                                    const auto [stop, error] = std::from_chars(text.data(), end, value);
+                                    if (error != std::errc{} || stop != end || text.empty())
+                                      return "'" + text + "' is not a whole number in [0, 2^64)";
+                                    return {};
+                                  },
+                                  "0 <= n < 2^64"};
+
+/// Threads beyond the machine's hardware threads only contend (and past
+/// some thousands OpenMP fails to start them): 0 = all, at most all.
+inline CLI::Validator thread_count() {
+  const unsigned available = std::max(1u, std::thread::hardware_concurrency());
+  return {[available](std::string& text) -> std::string {
+            long value = -1;
+            const char* end = text.data() + text.size();
+            const auto [stop, error] = std::from_chars(text.data(), end, value);
+            if (error != std::errc{} || stop != end || value < 0 || value > long(available))
+              return "'" + text + "' is not in [0, " + std::to_string(available) + "], the hardware threads here";
+            return {};
+          },
+          "0.." + std::to_string(available)};
+}
 
 /// Everything the shared pipeline (pipeline.hpp) reads; defaults are the
 /// runners' defaults.
@@ -63,11 +112,11 @@ inline void add_run_options(CLI::App& app, RunOptions& options) {
       ->check(CLI::IsMember(kAdapterNames))
       ->group(adapter_group);
   app.add_option("--rank", options.rank, "LoRA rank r (AdaLoRA: the initial rank init_r)")
-      ->check(CLI::PositiveNumber)
+      ->check(kPositive)
       ->group(adapter_group);
   app.add_option("--alpha", options.alpha,
                  "LoRA scaling numerator: LoRA scales by alpha / r, AdaLoRA by alpha / (r + 1e-5)")
-      ->check(CLI::PositiveNumber)
+      ->check(kPositive)
       ->group(adapter_group);
   app.add_option("--targets", options.targets,
                  "Comma-separated target modules, matched like PEFT's target_modules (a site's full name "
@@ -76,7 +125,7 @@ inline void add_run_options(CLI::App& app, RunOptions& options) {
       ->group(adapter_group);
   app.add_option("--target-rank", options.target_rank,
                  "AdaLoRA only: final average rank per matrix (target_r); 0 = two thirds of --rank")
-      ->check(CLI::NonNegativeNumber)
+      ->check(kNonNegative)
       ->group(adapter_group);
 
   const std::string ratio_group = "Sparsity ratios (partial-lora, partial-adalora, random-masking)";
@@ -105,11 +154,11 @@ inline void add_run_options(CLI::App& app, RunOptions& options) {
   app.add_option("--resolution", options.resolution, "Grid step of the extraction's keep-fraction search, in (0, 1)")
       ->group(ratio_group);
   app.add_option("--shots", options.shots, "Few-shot examples per class for the linear probe and the extraction")
-      ->check(CLI::PositiveNumber)
+      ->check(kPositive)
       ->group(ratio_group);
   app.add_option("--probe-epochs", options.probe_epochs,
                  "Epochs of the linear-probe warm-up of the new head before extraction")
-      ->check(CLI::PositiveNumber)
+      ->check(kPositive)
       ->group(ratio_group);
   app.add_option("--mask", options.mask,
                  "Mask policy on top of the ratios: partial (random rows/columns, the method), targeted (the "
@@ -125,21 +174,22 @@ inline void add_run_options(CLI::App& app, RunOptions& options) {
       ->group(ratio_group);
 
   const std::string train_group = "Training";
-  app.add_option("--epochs", options.epochs, "Training epochs")->check(CLI::PositiveNumber)->group(train_group);
-  app.add_option("--lr", options.lr, "Peak learning rate of AdamW")->check(CLI::PositiveNumber)->group(train_group);
-  app.add_option("--batch", options.batch, "Batch size")->check(CLI::PositiveNumber)->group(train_group);
+  app.add_option("--epochs", options.epochs, "Training epochs")->check(kPositive)->group(train_group);
+  app.add_option("--lr", options.lr, "Peak learning rate of AdamW")->check(kPositive)->group(train_group);
+  app.add_option("--batch", options.batch, "Batch size")->check(kPositive)->group(train_group);
   app.add_option("--warmup", options.warmup,
                  "Fraction of the training steps spent warming the learning rate up linearly from 0 (then it "
                  "decays linearly to 0), in [0, 1)")
       ->group(train_group);
   app.add_option("--weight-decay", options.weight_decay, "AdamW decoupled weight decay (not applied to biases)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(kNonNegative)
       ->group(train_group);
   app.add_option("--seed", options.seed, "Seed of initialisation, masks, few-shot subset and batch order")
+      ->check(kSeed)
       ->group(train_group);
   app.add_option("--threads", options.threads,
                  "CPU threads for the GEMMs and for the extraction's parallel loop over weights; 0 = all cores")
-      ->check(CLI::NonNegativeNumber)
+      ->check(thread_count())
       ->group(train_group);
 
   const std::string output_group = "Output";
@@ -160,12 +210,18 @@ inline void validate(const RunOptions& o) {
                     " is outside (0, 1]");
   check<ValueError>(!o.density || o.adapter == "random-masking",
                     "--density applies only to --adapter random-masking, not ", o.adapter);
+  const bool uses_ratios = o.adapter == "partial-lora" || o.adapter == "partial-adalora" || o.adapter == "random-masking";
+  check<ValueError>(uses_ratios || (!o.ratio && o.ratios_file.empty()), o.ratio ? "--ratio" : "--ratios",
+                    " applies only to --adapter partial-lora, partial-adalora or random-masking, not ", o.adapter);
+  check<ValueError>(o.target_rank == 0 || o.adapter == "adalora" || o.adapter == "partial-adalora",
+                    "--target-rank applies only to --adapter adalora or partial-adalora, not ", o.adapter);
   check<ValueError>(o.tau > 0.0 && o.tau <= 1.0, "--tau ", o.tau, " is outside (0, 1]");
-  check<ValueError>(o.resolution > 0.0 && o.resolution < 1.0, "--resolution ", o.resolution, " is outside (0, 1)");
+  check<ValueError>(o.resolution >= kFinestResolution && o.resolution < 1.0, "--resolution ", o.resolution,
+                    " is outside [", kFinestResolution, ", 1)");
   check<ValueError>(o.warmup >= 0.0 && o.warmup < 1.0, "--warmup ", o.warmup, " is outside [0, 1)");
   check<ValueError>(o.target_rank <= o.rank, "--target-rank ", o.target_rank, " exceeds --rank ", o.rank);
-  check<ValueError>(o.ratios_file.empty() || std::filesystem::is_regular_file(o.ratios_file), "--ratios: file '",
-                    o.ratios_file.string(), "' does not exist");
+  check<ValueError>(o.ratios_file.empty() || std::filesystem::is_regular_file(o.ratios_file), "--ratios: '",
+                    o.ratios_file.string(), "' is not a file");
 }
 
 /// A runner's whole program around `run()`: parse the command line (CLI11's

@@ -70,10 +70,10 @@ inline void add_deberta_options(CLI::App& app, DebertaOptions& d) {
       ->group(group);
   app.add_option("--max-train", d.max_train,
                  "Use at most this many training examples (0 = all); in the demo also of the pretraining")
-      ->check(CLI::NonNegativeNumber)
+      ->check(kNonNegative)
       ->group(group);
   app.add_option("--max-test", d.max_test, "Use at most this many test examples (0 = all)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(kNonNegative)
       ->group(group);
   const std::string demo = "Built-in demo (pretrain on 5 licenses' sentences, fine-tune on 5 others)";
   app.add_option("--pretrained-dir", d.pretrained_dir,
@@ -82,10 +82,10 @@ inline void add_deberta_options(CLI::App& app, DebertaOptions& d) {
       ->type_name("DIR")
       ->group(demo);
   app.add_option("--pretrain-epochs", d.pretraining.epochs, "Epochs of the demo's pretraining")
-      ->check(CLI::PositiveNumber)
+      ->check(kPositive)
       ->group(demo);
   app.add_option("--pretrain-lr", d.pretraining.lr, "Peak learning rate of the demo's pretraining (AdamW)")
-      ->check(CLI::PositiveNumber)
+      ->check(kPositive)
       ->group(demo);
 }
 

@@ -121,7 +121,7 @@ class DebertaTask {
       base_parameters_ += rows * cols;
       const std::string stored = bare && key.starts_with(prefix) ? key.substr(prefix.size()) : key;
       if (key.starts_with("classifier.") || !weights_.contains(stored)) return std::nullopt;
-      return weights_.load(stored, rows, cols);
+      return weights_.load_finite(stored, rows, cols);
     };
     try {
       return DebertaV2<B, A>(config_, source, seed_);

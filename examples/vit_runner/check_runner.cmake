@@ -1,9 +1,12 @@
 # End-to-end checks of the built vit_runner, run by CTest (tests/CMakeLists.txt):
-#   cmake -DRUNNER=<vit_runner> -DOUT=<dir> -DMODE=smoke|bad-checkpoint -P check_runner.cmake
+#   cmake -DRUNNER=<vit_runner> -DOUT=<dir> -DMODE=smoke|bad-checkpoint|bad-options -P check_runner.cmake
 # smoke           a tiny demo run (1 pretraining epoch on 100 images, 1 epoch of
 #                 Partial-LoRA with SVD ratios): exit code 0 and every output file
 # bad-checkpoint  a checkpoint directory that does not exist: exit code 1 and a
 #                 message on stderr that names the directory
+# bad-options     a NaN learning rate (CLI11's validation exit code 105, the
+#                 option named), and a --pretrained-dir holding someone's
+#                 model.safetensors: exit code 1, the file left as it was
 foreach(var RUNNER OUT MODE)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "check_runner.cmake: -D${var}=... is required")
@@ -40,6 +43,21 @@ elseif(MODE STREQUAL "bad-checkpoint")
   string(FIND "${err}" "${missing}" at)
   if(at EQUAL -1)
     message(FATAL_ERROR "the error message does not name '${missing}':\n${err}")
+  endif()
+elseif(MODE STREQUAL "bad-options")
+  execute_process(COMMAND "${RUNNER}" --lr nan --output "${OUT}" RESULT_VARIABLE code ERROR_VARIABLE err)
+  string(FIND "${err}" "--lr: 'nan' is not a finite number > 0" at)
+  if(NOT code EQUAL 105 OR at EQUAL -1)
+    message(FATAL_ERROR "--lr nan: expected exit code 105 naming --lr, got ${code}\nstderr:\n${err}")
+  endif()
+  set(user "${OUT}/user-checkpoint")
+  file(WRITE "${user}/model.safetensors" "the user's weights")
+  execute_process(COMMAND "${RUNNER}" --pretrained-dir "${user}" --output "${OUT}/run" --quiet
+                  RESULT_VARIABLE code ERROR_VARIABLE err)
+  file(READ "${user}/model.safetensors" kept)
+  string(FIND "${err}" "not overwriting" at)
+  if(NOT code EQUAL 1 OR at EQUAL -1 OR NOT kept STREQUAL "the user's weights")
+    message(FATAL_ERROR "--pretrained-dir on a checkpoint: exit code ${code}, file now '${kept}'\nstderr:\n${err}")
   endif()
 else()
   message(FATAL_ERROR "check_runner.cmake: unknown MODE '${MODE}'")

@@ -70,10 +70,10 @@ inline void add_vit_options(CLI::App& app, VitOptions& v) {
       ->group(group);
   app.add_option("--max-train", v.max_train,
                  "Use at most this many training examples (0 = all); in the demo also of the pretraining")
-      ->check(CLI::NonNegativeNumber)
+      ->check(kNonNegative)
       ->group(group);
   app.add_option("--max-test", v.max_test, "Use at most this many test examples (0 = all)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(kNonNegative)
       ->group(group);
   app.add_flag("--keep-head", v.keep_head,
                "Keep the checkpoint's classifier when its size fits the dataset (default: a new head)")
@@ -85,7 +85,7 @@ inline void add_vit_options(CLI::App& app, VitOptions& v) {
       ->type_name("DIR")
       ->group(demo);
   app.add_option("--pretrain-epochs", v.pretraining.epochs, "Epochs of the demo's pretraining")
-      ->check(CLI::PositiveNumber)
+      ->check(kPositive)
       ->group(demo);
 }
 
@@ -155,6 +155,8 @@ std::unique_ptr<VitTask<B>> checkpoint_task(const RunOptions& o, const VitOption
   auto [train, test] = load_vit_data(v, pre);
   check<ValueError>(train.num_classes == test.num_classes, "dataset '", v.data.string(), "': the training set has ",
                     train.num_classes, " classes, the test set ", test.num_classes);
+  check<ValueError>(train.num_classes >= 2, "dataset '", v.data.string(), "' has ", train.num_classes,
+                    " class; a classifier needs at least 2");
   check<ValueError>(train.channels == stored.num_channels && train.height == stored.image_size &&
                         train.width == stored.image_size,
                     "dataset images preprocess to ", train.channels, " x ", train.height, " x ", train.width,

@@ -145,8 +145,12 @@ TEST_CASE("pixel CSV with and without a header; malformed lines give the line nu
   CHECK(d.labels == std::vector<std::int32_t>{1, 0});
   CHECK(d.num_classes == 2);
   CHECK(d.pixels.values() == HostMatrix::Values{0, 255, 10, 20, 1, 2, 3, 4});
-  write_bytes(dir / "n.csv", "2,1,1,1,1\n");
+  write_bytes(dir / "n.csv", "2,1,1,1,1\n0,1,1,1,1\n1,2,2,2,2\n");
   CHECK(load_pixel_csv(dir / "n.csv", 1, 2, 2, raw()).num_classes == 3);
+  // Labels number the classes 0..K-1: a gap is a stray label, not a class of no examples.
+  write_bytes(dir / "n.csv", "0,1,1,1,1\n4,1,1,1,1\n1,2,2,2,2\n");
+  CHECK(contains(message_of<IoError>([&] { (void)load_pixel_csv(dir / "n.csv", 1, 2, 2, raw()); }),
+                 "class 2 of 0..4 has no example among the rows read"));
 
   write_bytes(dir / "bad.csv", "0,1,2,3,4\n1,1,2,3\n");
   std::string msg = message_of<IoError>([&] { (void)load_pixel_csv(dir / "bad.csv", 1, 2, 2, raw()); });
@@ -166,8 +170,10 @@ TEST_CASE("pixel CSV with and without a header; malformed lines give the line nu
   msg = message_of<IoError>([&] { (void)load_pixel_csv(dir / "bad.csv", 1, 2, 2, raw()); });
   CHECK(contains(msg, "line 2"));
   CHECK(contains(msg, "expected an integer in [0, 1048575], got '2000000000'"));
+  // The largest label passes the range check; alone it leaves classes without examples.
   write_bytes(dir / "n.csv", "1048575,1,1,1,1\n");
-  CHECK(load_pixel_csv(dir / "n.csv", 1, 2, 2, raw()).num_classes == 1 << 20);
+  CHECK(contains(message_of<IoError>([&] { (void)load_pixel_csv(dir / "n.csv", 1, 2, 2, raw()); }),
+                 "class 0 of 0..1048575 has no example"));
 }
 
 TEST_CASE("scikit-learn digits through zlib") {

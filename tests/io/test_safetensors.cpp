@@ -126,6 +126,24 @@ TEST_CASE("loading errors name the file, the tensor and the shapes") {
   CHECK(contains(msg, path));
 }
 
+TEST_CASE("load_finite refuses a model weight holding NaN or Inf, naming the tensor and the entry") {
+  TempDir dir;
+  HostMatrix weight(2, 3, {0.5f, 1.0f, -2.0f, 3.0f, 4.0f, 5.0f});
+  weight(1, 1) = std::numeric_limits<float>::quiet_NaN();
+  SafetensorsWriter writer;
+  writer.add("layer.weight", weight);
+  writer.add("layer.bias", HostMatrix(1, 3, {1.0f, 2.0f, std::numeric_limits<float>::infinity()}));
+  writer.add("ok", HostMatrix(1, 2, {1.0f, 2.0f}));
+  writer.write(dir / "model.safetensors");
+  const auto file = SafetensorsFile::open(dir / "model.safetensors");
+  CHECK(file.load("layer.weight", 2, 3).rows() == 2);  // a file may hold NaN; a model weight may not
+  std::string msg = message_of<NumericError>([&] { (void)file.load_finite("layer.weight", 2, 3); });
+  CHECK(contains(msg, (dir / "model.safetensors").string()));
+  CHECK(contains(msg, "tensor 'layer.weight': entry 4 (row 1) is nan"));
+  CHECK(contains(message_of<NumericError>([&] { (void)file.load_finite("layer.bias", 1, 3); }), "entry 2 (row 0) is inf"));
+  CHECK(file.load_finite("ok", 1, 2)(0, 1) == 2.0f);
+}
+
 TEST_CASE("a missing name that differs by a module prefix gets a hint") {
   TempDir dir;
   SafetensorsWriter writer;

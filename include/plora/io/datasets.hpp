@@ -297,7 +297,9 @@ inline constexpr std::int32_t kMaxPixelCsvLabel = (1 << 20) - 1;
 
 /// A CSV of `label, pixel...` rows (pixels 0..255, channels first: c, y, x),
 /// with an optional header line (detected: its first field is not a number).
-/// num_classes = the largest label + 1; labels above kMaxPixelCsvLabel are refused.
+/// num_classes = the largest label + 1, and every class below it must have an
+/// example among the rows read (a gap is a stray label, not a class); labels
+/// above kMaxPixelCsvLabel are refused.
 inline ImageDataset load_pixel_csv(const std::filesystem::path& path, Index channels, Index height, Index width,
                                    const PreprocessorConfig& config = {}, Index max_examples = 0) {
   check<ValueError>(channels > 0 && height > 0 && width > 0, "load_pixel_csv('", path.string(), "'): invalid shape ",
@@ -306,6 +308,7 @@ inline ImageDataset load_pixel_csv(const std::filesystem::path& path, Index chan
   const std::string source = path.string();
   detail::DatasetBuilder builder(config);
   std::int32_t max_label = -1;
+  std::vector<Index> per_class;
   Index rows = 0;
   bool first = true;
   detail::for_each_line(text, [&](Index line, std::string_view content) {
@@ -324,8 +327,15 @@ inline ImageDataset load_pixel_csv(const std::filesystem::path& path, Index chan
       image.values[i - 1] = static_cast<std::uint8_t>(detail::parse_integral(fields[i], 0, 255, source, line, i));
     builder.add(image, label, source + " line " + std::to_string(line));
     max_label = std::max(max_label, label);
+    if (per_class.size() <= static_cast<std::size_t>(label)) per_class.resize(static_cast<std::size_t>(label) + 1, 0);
+    ++per_class[static_cast<std::size_t>(label)];
     ++rows;
   });
+  const auto empty = std::find(per_class.begin(), per_class.end(), Index{0});
+  if (empty != per_class.end())
+    throw IoError(plora::detail::concat("'", source, "': class ", empty - per_class.begin(), " of 0..", max_label,
+                         " has no example among the rows read, though label ", max_label,
+                         " makes it a class (a stray label?)"));
   return std::move(builder).finish(detail::numbered_names(max_label + 1), source);
 }
 

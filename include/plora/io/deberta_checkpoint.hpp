@@ -34,7 +34,7 @@ DebertaV2<B, A> load_deberta_v2(const std::filesystem::path& path, const Deberta
   const OptionalWeightSource source = [&](const std::string& key, Index rows, Index cols) -> std::optional<HostMatrix> {
     const std::string stored = bare && key.starts_with(prefix) ? key.substr(prefix.size()) : key;
     if (!weights.contains(stored)) return std::nullopt;
-    return weights.load(stored, rows, cols);
+    return weights.load_finite(stored, rows, cols);
   };
   try {
     return DebertaV2<B, A>(config, source, seed);
@@ -46,7 +46,12 @@ DebertaV2<B, A> load_deberta_v2(const std::filesystem::path& path, const Deberta
 /// A checkpoint directory with config.json and model.safetensors.
 template <Backend B, Adapter A>
 DebertaV2<B, A> load_deberta_v2(const std::filesystem::path& directory, std::uint64_t seed = 0) {
-  return load_deberta_v2<B, A>(directory, io::load_deberta_v2_config(directory / "config.json"), seed);
+  const DebertaV2Config config = io::load_deberta_v2_config(directory / "config.json");
+  try {
+    return load_deberta_v2<B, A>(directory, config, seed);
+  } catch (const ValueError& e) {  // a config the model cannot be built from: name the checkpoint it came with
+    throw ValueError(detail::concat("DeBERTa checkpoint '", directory.string(), "': ", e.what()));
+  }
 }
 
 }  // namespace plora

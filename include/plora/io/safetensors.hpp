@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -138,6 +139,20 @@ class SafetensorsFile {
     }
     throw ShapeError(plora::detail::concat(where(name), "expected shape ", rows, " x ", cols, ", found ",
                                            detail::shape_string(shape), " (maybe the wrong base model?)"));
+  }
+
+  /// load(name, rows, cols) of a model weight, which must be finite: a NaN or
+  /// Inf (a diverged or corrupted checkpoint) throws NumericError naming the
+  /// file, the tensor and the first such entry.
+  [[nodiscard]] HostMatrix load_finite(std::string_view name, Index rows, Index cols) const {
+    HostMatrix out = load(name, rows, cols);
+    const auto& values = out.values();
+    const auto bad = std::find_if(values.begin(), values.end(), [](float v) { return !std::isfinite(v); });
+    if (bad != values.end())
+      throw NumericError(plora::detail::concat(where(name), "entry ", bad - values.begin(), " (row ",
+                                               (bad - values.begin()) / cols, ") is ", *bad,
+                                               "; a model weight must be finite"));
+    return out;
   }
 
   /// An integer or boolean tensor (I64, I32, I16, I8, U32, U16, U8, BOOL),

@@ -39,8 +39,9 @@ inline bool vit_head_matches(const io::SafetensorsFile& weights, Index num_label
 
 /// The WeightSource of a ViT safetensors file: Hub keys mapped to the file's
 /// prefix convention; classifier.* drawn anew unless vit_head_matches(). A
-/// missing backbone key or a shape that disagrees with the requested one throws
-/// (IoError / ShapeError naming the file and the tensor).
+/// missing backbone key, a shape that disagrees with the requested one or a
+/// NaN / Inf entry throws (IoError / ShapeError / NumericError naming the file
+/// and the tensor).
 inline WeightSource vit_weight_source(const io::SafetensorsFile& weights, Index num_labels, std::uint64_t seed = 0) {
   const std::string prefix = "vit.";
   const bool bare = !weights.contains(prefix + "embeddings.cls_token") && weights.contains("embeddings.cls_token");
@@ -54,7 +55,7 @@ inline WeightSource vit_weight_source(const io::SafetensorsFile& weights, Index 
       }
       return fresh;
     }
-    return weights.load(bare && key.starts_with(prefix) ? key.substr(prefix.size()) : key, rows, cols);
+    return weights.load_finite(bare && key.starts_with(prefix) ? key.substr(prefix.size()) : key, rows, cols);
   };
 }
 
@@ -87,7 +88,12 @@ inline ViTConfig load_vit_checkpoint_config(const std::filesystem::path& directo
 template <Backend B, Adapter A>
 Vit<B, A> load_vit_checkpoint(const std::filesystem::path& directory, std::optional<Index> num_labels = std::nullopt,
                               std::uint64_t seed = 0) {
-  return load_vit<B, A>(directory, load_vit_checkpoint_config(directory, num_labels), seed);
+  const ViTConfig config = load_vit_checkpoint_config(directory, num_labels);
+  try {
+    return load_vit<B, A>(directory, config, seed);
+  } catch (const ValueError& e) {  // a config the model cannot be built from: name the checkpoint it came with
+    throw ValueError(plora::detail::concat("ViT checkpoint '", directory.string(), "': ", e.what()));
+  }
 }
 
 }  // namespace plora
