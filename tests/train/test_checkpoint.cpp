@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -39,7 +40,8 @@ struct Run {
   TrainerType trainer;
 
   explicit Run(Index max_steps, std::uint64_t seed = 3)
-      : trainer(model, adamw, {.epochs = 10, .max_steps = max_steps, .grad_clip = 0.5, .seed = seed},
+      : trainer(model, adamw,
+                {.epochs = 10, .max_steps = max_steps, .grad_clip = 0.5, .log_every = 4, .seed = seed},
                 CosineWarmupDecay(3, kTotal)) {
     trainer.track_stream("toy.proj.dropout", model.adapter().dropout_stream());
   }
@@ -74,8 +76,9 @@ void check_same_state(Run& a, Run& b) {
 TEST_CASE("N steps equal k steps + checkpoint + fresh objects + N - k steps, bit for bit") {
   const auto dir = scratch_dir("resume");
   Run straight(kTotal);
-  straight.trainer.fit(source());
+  const std::vector<LogEntry> straight_log = straight.trainer.fit(source()).log;
   REQUIRE(straight.trainer.state().step == kTotal);
+  REQUIRE(straight_log.size() == 3);  // steps 4, 8, 12
 
   // k = 6 (mid-epoch, saved by the Checkpointing callback while the run goes
   // on to step 7) and k = 8 (an epoch boundary, saved after fit returns).
@@ -92,8 +95,16 @@ TEST_CASE("N steps equal k steps + checkpoint + fresh objects + N - k steps, bit
     load_checkpoint(path, resumed.trainer);
     CHECK(resumed.trainer.state().step == k);
     CHECK(resumed.adamw.step_count() == k);
-    resumed.trainer.fit(source());
+    const std::vector<LogEntry> resumed_log = resumed.trainer.fit(source()).log;
     check_same_state(straight, resumed);
+    // The log entries after k average the same steps' losses (the window at k
+    // came with the checkpoint), to the last bit.
+    const auto after_k = std::find_if(straight_log.begin(), straight_log.end(), [&](const LogEntry& e) { return e.step > k; });
+    REQUIRE(resumed_log.size() == static_cast<std::size_t>(straight_log.end() - after_k));  // 8, 12 or 12
+    for (std::size_t i = 0; i < resumed_log.size(); ++i) {
+      CHECK(resumed_log[i].step == after_k[static_cast<std::ptrdiff_t>(i)].step);
+      CHECK(resumed_log[i].loss == after_k[static_cast<std::ptrdiff_t>(i)].loss);
+    }
   }
 
   // The dropout stream matters: a resume that forgets its offset diverges.

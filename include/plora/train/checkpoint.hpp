@@ -6,8 +6,8 @@
 //   tensors   "param/<name>"      parameter values
 //             "optimizer/<key>"   optimizer buffers ("<param>.exp_avg", ...)
 //   metadata  "plora.checkpoint"  JSON {format, version, seed, epoch,
-//                                 batch_in_epoch, step, optimizer,
-//                                 optimizer_step,
+//                                 batch_in_epoch, step, window_loss,
+//                                 window_steps, optimizer, optimizer_step,
 //                                 streams: {name: {seed, stream, offset}}}
 //
 // Files are written to a temporary and renamed over the target, so a crash
@@ -43,7 +43,7 @@ namespace detail {
 inline constexpr std::string_view kCheckpointKey = "plora.checkpoint";
 inline constexpr std::string_view kParamPrefix = "param/";
 inline constexpr std::string_view kOptimizerPrefix = "optimizer/";
-inline constexpr int kCheckpointVersion = 2;  // 2: names the optimizer
+inline constexpr int kCheckpointVersion = 2;  // 2: names the optimizer, keeps the loss window
 }  // namespace detail
 
 inline void write_checkpoint(const std::filesystem::path& path, const Checkpoint& checkpoint) {
@@ -57,6 +57,8 @@ inline void write_checkpoint(const std::filesystem::path& path, const Checkpoint
                          {"epoch", checkpoint.trainer.epoch},
                          {"batch_in_epoch", checkpoint.trainer.batch_in_epoch},
                          {"step", checkpoint.trainer.step},
+                         {"window_loss", checkpoint.trainer.window_loss},
+                         {"window_steps", checkpoint.trainer.window_steps},
                          {"optimizer", checkpoint.optimizer.optimizer},
                          {"optimizer_step", checkpoint.optimizer.step},
                          {"streams", nlohmann::json::object()}};
@@ -89,7 +91,9 @@ inline Checkpoint read_checkpoint(const std::filesystem::path& path) {
     checkpoint.trainer = {.seed = count(meta, "seed", std::uint64_t{}),
                           .epoch = count(meta, "epoch", Index{}),
                           .batch_in_epoch = count(meta, "batch_in_epoch", Index{}),
-                          .step = count(meta, "step", Index{})};
+                          .step = count(meta, "step", Index{}),
+                          .window_loss = meta.at("window_loss").get<double>(),
+                          .window_steps = count(meta, "window_steps", Index{})};
     checkpoint.optimizer.optimizer = meta.at("optimizer").get<std::string>();
     checkpoint.optimizer.step = count(meta, "optimizer_step", Index{});
     for (const auto& [name, s] : meta.at("streams").items())

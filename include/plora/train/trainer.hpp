@@ -11,6 +11,7 @@
 // with the parameters, the optimizer state and the tracked random streams
 // (checkpoint.hpp) continues a run exactly.
 #include <algorithm>
+#include <cmath>
 #include <concepts>
 #include <cstdint>
 #include <optional>
@@ -40,12 +41,16 @@ struct TrainerConfig {
   bool check_finite = true;           ///< throw NumericError on a NaN / Inf loss or gradient
 };
 
-/// Where a run is: the next batch is (epoch, batch_in_epoch); `step` optimizer steps are done.
+/// Where a run is: the next batch is (epoch, batch_in_epoch); `step` optimizer
+/// steps are done; the losses of the steps since the last log entry sum to
+/// `window_loss` over `window_steps` (so a resumed run logs the same means).
 struct TrainerState {
   std::uint64_t seed = 0;
   Index epoch = 0;
   Index batch_in_epoch = 0;
   Index step = 0;
+  double window_loss = 0.0;
+  Index window_steps = 0;
 };
 
 /// Mean training loss over the `log_every` steps ending at `step`.
@@ -117,8 +122,6 @@ class Trainer {
     ctx.total_steps = planned_steps(config_, per_epoch);
     ctx.step = state_.step;
     auto params = model_->parameters();
-    double window_loss = 0.0;
-    Index window_steps = 0;
 
     const auto notify = [&]<Hook H>() {
       bool stop = false;
@@ -164,12 +167,13 @@ class Trainer {
         ++ctx.steps_this_run;
         ctx.examples_seen += ctx.batch_examples;
         result.last_loss = ctx.loss;
-        window_loss += ctx.loss;
-        ++window_steps;
+        state_.window_loss += ctx.loss;
+        ++state_.window_steps;
         if (config_.log_every > 0 && state_.step % config_.log_every == 0) {
-          result.log.push_back({state_.step, state_.epoch, window_loss / static_cast<double>(window_steps), ctx.lr});
-          window_loss = 0.0;
-          window_steps = 0;
+          result.log.push_back(
+              {state_.step, state_.epoch, state_.window_loss / static_cast<double>(state_.window_steps), ctx.lr});
+          state_.window_loss = 0.0;
+          state_.window_steps = 0;
         }
         if ((stop = notify.template operator()<Hook::StepEnd>())) break;
       }
@@ -195,8 +199,10 @@ class Trainer {
   void check_restorable(const TrainerState& state) const {
     check<ValueError>(state.seed == config_.seed, "Trainer: cannot resume a run of seed ", state.seed, " under seed ",
                       config_.seed);
-    check<ValueError>(state.epoch >= 0 && state.batch_in_epoch >= 0 && state.step >= 0,
+    check<ValueError>(state.epoch >= 0 && state.batch_in_epoch >= 0 && state.step >= 0 && state.window_steps >= 0,
                       "Trainer: negative position in the trainer state");
+    check<ValueError>(std::isfinite(state.window_loss), "Trainer: the logged loss window sums to ",
+                      state.window_loss);
   }
 
   /// Registers a random stream whose offset is saved and restored with the
