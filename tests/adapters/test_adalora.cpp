@@ -324,6 +324,66 @@ TEST_CASE("RankAllocator EMAs, skipped mask steps and the frozen final pattern")
   }
 }
 
+static_assert(CheckpointState<RankAllocator<cpu>>);
+
+TEST_CASE("RankAllocator state exported mid-run continues exactly in a fresh allocator") {
+  // Two adapters (init_r 3 -> target_r 1, F = 8, masks every 2nd step); the
+  // gradients change every step so that the EMAs, masks and frozen pattern
+  // depend on the whole history.
+  AdaLoraConfig c = config(3);
+  c.target_r = 1;
+  c.total_step = 12;
+  c.tfinal = 4;
+  c.deltaT = 2;
+  const auto run = [&](AdaLora<cpu>& first, AdaLora<cpu>& second, RankAllocator<cpu>& allocator, Index from,
+                       Index to) {
+    for (Index step = from; step < to; ++step) {
+      for (AdaLora<cpu>* ada : {&first, &second}) {
+        randomize_parameters(*ada, 100 + std::uint64_t(step));  // values and grads of this step
+        for (auto& p : ada->parameters())
+          cpu::copy(p.grad, random_matrix(p.grad.rows, p.grad.cols, 200 + std::uint64_t(step), -1.0f, 1.0f, 3).view());
+      }
+      allocator.update_and_mask(step);
+    }
+  };
+  AdaLora<cpu> a1(kOut, kIn, c, RandomStream(1, 2)), b1(4, 5, c, RandomStream(1, 3));
+  RankAllocator<cpu> straight({&a1, &b1}, c);
+  run(a1, b1, straight, 1, 12);
+
+  for (const Index k : {Index{5}, Index{9}}) {  // before F, and past it with the pattern frozen
+    CAPTURE(k);
+    AdaLora<cpu> a2(kOut, kIn, c, RandomStream(1, 2)), b2(4, 5, c, RandomStream(1, 3));
+    RankAllocator<cpu> before({&a2, &b2}, c);
+    run(a2, b2, before, 1, k);
+    const StateTensors saved = before.export_state();
+    AdaLora<cpu> a3(kOut, kIn, c, RandomStream(1, 2)), b3(4, 5, c, RandomStream(1, 3));
+    RankAllocator<cpu> resumed({&a3, &b3}, c);
+    resumed.import_state(saved);
+    run(a3, b3, resumed, k, 12);
+    CHECK(resumed.rank_pattern() == straight.rank_pattern());
+    CHECK(HostMatrix(a3.lora_E()).values() == HostMatrix(a1.lora_E()).values());
+    CHECK(HostMatrix(b3.lora_E()).values() == HostMatrix(b1.lora_E()).values());
+    for (const char factor : {'A', 'E', 'B'})
+      CHECK(resumed.sensitivity(1, factor).values() == straight.sensitivity(1, factor).values());
+  }
+  // Without the state the resumed allocator past F has nothing to freeze from.
+  AdaLora<cpu> a4(kOut, kIn, c, RandomStream(1, 2)), b4(4, 5, c, RandomStream(1, 3));
+  RankAllocator<cpu> blank({&a4, &b4}, c);
+  CHECK_THROWS_AS(run(a4, b4, blank, 9, 12), ValueError);
+
+  // Bad states are refused before anything changes.
+  StateTensors missing = straight.export_state();
+  missing.erase("1.B.unc");
+  CHECK_THROWS_WITH_AS(straight.check_state(missing), doctest::Contains("14 tensors, expected 15"), ValueError);
+  StateTensors flag = straight.export_state();
+  flag.at("phase")(0, 0) = 0.5f;
+  CHECK_THROWS_WITH_AS(straight.import_state(flag), doctest::Contains("'phase' holds 0.5, expected 0 or 1"), ValueError);
+  CHECK(straight.frozen());
+  StateTensors negative = straight.export_state();
+  negative.at("0.A.ibar")(0, 0) = -1.0f;
+  CHECK_THROWS_WITH_AS(straight.check_state(negative), doctest::Contains("expected a finite value >= 0"), ValueError);
+}
+
 TEST_CASE("RankAllocator on Partial<AdaLora>: triplet means over kept entries only") {
   // out 3, in 3, kept rows {0, 2}, kept cols {1}: compact A is 2 x 1, B is 2 x 2.
   AdaLoraConfig c = config(2);

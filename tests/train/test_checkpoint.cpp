@@ -119,6 +119,52 @@ TEST_CASE("N steps equal k steps + checkpoint + fresh objects + N - k steps, bit
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("tracked states travel with the checkpoint and are checked with it") {
+  // A state the run depends on besides the model and the optimizer: here the
+  // count of steps seen, kept by a callback (AdaLoRA's rank allocator is the real one).
+  struct StepCounter {
+    float steps = 0.0f;
+    void on_step_end(TrainContext&, float, Index) { steps += 1.0f; }
+    [[nodiscard]] StateTensors export_state() const { return {{"steps", HostMatrix(1, 1, {steps})}}; }
+    void check_state(const StateTensors& t) const {
+      check<ValueError>(t.size() == 1 && t.contains("steps"), "StepCounter: expected one tensor 'steps'");
+    }
+    void import_state(const StateTensors& t) {
+      check_state(t);
+      steps = t.at("steps")(0, 0);
+    }
+  };
+  static_assert(CheckpointState<StepCounter>);
+  const auto dir = scratch_dir("states");
+  const auto path = dir / "ckpt.safetensors";
+  Run first(5);
+  StepCounter counted;
+  first.trainer.track_state("counter", counted);
+  first.trainer.fit(source(), counted);
+  save_checkpoint(path, first.trainer);
+  CHECK(io::SafetensorsFile::open(path).contains("state/counter/steps"));
+
+  Run resumed(kTotal);
+  StepCounter recounted;
+  resumed.trainer.track_state("counter", recounted);
+  load_checkpoint(path, resumed.trainer);
+  CHECK(recounted.steps == 5.0f);
+  resumed.trainer.fit(source(), recounted);
+  CHECK(recounted.steps == float(kTotal));
+
+  // A run that does not track it, or tracks another, is refused unchanged.
+  Run untracked(kTotal);
+  CHECK_THROWS_WITH_AS(load_checkpoint(path, untracked.trainer),
+                       doctest::Contains("holds the state of 1 objects but the run tracks 0"), ValueError);
+  CHECK(untracked.trainer.state().step == 0);
+  Run other(kTotal);
+  StepCounter elsewhere;
+  other.trainer.track_state("other", elsewhere);
+  CHECK_THROWS_WITH_AS(load_checkpoint(path, other.trainer), doctest::Contains("no state of 'other'"), ValueError);
+  CHECK_THROWS_AS(other.trainer.track_state("a/b", elsewhere), ValueError);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("checkpoint contents: parameter and optimizer tensors, position metadata") {
   const auto dir = scratch_dir("contents");
   const auto path = dir / "ckpt.safetensors";

@@ -26,10 +26,13 @@
 // A and B scores are over the kept entries only.
 #include <algorithm>
 #include <cmath>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "plora/adapters/adalora.hpp"
 #include "plora/core/host_matrix.hpp"
+#include "plora/train/concepts.hpp"
 
 namespace plora {
 
@@ -121,6 +124,55 @@ class RankAllocator {
   /// Uncertainty U of adapter i's lora_A / lora_E / lora_B.
   [[nodiscard]] const HostMatrix& uncertainty(std::size_t i, char factor) const { return state(i, factor).unc; }
 
+  // What a checkpoint needs to continue exactly (the CheckpointState concept,
+  // Trainer::track_state): every factor's Ibar and U ("<i>.<A|E|B>.ibar",
+  // ".unc"), each rank pattern ("<i>.rank_pattern", 1 x r of 0 / 1) and the
+  // phase ("phase": frozen, has statistics, as 0 / 1).
+  [[nodiscard]] StateTensors export_state() const {
+    StateTensors out;
+    for (std::size_t i = 0; i < tracked_.size(); ++i) {
+      for (const char factor : {'A', 'E', 'B'}) {
+        out.emplace(state_key(i, factor, "ibar"), state(i, factor).ibar);
+        out.emplace(state_key(i, factor, "unc"), state(i, factor).unc);
+      }
+      HostMatrix pattern(1, static_cast<Index>(rank_pattern_[i].size()));
+      for (std::size_t r = 0; r < rank_pattern_[i].size(); ++r) pattern(0, Index(r)) = rank_pattern_[i][r] ? 1.0f : 0.0f;
+      out.emplace(std::to_string(i) + ".rank_pattern", std::move(pattern));
+    }
+    out.emplace("phase", HostMatrix(1, 2, {frozen_ ? 1.0f : 0.0f, has_statistics_ ? 1.0f : 0.0f}));
+    return out;
+  }
+  /// Throws ValueError / ShapeError unless `tensors` is a state of these adapters.
+  void check_state(const StateTensors& tensors) const {
+    const StateTensors like = export_state();
+    check<ValueError>(tensors.size() == like.size(), "RankAllocator state: ", tensors.size(), " tensors, expected ",
+                      like.size(), " for ", tracked_.size(), " adapters");
+    for (const auto& [key, expected] : like) {
+      const auto it = tensors.find(key);
+      check<ValueError>(it != tensors.end(), "RankAllocator state: no tensor '", key, "'");
+      require_shape(it->second.view(), expected.rows(), expected.cols(), "RankAllocator state '" + key + "'");
+      const bool flags = key == "phase" || key.ends_with(".rank_pattern");
+      for (const float v : it->second.values())
+        check<ValueError>(flags ? (v == 0.0f || v == 1.0f) : (std::isfinite(v) && v >= 0.0f), "RankAllocator state '",
+                          key, "' holds ", v, flags ? ", expected 0 or 1" : ", expected a finite value >= 0");
+    }
+  }
+  /// Replaces the statistics, patterns and phase by `tensors` (checked first).
+  void import_state(const StateTensors& tensors) {
+    check_state(tensors);
+    for (std::size_t i = 0; i < tracked_.size(); ++i) {
+      Tracked& t = tracked_[i];
+      for (const auto& [factor, f] : {std::pair{'A', &t.a}, std::pair{'E', &t.e}, std::pair{'B', &t.b}}) {
+        f->ibar = tensors.at(state_key(i, factor, "ibar"));
+        f->unc = tensors.at(state_key(i, factor, "unc"));
+      }
+      const HostMatrix& pattern = tensors.at(std::to_string(i) + ".rank_pattern");
+      for (std::size_t r = 0; r < rank_pattern_[i].size(); ++r) rank_pattern_[i][r] = pattern(0, Index(r)) == 1.0f;
+    }
+    frozen_ = tensors.at("phase")(0, 0) == 1.0f;
+    has_statistics_ = tensors.at("phase")(0, 1) == 1.0f;
+  }
+
  private:
   /// Host mirror and statistics of one factor.
   struct FactorState {
@@ -153,6 +205,9 @@ class RankAllocator {
   };
 
   [[nodiscard]] Index final_step() const { return config_.total_step - config_.tfinal; }
+  static std::string state_key(std::size_t i, char factor, const char* statistic) {
+    return std::to_string(i) + "." + factor + "." + statistic;
+  }
 
   const FactorState& state(std::size_t i, char factor) const {
     check<ValueError>(i < tracked_.size(), "RankAllocator: adapter index ", i, " is outside [0, ", tracked_.size(),

@@ -5,6 +5,7 @@
 //
 //   tensors   "param/<name>"      parameter values
 //             "optimizer/<key>"   optimizer buffers ("<param>.exp_avg", ...)
+//             "state/<name>/<key>" tensors of tracked states (Trainer::track_state)
 //   metadata  "plora.checkpoint"  JSON {format, version, seed, epoch,
 //                                 batch_in_epoch, step, window_loss,
 //                                 window_steps, optimizer, optimizer_step,
@@ -13,8 +14,8 @@
 // Files are written to a temporary and renamed over the target, so a crash
 // mid-write leaves the previous checkpoint intact. Needs plora::io.
 #include <cstdint>
-#include <limits>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -37,12 +38,14 @@ struct Checkpoint {
   OptimizerState optimizer;
   TrainerState trainer;
   std::map<std::string, RandomStream> streams;
+  std::map<std::string, StateTensors> states;
 };
 
 namespace detail {
 inline constexpr std::string_view kCheckpointKey = "plora.checkpoint";
 inline constexpr std::string_view kParamPrefix = "param/";
 inline constexpr std::string_view kOptimizerPrefix = "optimizer/";
+inline constexpr std::string_view kStatePrefix = "state/";
 inline constexpr int kCheckpointVersion = 2;  // 2: names the optimizer, keeps the loss window
 }  // namespace detail
 
@@ -51,6 +54,8 @@ inline void write_checkpoint(const std::filesystem::path& path, const Checkpoint
   for (const auto& [name, value] : checkpoint.parameters) writer.add(std::string(detail::kParamPrefix) + name, value);
   for (const auto& [key, value] : checkpoint.optimizer.tensors)
     writer.add(std::string(detail::kOptimizerPrefix) + key, value);
+  for (const auto& [name, tensors] : checkpoint.states)
+    for (const auto& [key, value] : tensors) writer.add(std::string(detail::kStatePrefix) + name + "/" + key, value);
   nlohmann::json meta = {{"format", "plora-checkpoint"},
                          {"version", detail::kCheckpointVersion},
                          {"seed", checkpoint.trainer.seed},
@@ -107,6 +112,10 @@ inline Checkpoint read_checkpoint(const std::filesystem::path& path) {
       checkpoint.parameters.emplace(name.substr(detail::kParamPrefix.size()), file.load(name));
     } else if (name.starts_with(detail::kOptimizerPrefix)) {
       checkpoint.optimizer.tensors.emplace(name.substr(detail::kOptimizerPrefix.size()), file.load(name));
+    } else if (const std::size_t slash = name.find('/', detail::kStatePrefix.size());
+               name.starts_with(detail::kStatePrefix) && slash != std::string::npos) {
+      const std::string state = name.substr(detail::kStatePrefix.size(), slash - detail::kStatePrefix.size());
+      checkpoint.states[state].emplace(name.substr(slash + 1), file.load(name));
     } else {
       throw IoError(plora::detail::concat(where, ": unexpected tensor '", name, "'"));
     }
@@ -126,13 +135,14 @@ Checkpoint make_checkpoint(const T& trainer) {
   checkpoint.optimizer = trainer.optimizer().export_state();
   checkpoint.trainer = trainer.state();
   for (const auto& [name, stream] : trainer.tracked_streams()) checkpoint.streams.emplace(name, *stream);
+  for (const auto& [name, state] : trainer.tracked_states()) checkpoint.states.emplace(name, state.export_state());
   return checkpoint;
 }
 
-/// Loads `checkpoint` into the trainer's model, optimizer, position and
-/// tracked streams. Everything is checked before anything is changed: every
-/// model parameter, optimizer buffer and tracked stream must be present and
-/// match, and the checkpoint must hold nothing the run lacks.
+/// Loads `checkpoint` into the trainer's model, optimizer, position, tracked
+/// streams and states. Everything is checked before anything is changed: every
+/// model parameter, optimizer buffer, tracked stream and state must be present
+/// and match, and the checkpoint must hold nothing the run lacks.
 template <class T>
 void apply_checkpoint(T& trainer, const Checkpoint& checkpoint) {
   using B = typename T::BackendType;
@@ -155,12 +165,20 @@ void apply_checkpoint(T& trainer, const Checkpoint& checkpoint) {
   check<ValueError>(checkpoint.streams.size() == trainer.tracked_streams().size(), "checkpoint: holds ",
                     checkpoint.streams.size(), " random streams but the run tracks ", trainer.tracked_streams().size(),
                     " (a stream left untracked would not resume where it stopped)");
+  for (const auto& [name, state] : trainer.tracked_states()) {
+    const auto it = checkpoint.states.find(name);
+    check<ValueError>(it != checkpoint.states.end(), "checkpoint: no state of '", name, "'");
+    state.check_state(it->second);
+  }
+  check<ValueError>(checkpoint.states.size() == trainer.tracked_states().size(), "checkpoint: holds the state of ",
+                    checkpoint.states.size(), " objects but the run tracks ", trainer.tracked_states().size());
   trainer.check_restorable(checkpoint.trainer);
 
   // The optimizer checks its buffers against the parameters before it changes.
   trainer.optimizer().import_state(checkpoint.optimizer, params);
   for (auto& param : params) B::upload(param.value, checkpoint.parameters.at(param.name).view());
   for (const auto& [name, stream] : trainer.tracked_streams()) stream->set_offset(checkpoint.streams.at(name).offset());
+  for (const auto& [name, state] : trainer.tracked_states()) state.import_state(checkpoint.states.at(name));
   trainer.restore(checkpoint.trainer);
 }
 

@@ -14,6 +14,8 @@
 #include <cmath>
 #include <concepts>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -214,6 +216,23 @@ class Trainer {
   }
   [[nodiscard]] const std::vector<std::pair<std::string, RandomStream*>>& tracked_streams() const { return streams_; }
 
+  /// An object whose state checkpoints save and restore with the run's (e.g.
+  /// AdaLoRA's RankAllocator). It must outlive the trainer; `name` holds no '/'.
+  struct TrackedState {
+    std::function<StateTensors()> export_state;
+    std::function<void(const StateTensors&)> check_state, import_state;
+  };
+  template <CheckpointState State>
+  void track_state(std::string name, State& object) {
+    check<ValueError>(!name.empty() && name.find('/') == std::string::npos, "Trainer: state name '", name,
+                      "' must be non-empty and hold no '/'");
+    check<ValueError>(!states_.contains(name), "Trainer: a state named '", name, "' is already tracked");
+    states_.emplace(std::move(name), TrackedState{[&object] { return object.export_state(); },
+                                                  [&object](const StateTensors& t) { object.check_state(t); },
+                                                  [&object](const StateTensors& t) { object.import_state(t); }});
+  }
+  [[nodiscard]] const std::map<std::string, TrackedState>& tracked_states() const { return states_; }
+
   [[nodiscard]] M& model() const { return *model_; }
   [[nodiscard]] O& optimizer() const { return *optimizer_; }
   [[nodiscard]] const TrainerConfig& config() const { return config_; }
@@ -234,6 +253,7 @@ class Trainer {
   S schedule_;
   TrainerState state_;
   std::vector<std::pair<std::string, RandomStream*>> streams_;
+  std::map<std::string, TrackedState> states_;
 };
 
 }  // namespace plora
