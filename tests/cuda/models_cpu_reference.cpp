@@ -2,7 +2,6 @@
 // zlib) and every scenario instantiated on plora::cpu.
 #include "models_cpu_reference.hpp"
 
-#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -11,6 +10,7 @@
 #include "plora/io/hf_config.hpp"
 #include "plora/io/safetensors.hpp"
 #include "plora/io/vit_checkpoint.hpp"
+#include "plora/train/metrics.hpp"
 
 namespace plora::test::models::reference {
 namespace {
@@ -20,15 +20,6 @@ const std::filesystem::path kData = PLORA_CUDA_MODELS_DATA_DIR;
 std::vector<std::int32_t> ints(const io::SafetensorsFile& file, const std::string& name) {
   const auto values = file.load_ints(name);
   return {values.begin(), values.end()};
-}
-
-std::vector<std::int32_t> argmax_rows(ConstHostView logits) {
-  std::vector<std::int32_t> out;
-  for (Index r = 0; r < logits.rows; ++r) {
-    const float* row = logits.data + r * logits.ld;
-    out.push_back(static_cast<std::int32_t>(std::max_element(row, row + logits.cols) - row));
-  }
-  return out;
 }
 
 }  // namespace
@@ -55,7 +46,7 @@ VitFixture load_vit_fixture() {
   fx.logits = reference.load("logits", n, c.num_labels);
 
   fx.shots.pixels = random_matrix(16, pixels, 2024);
-  fx.shots.labels = argmax_rows(to_host<cpu>(model.forward(fx.shots)).view());
+  fx.shots.labels = metrics::argmax_rows(to_host<cpu>(model.forward(fx.shots)).view());
   return fx;
 }
 
