@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -222,6 +223,19 @@ inline void validate(const RunOptions& o) {
   check<ValueError>(o.target_rank <= o.rank, "--target-rank ", o.target_rank, " exceeds --rank ", o.rank);
   check<ValueError>(o.ratios_file.empty() || std::filesystem::is_regular_file(o.ratios_file), "--ratios: '",
                     o.ratios_file.string(), "' is not a file");
+}
+
+/// Creates the output directory and checks that files can be written there
+/// now, rather than when a long run ends.
+inline void prepare_output(const std::filesystem::path& dir) {
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  check<IoError>(!error && std::filesystem::is_directory(dir), "--output '", dir.string(),
+                 "' cannot be made a directory", error ? ": " + error.message() : std::string());
+  const std::filesystem::path probe = dir / ".plora-write-probe";
+  const bool writable = static_cast<bool>(std::ofstream(probe) << "probe");
+  std::filesystem::remove(probe, error);
+  check<IoError>(writable, "--output '", dir.string(), "': cannot write files there");
 }
 
 /// A runner's whole program around `run()`: parse the command line (CLI11's

@@ -132,6 +132,7 @@ nlohmann::ordered_json run_deberta(const RunOptions& o, const DebertaOptions& d,
                                    std::ostream& log) {
   validate(o);
   const std::optional<GlueTask> glue = validate(d);
+  prepare_output(o.output);
   set_backend_threads<B>(o.threads);
   nlohmann::ordered_json report;
   std::unique_ptr<DebertaTask<B>> task;

@@ -6,7 +6,8 @@
 #                 message on stderr that names the directory
 # bad-options     a NaN learning rate (CLI11's validation exit code 105, the
 #                 option named), and a --pretrained-dir holding someone's
-#                 model.safetensors: exit code 1, the file left as it was
+#                 model.safetensors: exit code 1, the file left as it was; a
+#                 file as --output: exit code 1 before any work, the path named
 foreach(var RUNNER OUT MODE)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "check_runner.cmake: -D${var}=... is required")
@@ -58,6 +59,11 @@ elseif(MODE STREQUAL "bad-options")
   string(FIND "${err}" "not overwriting" at)
   if(NOT code EQUAL 1 OR at EQUAL -1 OR NOT kept STREQUAL "the user's weights")
     message(FATAL_ERROR "--pretrained-dir on a checkpoint: exit code ${code}, file now '${kept}'\nstderr:\n${err}")
+  endif()
+  execute_process(COMMAND "${RUNNER}" --output "${user}/model.safetensors" --quiet RESULT_VARIABLE code ERROR_VARIABLE err)
+  string(FIND "${err}" "--output '${user}/model.safetensors' cannot be made a directory" at)
+  if(NOT code EQUAL 1 OR at EQUAL -1 OR EXISTS "${user}/model.safetensors/pretrained")
+    message(FATAL_ERROR "a file as --output: exit code ${code}\nstderr:\n${err}")
   endif()
 else()
   message(FATAL_ERROR "check_runner.cmake: unknown MODE '${MODE}'")

@@ -174,6 +174,7 @@ template <Backend B>
 nlohmann::ordered_json run_vit(const RunOptions& o, const VitOptions& v, Clock::time_point start, std::ostream& log) {
   validate(o);
   validate(v);
+  prepare_output(o.output);
   set_backend_threads<B>(o.threads);
   nlohmann::ordered_json report;
   std::unique_ptr<VitTask<B>> task;
