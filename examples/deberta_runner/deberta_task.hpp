@@ -123,11 +123,10 @@ class DebertaTask {
       if (key.starts_with("classifier.") || !weights_.contains(stored)) return std::nullopt;
       return weights_.load_finite(stored, rows, cols);
     };
-    try {
-      return DebertaV2<B, A>(config_, source, seed_);
-    } catch (const IoError& e) {
-      throw IoError(plora::detail::concat("'", weights_.path().string(), "': ", e.what()));
-    }
+    return in_context<ValueError>("checkpoint '" + checkpoint_.string() + "'", [&] {
+      return in_context<IoError>("'" + weights_.path().string() + "'",
+                                 [&] { return DebertaV2<B, A>(config_, source, seed_); });
+    });
   }
 
   [[nodiscard]] const Source& train() const { return train_; }

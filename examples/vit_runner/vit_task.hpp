@@ -47,9 +47,11 @@ class VitTask {
     const Index labels = keep_head_ ? config_.num_labels : 0;
     const WeightSource file = vit_weight_source(weights_, labels, seed_);
     base_parameters_ = 0;
-    return Vit<B, A>(config_, [&](const std::string& key, Index rows, Index cols) {
-      base_parameters_ += rows * cols;
-      return file(key, rows, cols);
+    return in_context<ValueError>("checkpoint '" + checkpoint_.string() + "'", [&] {
+      return Vit<B, A>(config_, [&](const std::string& key, Index rows, Index cols) {
+        base_parameters_ += rows * cols;
+        return file(key, rows, cols);
+      });
     });
   }
 

@@ -53,4 +53,15 @@ inline void check(bool condition, Parts&&... parts) {
   if (!condition) throw ErrorType(detail::concat(std::forward<Parts>(parts)...));
 }
 
+/// f(), with an `ErrorType` it throws rethrown as "`context`: <its message>":
+/// e.g. a config that cannot build a model, named by the checkpoint it came from.
+template <class ErrorType, class F>
+decltype(auto) in_context(const std::string& context, F&& f) {
+  try {
+    return std::forward<F>(f)();
+  } catch (const ErrorType& error) {
+    throw ErrorType(context + ": " + error.what());
+  }
+}
+
 }  // namespace plora

@@ -36,22 +36,15 @@ DebertaV2<B, A> load_deberta_v2(const std::filesystem::path& path, const Deberta
     if (!weights.contains(stored)) return std::nullopt;
     return weights.load_finite(stored, rows, cols);
   };
-  try {
-    return DebertaV2<B, A>(config, source, seed);
-  } catch (const IoError& e) {
-    throw IoError(detail::concat("'", file.string(), "': ", e.what()));
-  }
+  return in_context<IoError>("'" + file.string() + "'", [&] { return DebertaV2<B, A>(config, source, seed); });
 }
 
 /// A checkpoint directory with config.json and model.safetensors.
 template <Backend B, Adapter A>
 DebertaV2<B, A> load_deberta_v2(const std::filesystem::path& directory, std::uint64_t seed = 0) {
   const DebertaV2Config config = io::load_deberta_v2_config(directory / "config.json");
-  try {
-    return load_deberta_v2<B, A>(directory, config, seed);
-  } catch (const ValueError& e) {  // a config the model cannot be built from: name the checkpoint it came with
-    throw ValueError(detail::concat("DeBERTa checkpoint '", directory.string(), "': ", e.what()));
-  }
+  return in_context<ValueError>("DeBERTa checkpoint '" + directory.string() + "'",
+                                [&] { return load_deberta_v2<B, A>(directory, config, seed); });
 }
 
 }  // namespace plora

@@ -89,11 +89,8 @@ template <Backend B, Adapter A>
 Vit<B, A> load_vit_checkpoint(const std::filesystem::path& directory, std::optional<Index> num_labels = std::nullopt,
                               std::uint64_t seed = 0) {
   const ViTConfig config = load_vit_checkpoint_config(directory, num_labels);
-  try {
-    return load_vit<B, A>(directory, config, seed);
-  } catch (const ValueError& e) {  // a config the model cannot be built from: name the checkpoint it came with
-    throw ValueError(plora::detail::concat("ViT checkpoint '", directory.string(), "': ", e.what()));
-  }
+  return in_context<ValueError>("ViT checkpoint '" + directory.string() + "'",
+                                [&] { return load_vit<B, A>(directory, config, seed); });
 }
 
 }  // namespace plora
