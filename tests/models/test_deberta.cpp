@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -378,6 +379,24 @@ TEST_CASE("DeBERTa-v2 bad inputs and checkpoints give clear errors") {
   TokenBatch short_mask = batch;
   short_mask.attention_mask.pop_back();
   CHECK_THROWS_AS((void)model.forward(short_mask), ShapeError);
+  {  // a regression target that is not a number (the abs fixture is the regression model)
+    const Fixture abs("abs");
+    Deberta regression = load_deberta_v2<cpu, Lora<cpu>>(abs.path(), abs.config);
+    TokenBatch nan_target = fixture_batch(abs.file, true);
+    nan_target.targets[1] = std::numeric_limits<float>::quiet_NaN();
+    CHECK_THROWS_WITH_AS((void)regression.forward_backward(nan_target), doctest::Contains("regression target 1 is nan"),
+                         ValueError);
+  }
+  TokenBatch overflowing;  // batch x seq_len wrapped to 0 and passed the size check
+  overflowing.batch = Index{1} << 62;
+  overflowing.seq_len = 4;
+  CHECK_THROWS_WITH_AS((void)model.forward(overflowing), doctest::Contains("tokens overflow a count"), ShapeError);
+  DebertaV2Config one_bucket = fx.config;
+  one_bucket.position_buckets = 1;  // log-bucketing would divide by buckets / 2 = 0
+  CHECK_THROWS_WITH_AS(Deberta(one_bucket, [&](const std::string& key, Index rows, Index cols) {
+                         return fx.file.contains(key) ? std::optional(fx.file.load(key, rows, cols)) : std::nullopt;
+                       }),
+                       doctest::Contains("position_buckets 1 must be <= 0 (none) or >= 2"), ValueError);
 
   CHECK_THROWS_WITH_AS((void)model.site("deberta.encoder.layer.9.attention.self.query_proj"),
                        doctest::Contains("no site"), ValueError);

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstdlib>
 #include <filesystem>
 #include <set>
@@ -516,6 +517,9 @@ TEST_CASE("bad batches and site names fail clearly") {
   CHECK_THROWS_WITH_AS(model.forward_backward(batch), doctest::Contains("1 labels for 2 images"), ShapeError);
   batch.labels = {0, 7};
   CHECK_THROWS_AS(model.forward_backward(batch), ValueError);  // 7 labels: ids 0..6
+  batch.labels = {0, 1};
+  batch.pixels(1, 5) = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_WITH_AS(model.forward(batch), doctest::Contains("pixel 1205 of image 1 is nan"), ValueError);
   CHECK_THROWS_AS((void)model.site("vit.encoder.layer.3.attention.attention.query"), ValueError);  // 3 layers
   CHECK_THROWS_AS((void)model.site("encoder.layer.0.attention.attention.query"), ValueError);     // the prefix is part
   // The message names the model, the layer range and every suffix.

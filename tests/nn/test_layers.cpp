@@ -10,6 +10,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "plora/adapters/lora.hpp"
@@ -480,4 +481,14 @@ TEST_CASE("trainable linear head with cross-entropy: gradients match finite diff
   }
   CHECK_THROWS_WITH_AS(TrainableLinear<cpu>("classifier", HostMatrix(5, 4), HostMatrix(1, 4)),
                        doctest::Contains("classifier.bias"), ShapeError);
+  // A diverged model's logits: the loss would be NaN (or, at -inf on the label,
+  // finite through the log clamp), so the loss refuses them; and an empty batch.
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity()}) {
+    logits(1, 0) = bad;
+    CHECK_THROWS_WITH_AS(ce.forward_backward(dlogits.view(), logits.view(), labels),
+                         doctest::Contains("the 3 x 5 logits hold NaN or Inf"), NumericError);
+  }
+  HostMatrix none(0, classes);
+  CHECK_THROWS_AS(ce.forward_backward(none.view(), none.view(), {}), ShapeError);
 }

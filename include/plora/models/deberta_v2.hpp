@@ -26,7 +26,9 @@
 // Site names are the PEFT module paths: "deberta.encoder.layer.3.attention.self.query_proj".
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -289,6 +291,9 @@ class DebertaV2 : public detail::EncoderModel<B, A, DebertaV2Layer<B, A>> {
     if (regression()) {
       check<ShapeError>(static_cast<Index>(batch.targets.size()) == n, "DeBERTa batch: ", batch.targets.size(),
                         " regression targets for ", n, " sequences");
+      for (std::size_t i = 0; i < batch.targets.size(); ++i)
+        check<ValueError>(std::isfinite(batch.targets[i]), "DeBERTa batch: regression target ", i, " is ",
+                          batch.targets[i]);
     } else {
       check<ShapeError>(static_cast<Index>(batch.labels.size()) == n, "DeBERTa batch: ", batch.labels.size(),
                         " labels for ", n, " sequences");
@@ -399,6 +404,9 @@ class DebertaV2 : public detail::EncoderModel<B, A, DebertaV2Layer<B, A>> {
     check<ValueError>(c.hidden_act == "gelu" && c.pooler_hidden_act == "gelu", "DeBERTa config: hidden_act '",
                       c.hidden_act, "' / pooler_hidden_act '", c.pooler_hidden_act,
                       "' not supported (only the exact erf \"gelu\")");
+    // One bucket would halve to zero in the log-bucketing (transformers divides by it too).
+    check<ValueError>(c.position_buckets <= 0 || c.position_buckets >= 2, "DeBERTa config: position_buckets ",
+                      c.position_buckets, " must be <= 0 (none) or >= 2");
     check<ValueError>(c.pooler_hidden_size < 1 || c.pooler_hidden_size == c.hidden_size,
                       "DeBERTa config: pooler_hidden_size ", c.pooler_hidden_size, " must equal hidden_size ",
                       c.hidden_size);
@@ -443,6 +451,8 @@ class DebertaV2 : public detail::EncoderModel<B, A, DebertaV2Layer<B, A>> {
 
   void validate(const TokenBatch& b) const {
     check<ShapeError>(b.batch > 0 && b.seq_len > 0, "DeBERTa batch: empty (", b.batch, " x ", b.seq_len, ")");
+    check<ShapeError>(b.batch <= std::numeric_limits<Index>::max() / b.seq_len, "DeBERTa batch: ", b.batch, " x ",
+                      b.seq_len, " tokens overflow a count");
     const auto total = static_cast<std::size_t>(b.batch * b.seq_len);
     check<ShapeError>(b.input_ids.size() == total && b.attention_mask.size() == total &&
                           (b.token_type_ids.empty() || b.token_type_ids.size() == total),

@@ -20,6 +20,7 @@
 // "vit.layers.3.attention.q_proj", but still saves the Hub names.)
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -307,6 +308,14 @@ class Vit : public detail::EncoderModel<B, A, VitLayer<B, A>> {
                          ConstView input = {}) {
     const Index n = batch.size(), tokens = this->tokens(), hidden = config_.hidden_size;
     check<ShapeError>(n > 0, "ViT forward: empty batch");
+    if (input.empty()) {
+      const auto& pixels = batch.pixels.values();
+      const auto bad = std::find_if(pixels.begin(), pixels.end(), [](float v) { return !std::isfinite(v); });
+      if (bad != pixels.end())
+        throw ValueError(plora::detail::concat("ViT forward: pixel ", bad - pixels.begin(), " of image ",
+                                               (bad - pixels.begin()) / std::max<Index>(1, batch.pixels.cols()),
+                                               " is ", *bad));
+    }
     batch_ = n;
     tokens_ = tokens;
     RandomStream* const dropout = training_ ? &dropout_stream_ : nullptr;
