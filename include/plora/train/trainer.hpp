@@ -6,10 +6,11 @@
 //   lr = base * schedule(step) -> optimizer step -> on_step_end
 // (see callbacks.hpp for the hook list)
 //
-// The loop's position (epoch, batch in epoch, step) is its whole state: batches
-// are a pure function of (epoch, index), so restoring a TrainerState together
-// with the parameters, the optimizer state and the tracked random streams
-// (checkpoint.hpp) continues a run exactly.
+// The loop's position (epoch, batch in epoch, step) and the losses not yet
+// logged are its whole state: batches are a pure function of (epoch, index),
+// so restoring a TrainerState together with the parameters, the optimizer
+// state and the tracked random streams and states (checkpoint.hpp) continues
+// a run exactly.
 #include <algorithm>
 #include <cmath>
 #include <concepts>
