@@ -22,17 +22,24 @@
 
 namespace plora::runner {
 
+/// `text` read whole as a T, or nothing (the validators below check option
+/// text before CLI11 converts it).
+template <class T>
+std::optional<T> parse_whole(const std::string& text) {
+  T value{};
+  const char* end = text.data() + text.size();
+  const auto [stop, error] = std::from_chars(text.data(), end, value);
+  if (text.empty() || error != std::errc{} || stop != end) return std::nullopt;
+  return value;
+}
+
 /// A CLI11 check that an option's text is a finite number meeting `ok`, with
 /// a plain message (CLI11's own number checks let NaN through and print
 /// their bounds as 300-digit numbers).
 inline CLI::Validator finite_number(bool (*ok)(double), const std::string& requirement) {
   return {[ok, requirement](std::string& text) -> std::string {
-            double value = 0.0;
-            const char* end = text.data() + text.size();
-            const auto [stop, error] = std::from_chars(text.data(), end, value);
-            if (error != std::errc{} || stop != end || !std::isfinite(value) || !ok(value))
-              return "'" + text + "' is not " + requirement;
-            return {};
+            const std::optional<double> value = parse_whole<double>(text);
+            return value && std::isfinite(*value) && ok(*value) ? "" : "'" + text + "' is not " + requirement;
           },
           requirement};
 }
@@ -42,12 +49,9 @@ inline const CLI::Validator kNonNegative = finite_number([](double v) { return v
 /// A seed: a whole number in [0, 2^64) written in decimal (CLI11 reads "-1"
 /// and overflowing values as 2^64 - 1).
 inline const CLI::Validator kSeed{[](std::string& text) -> std::string {
-                                    std::uint64_t value = 0;
-                                    const char* end = text.data() + text.size();
-                                    const auto [stop, error] = std::from_chars(text.data(), end, value);
-                                    if (error != std::errc{} || stop != end || text.empty())
-                                      return "'" + text + "' is not a whole number in [0, 2^64)";
-                                    return {};
+                                    return parse_whole<std::uint64_t>(text)
+                                               ? ""
+                                               : "'" + text + "' is not a whole number in [0, 2^64)";
                                   },
                                   "0 <= n < 2^64"};
 
@@ -56,12 +60,10 @@ inline const CLI::Validator kSeed{[](std::string& text) -> std::string {
 inline CLI::Validator thread_count() {
   const unsigned available = std::max(1u, std::thread::hardware_concurrency());
   return {[available](std::string& text) -> std::string {
-            long value = -1;
-            const char* end = text.data() + text.size();
-            const auto [stop, error] = std::from_chars(text.data(), end, value);
-            if (error != std::errc{} || stop != end || value < 0 || value > long(available))
-              return "'" + text + "' is not in [0, " + std::to_string(available) + "], the hardware threads here";
-            return {};
+            const std::optional<long> value = parse_whole<long>(text);
+            return value && *value >= 0 && *value <= long(available)
+                       ? ""
+                       : "'" + text + "' is not in [0, " + std::to_string(available) + "], the hardware threads here";
           },
           "0.." + std::to_string(available)};
 }

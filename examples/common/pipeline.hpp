@@ -147,12 +147,8 @@ std::optional<RatioSource> obtain_ratios(const RunOptions& o, Task& task, std::o
     source = detail::extract<B>(o, task, model, log);
   }
   std::vector<SiteRatio> kept;
-  for (const auto& name : targets) {
-    const auto& sites = source.report.sites;
-    check<ValueError>(std::any_of(sites.begin(), sites.end(), [&](const SiteRatio& s) { return s.name == name; }),
-                      "ratios (", source.origin, "): no ratio for the target site '", name, "'");
-    kept.push_back(source.report.site(name));
-  }
+  for (const auto& name : targets)
+    kept.push_back(in_context<ValueError>("ratios from " + source.origin, [&] { return source.report.site(name); }));
   source.report.sites = std::move(kept);
   return source;
 }

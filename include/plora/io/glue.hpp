@@ -159,13 +159,14 @@ inline std::int32_t label_id(const TaskInfo& info, std::string_view text, const 
 /// also take "nan" and "inf").
 inline float parse_score(std::string_view text, const std::filesystem::path& file, Index line) {
   float value = 0.0f;
+  std::size_t used = 0;
   try {
-    std::size_t used = 0;
     value = std::stof(std::string(text), &used);
-    if (used != text.size()) throw IoError("");
   } catch (const std::exception&) {
-    throw IoError(concat(file.string(), ":", line, ": similarity score '", text, "' is not a number"));
+    used = 0;  // no number at all, or out of float's range
   }
+  check<IoError>(used > 0 && used == text.size(), file.string(), ":", line, ": similarity score '", text,
+                 "' is not a number");
   check<IoError>(value >= 0.0f && value <= 5.0f, file.string(), ":", line, ": similarity score '", text,
                  "' is outside STS-B's scale [0, 5]");
   return value;

@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <array>
 #include <bit>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -25,6 +24,7 @@
 #include <vector>
 
 #include "plora/core/error.hpp"
+#include "plora/core/finite.hpp"
 #include "plora/core/host_matrix.hpp"
 #include "plora/io/atomic_file.hpp"
 #include "plora/io/detail/bytes.hpp"
@@ -146,12 +146,10 @@ class SafetensorsFile {
   /// file, the tensor and the first such entry.
   [[nodiscard]] HostMatrix load_finite(std::string_view name, Index rows, Index cols) const {
     HostMatrix out = load(name, rows, cols);
-    const auto& values = out.values();
-    const auto bad = std::find_if(values.begin(), values.end(), [](float v) { return !std::isfinite(v); });
-    if (bad != values.end())
-      throw NumericError(plora::detail::concat(where(name), "entry ", bad - values.begin(), " (row ",
-                                               (bad - values.begin()) / cols, ") is ", *bad,
-                                               "; a model weight must be finite"));
+    const std::size_t bad = first_non_finite(out.values());
+    if (bad < out.values().size())
+      throw NumericError(plora::detail::concat(where(name), "entry ", bad, " (row ", Index(bad) / cols, ") is ",
+                                               out.values()[bad], "; a model weight must be finite"));
     return out;
   }
 

@@ -26,7 +26,6 @@
 // Site names are the PEFT module paths: "deberta.encoder.layer.3.attention.self.query_proj".
 #include <algorithm>
 #include <array>
-#include <cmath>
 #include <functional>
 #include <limits>
 #include <optional>
@@ -38,6 +37,7 @@
 #include "plora/backend/scratch.hpp"
 #include "plora/backend/concepts.hpp"
 #include "plora/core/error.hpp"
+#include "plora/core/finite.hpp"
 #include "plora/core/host_matrix.hpp"
 #include "plora/core/parameter.hpp"
 #include "plora/core/rng.hpp"
@@ -291,9 +291,9 @@ class DebertaV2 : public detail::EncoderModel<B, A, DebertaV2Layer<B, A>> {
     if (regression()) {
       check<ShapeError>(static_cast<Index>(batch.targets.size()) == n, "DeBERTa batch: ", batch.targets.size(),
                         " regression targets for ", n, " sequences");
-      for (std::size_t i = 0; i < batch.targets.size(); ++i)
-        check<ValueError>(std::isfinite(batch.targets[i]), "DeBERTa batch: regression target ", i, " is ",
-                          batch.targets[i]);
+      const std::size_t bad = first_non_finite(batch.targets);
+      check<ValueError>(bad == batch.targets.size(), "DeBERTa batch: regression target ", bad, " is ",
+                        bad < batch.targets.size() ? batch.targets[bad] : 0.0f);
     } else {
       check<ShapeError>(static_cast<Index>(batch.labels.size()) == n, "DeBERTa batch: ", batch.labels.size(),
                         " labels for ", n, " sequences");

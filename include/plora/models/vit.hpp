@@ -20,7 +20,6 @@
 // "vit.layers.3.attention.q_proj", but still saves the Hub names.)
 #include <algorithm>
 #include <array>
-#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -30,6 +29,7 @@
 #include "plora/backend/scratch.hpp"
 #include "plora/backend/concepts.hpp"
 #include "plora/core/error.hpp"
+#include "plora/core/finite.hpp"
 #include "plora/core/host_matrix.hpp"
 #include "plora/core/parameter.hpp"
 #include "plora/core/rng.hpp"
@@ -308,13 +308,12 @@ class Vit : public detail::EncoderModel<B, A, VitLayer<B, A>> {
                          ConstView input = {}) {
     const Index n = batch.size(), tokens = this->tokens(), hidden = config_.hidden_size;
     check<ShapeError>(n > 0, "ViT forward: empty batch");
-    if (input.empty()) {
+    if (input.empty()) {  // the pixels are the pass's input
       const auto& pixels = batch.pixels.values();
-      const auto bad = std::find_if(pixels.begin(), pixels.end(), [](float v) { return !std::isfinite(v); });
-      if (bad != pixels.end())
-        throw ValueError(plora::detail::concat("ViT forward: pixel ", bad - pixels.begin(), " of image ",
-                                               (bad - pixels.begin()) / std::max<Index>(1, batch.pixels.cols()),
-                                               " is ", *bad));
+      const std::size_t bad = first_non_finite(pixels);
+      check<ValueError>(bad == pixels.size(), "ViT forward: pixel ", bad, " of image ",
+                        Index(bad) / std::max<Index>(1, batch.pixels.cols()), " is ",
+                        bad < pixels.size() ? pixels[bad] : 0.0f);
     }
     batch_ = n;
     tokens_ = tokens;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "plora/core/error.hpp"
+#include "plora/core/finite.hpp"
 #include "plora/core/view.hpp"
 
 namespace plora::metrics {
@@ -92,10 +93,6 @@ inline std::vector<double> average_ranks(std::span<const float> values) {
     first = last + 1;
   }
   return ranks;
-}
-
-inline bool all_finite(std::span<const float> values) {
-  return std::all_of(values.begin(), values.end(), [](float v) { return std::isfinite(v); });
 }
 
 inline double f1_from_counts(double tp, double fp, double fn) {
@@ -185,7 +182,7 @@ inline double matthews_corrcoef(std::span<const std::int32_t> predictions, std::
 /// Pearson correlation of x and y; 0 when either is constant or not finite.
 inline double pearson(std::span<const float> x, std::span<const float> y) {
   detail::check_pair(x, y, "pearson");
-  if (!detail::all_finite(x) || !detail::all_finite(y)) return 0.0;
+  if (first_non_finite(x) < x.size() || first_non_finite(y) < y.size()) return 0.0;
   return detail::pearson_double(std::vector<double>(x.begin(), x.end()), std::vector<double>(y.begin(), y.end()));
 }
 
@@ -193,7 +190,7 @@ inline double pearson(std::span<const float> x, std::span<const float> y) {
 /// scipy); 0 when either side is constant or not finite (NaN has no rank).
 inline double spearman(std::span<const float> x, std::span<const float> y) {
   detail::check_pair(x, y, "spearman");
-  if (!detail::all_finite(x) || !detail::all_finite(y)) return 0.0;
+  if (first_non_finite(x) < x.size() || first_non_finite(y) < y.size()) return 0.0;
   return detail::pearson_double(detail::average_ranks(x), detail::average_ranks(y));
 }
 
