@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -178,6 +179,23 @@ TEST_CASE("stochastic-targeted: zero scores come last, negative scores are refus
   const MaskRequest request{.out = 6, .in = 2, .ratio = 0.5, .row_scores = scores, .seed = 1, .stream = 1};
   const RowColMask mask = StochasticTargeted<RowsOnly>{}.sample(request);
   CHECK(mask.rows == std::vector<std::int32_t>{1, 3, 5});
+  // Fewer positive scores than kept rows: every positive one is kept and the
+  // rest are drawn among the zeros, not always the lowest indices.
+  std::vector<float> two_positive(40, 0.0f);
+  two_positive[7] = 1.0f;
+  two_positive[30] = 3.0f;
+  std::set<std::int32_t> fillers;
+  for (std::uint64_t seed = 0; seed < 8; ++seed) {
+    const RowColMask few = StochasticTargeted<RowsOnly>{}.sample(
+        {.out = 40, .in = 2, .ratio = 0.25, .row_scores = two_positive, .seed = seed, .stream = 3});
+    REQUIRE(few.rows.size() == 10);
+    CHECK(std::ranges::count(few.rows, 7) == 1);
+    CHECK(std::ranges::count(few.rows, 30) == 1);
+    for (const std::int32_t row : few.rows)
+      if (row != 7 && row != 30) fillers.insert(row);
+  }
+  // 8 draws of 8 fillers among 38 zeros: all 64 within the lowest 9 has probability below 1e-30.
+  CHECK(*fillers.rbegin() > 9);
   const std::vector<float> many(100, 1.0f);
   const MaskRequest big{.out = 100, .in = 2, .ratio = 0.3, .row_scores = many, .seed = 2, .stream = 9};
   CHECK(StochasticTargeted<RowsOnly>{}.sample(big).rows == StochasticTargeted<RowsOnly>{}.sample(big).rows);

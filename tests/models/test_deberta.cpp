@@ -281,6 +281,10 @@ TEST_CASE("DeBERTa forward from a layer's input gives forward's logits bitwise, 
   CHECK(model.layer_of("deberta.encoder.layer.1.attention.self.query_proj") == 1);
   CHECK_THROWS_WITH_AS((void)model.layer_of("deberta.encoder.layer.2.attention.self.query_proj"),
                        doctest::Contains("has no site"), ValueError);
+  for (const char* alias : {"deberta.encoder.layer.01.attention.self.query_proj",
+                            "deberta.encoder.layer.+1.attention.self.query_proj",
+                            "deberta.encoder.layer.-0.attention.self.query_proj"})
+    CHECK_THROWS_WITH_AS((void)model.layer_of(alias), doctest::Contains("has no site"), ValueError);
   CHECK_THROWS_WITH_AS(model.forward_from(2, input1.view(), batch), doctest::Contains("layer 2 is outside [0, 2)"),
                        ValueError);
   const HostMatrix narrow(input1.rows(), input1.cols() - 1);
@@ -376,6 +380,11 @@ TEST_CASE("DeBERTa-v2 bad inputs and checkpoints give clear errors") {
   TokenBatch bad_label = batch;
   bad_label.labels[0] = 7;
   CHECK_THROWS_AS((void)model.forward_backward(bad_label), ValueError);
+  TokenBatch two_in_mask = batch;
+  two_in_mask.attention_mask[3] = 2;
+  CHECK_THROWS_WITH_AS((void)model.forward(two_in_mask),
+                       doctest::Contains("attention_mask value 2 at sequence 0 position 3 is not 0 (padding) or 1"),
+                       ValueError);
   TokenBatch short_mask = batch;
   short_mask.attention_mask.pop_back();
   CHECK_THROWS_AS((void)model.forward(short_mask), ShapeError);

@@ -14,13 +14,14 @@
 // non-positive size, an unknown pos_att_type) is a ValueError naming both.
 #include <algorithm>
 #include <cctype>
-#include <charconv>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "plora/core/decimal.hpp"
 #include "plora/core/error.hpp"
 #include "plora/io/detail/json_fields.hpp"
 #include "plora/models/deberta_v2_config.hpp"
@@ -57,11 +58,9 @@ inline void read_labels(const JsonFields& fields, Index& num_labels, std::vector
   fields.require(map.is_object(), "id2label", "an object {\"0\": name, ...}", map);
   std::map<Index, std::string> by_id;
   for (const auto& [key, value] : map.items()) {
-    Index id = -1;
-    const auto [end, error] = std::from_chars(key.data(), key.data() + key.size(), id);
-    fields.require(error == std::errc() && end == key.data() + key.size() && id >= 0 && value.is_string(), "id2label",
-                   "a map from non-negative integer strings to names", map);
-    by_id.emplace(id, value.get<std::string>());
+    const std::optional<Index> id = plora::detail::parse_index(key);
+    fields.require(id && value.is_string(), "id2label", "a map from non-negative integer strings to names", map);
+    by_id.emplace(*id, value.get<std::string>());
   }
   const auto n = static_cast<Index>(by_id.size());
   check<ValueError>(n >= 1 && by_id.rbegin()->first == n - 1, "'", fields.source(),

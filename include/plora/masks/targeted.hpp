@@ -88,7 +88,9 @@ struct Targeted {
 /// the remaining ones with probability proportional to its (non-negative)
 /// score, like torch.multinomial(scores, k, replacement=False). Implemented by
 /// Efraimidis-Spirakis keys log(u) / score over the request's stream, so the
-/// sample depends only on (seed, stream). Zero-score entries come last.
+/// sample depends only on (seed, stream). Zero-score entries come last, in
+/// random order: where fewer than k scores are positive (torch.multinomial
+/// refuses that case) the rest of the k are drawn uniformly among them.
 /// @tparam Split  a SplitPolicy giving the row and column fractions
 template <SplitPolicy Split = BalancedSplit>
 struct StochasticTargeted {
@@ -100,7 +102,9 @@ struct StochasticTargeted {
                           scores[i], "); sampling proportional to scores needs non-negative scores");
         // 1 - u lies in (0, 1], so the log is finite.
         const double u = 1.0 - RandomStream::uniform_at(request.seed, request.stream, first + i);
-        keys[i] = scores[i] > 0.0f ? std::log(u) / scores[i] : -std::numeric_limits<double>::infinity();
+        // Zero scores: keys in [lowest, lowest / 2], below every positive score's key (>= -1e48: |log u| < 40
+        // and a positive float score is > 1e-46), in an order as random as u.
+        keys[i] = scores[i] > 0.0f ? std::log(u) / scores[i] : std::numeric_limits<double>::lowest() * (0.5 + 0.5 * u);
       }
       return keys;
     });

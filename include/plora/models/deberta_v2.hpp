@@ -465,6 +465,10 @@ class DebertaV2 : public detail::EncoderModel<B, A, DebertaV2Layer<B, A>> {
       check<ValueError>(b.input_ids[i] >= 0 && b.input_ids[i] < config_.vocab_size, "DeBERTa batch: token id ",
                         b.input_ids[i], " at sequence ", Index(i) / b.seq_len, " position ", Index(i) % b.seq_len,
                         " is outside the vocabulary [0, ", config_.vocab_size, ")");
+      // HF reads the mask as 1 - mask times the dtype's minimum: any other value is garbage there.
+      check<ValueError>(b.attention_mask[i] == 0 || b.attention_mask[i] == 1, "DeBERTa batch: attention_mask value ",
+                        b.attention_mask[i], " at sequence ", Index(i) / b.seq_len, " position ",
+                        Index(i) % b.seq_len, " is not 0 (padding) or 1 (token)");
       if (config_.type_vocab_size > 0 && !b.token_type_ids.empty())
         check<ValueError>(b.token_type_ids[i] >= 0 && b.token_type_ids[i] < config_.type_vocab_size,
                           "DeBERTa batch: token type ", b.token_type_ids[i], " outside [0, ",

@@ -3,13 +3,12 @@
 // names ("<prefix><layer>.<suffix>"), shared by both models. A layer lists
 // its possible suffixes in Layer::kSites, says which it has with
 // has_site(suffix) and hands them out with site(suffix).
-#include <charconv>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
 
+#include "plora/core/decimal.hpp"
 #include "plora/core/error.hpp"
 #include "plora/core/view.hpp"
 
@@ -24,11 +23,11 @@ struct LayerSiteName {
 inline std::optional<LayerSiteName> parse_layer_site_name(std::string_view name, std::string_view prefix) {
   if (!name.starts_with(prefix)) return std::nullopt;
   name.remove_prefix(prefix.size());
-  Index layer = -1;
-  const auto [end, error] = std::from_chars(name.data(), name.data() + name.size(), layer);
-  if (error != std::errc{} || end == name.data() + name.size() || *end != '.') return std::nullopt;
-  name.remove_prefix(static_cast<std::size_t>(end - name.data()) + 1);
-  return LayerSiteName{layer, name};
+  const std::size_t dot = name.find('.');
+  if (dot == std::string_view::npos) return std::nullopt;
+  const std::optional<Index> layer = parse_index(name.substr(0, dot));
+  if (!layer) return std::nullopt;
+  return LayerSiteName{*layer, name.substr(dot + 1)};
 }
 
 /// f(site) for every site, layer by layer in Layer::kSites order.
