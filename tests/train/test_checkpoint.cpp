@@ -165,6 +165,58 @@ TEST_CASE("tracked states travel with the checkpoint and are checked with it") {
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("early stopping resumes with its best value and patience count") {
+  // Accuracy after step s: 0.6, 0.7, then 0.7 for ever. Patience 3 stops an
+  // uninterrupted run at step 5 (stale after steps 3, 4 and 5).
+  const auto accuracy_after = [](Index step) { return step == 1 ? 0.6 : 0.7; };
+  const auto run_to = [&](Run& run, EarlyStopping& early) {
+    PeriodicEvaluation evaluation([&] { return Metrics{{"accuracy", accuracy_after(run.trainer.state().step)}}; }, 1,
+                                  false);
+    return run.trainer.fit(source(), evaluation, early);
+  };
+  Run straight(kTotal);
+  EarlyStopping straight_early("accuracy", 3);
+  const TrainResult uninterrupted = run_to(straight, straight_early);
+  CHECK(uninterrupted.stopped);
+  CHECK(uninterrupted.steps == 5);
+
+  const auto dir = scratch_dir("early");
+  const auto path = dir / "k3.safetensors";
+  Run first(3);
+  EarlyStopping first_early("accuracy", 3);
+  first.trainer.track_state("early_stopping", first_early);
+  CHECK_FALSE(run_to(first, first_early).stopped);
+  save_checkpoint(path, first.trainer);
+
+  Run resumed(kTotal);
+  EarlyStopping resumed_early("accuracy", 3);
+  resumed.trainer.track_state("early_stopping", resumed_early);
+  load_checkpoint(path, resumed.trainer);
+  const TrainResult continued = run_to(resumed, resumed_early);
+  CHECK(continued.stopped);
+  CHECK(continued.steps == 5);
+  CHECK(resumed_early.best() == straight_early.best());
+  check_same_state(resumed, straight);
+
+  // Without its state the resumed run sees step 4's 0.7 as new and runs on to step 7.
+  Run forgetful(kTotal);
+  Checkpoint without_state = read_checkpoint(path);
+  without_state.states.clear();
+  apply_checkpoint(forgetful.trainer, without_state);
+  EarlyStopping fresh("accuracy", 3);
+  CHECK(run_to(forgetful, fresh).steps == 7);
+
+  Checkpoint corrupt = read_checkpoint(path);
+  corrupt.states.at("early_stopping").at("stale") = HostMatrix(1, 1, {2.5f});
+  Run refused(kTotal);
+  EarlyStopping refused_early("accuracy", 3);
+  refused.trainer.track_state("early_stopping", refused_early);
+  CHECK_THROWS_WITH_AS(apply_checkpoint(refused.trainer, corrupt),
+                       doctest::Contains("'stale' is 2.5, expected a count in [0, "), ValueError);
+  CHECK(refused.trainer.state().step == 0);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("checkpoint contents: parameter and optimizer tensors, position metadata") {
   const auto dir = scratch_dir("contents");
   const auto path = dir / "ckpt.safetensors";

@@ -33,7 +33,9 @@
 #include <vector>
 
 #include "plora/core/error.hpp"
+#include "plora/core/host_matrix.hpp"
 #include "plora/core/view.hpp"
+#include "plora/train/concepts.hpp"
 
 namespace plora {
 
@@ -209,40 +211,71 @@ class PeriodicEvaluation {
 enum class Goal { Maximize, Minimize };
 
 /// Stops when `metric` has not improved by more than `min_delta` over the best
-/// value so far for `patience` evaluations in a row.
+/// value so far for `patience` evaluations in a row. Values are compared at
+/// float precision, the precision its checkpointed state keeps, so a resumed
+/// run (Trainer::track_state) stops where an uninterrupted one would.
 class EarlyStopping {
  public:
   EarlyStopping(std::string metric, Index patience, Goal goal = Goal::Maximize, double min_delta = 0.0)
       : metric_(std::move(metric)), patience_(patience), goal_(goal), min_delta_(min_delta) {
-    check<ValueError>(patience >= 1, "EarlyStopping: patience ", patience, " must be at least 1");
+    check<ValueError>(patience >= 1 && patience <= kMaxStale, "EarlyStopping: patience ", patience,
+                      " must be in [1, ", kMaxStale, "]");
     check<ValueError>(min_delta >= 0.0, "EarlyStopping: min_delta ", min_delta, " is negative");
   }
 
   bool on_evaluate(TrainContext&, const Metrics& metrics) {
     const auto it = metrics.find(metric_);
     check<ValueError>(it != metrics.end(), "EarlyStopping: the evaluation reported no metric '", metric_, "'");
-    const double value = goal_ == Goal::Maximize ? it->second : -it->second;
-    if (value > best_ + min_delta_) {
+    check<NumericError>(!std::isnan(it->second), "EarlyStopping: metric '", metric_, "' is NaN");
+    const auto value = static_cast<float>(goal_ == Goal::Maximize ? it->second : -it->second);
+    if (static_cast<double>(value) > static_cast<double>(best_) + min_delta_) {
       best_ = value;
       stale_ = 0;
     } else {
-      ++stale_;
+      stale_ = std::min(stale_ + 1, kMaxStale);
     }
     return stale_ >= patience_;
   }
 
-  /// The best value seen (in the metric's own sign).
+  /// The best value seen (in the metric's own sign; float precision).
   [[nodiscard]] double best() const { return goal_ == Goal::Maximize ? best_ : -best_; }
 
+  // CheckpointState: the best value (in the compared sign) and the evaluations since.
+  [[nodiscard]] StateTensors export_state() const {
+    return {{"best", HostMatrix(1, 1, {best_})}, {"stale", HostMatrix(1, 1, {static_cast<float>(stale_)})}};
+  }
+  void check_state(const StateTensors& state) const {
+    const auto scalar = [&](const char* key) {
+      const auto it = state.find(key);
+      check<ValueError>(it != state.end() && it->second.rows() == 1 && it->second.cols() == 1,
+                        "EarlyStopping('", metric_, "') state: expected a 1 x 1 tensor '", key, "'");
+      return it->second(0, 0);
+    };
+    const float best = scalar("best"), stale = scalar("stale");
+    check<ValueError>(state.size() == 2 && !std::isnan(best) && best != std::numeric_limits<float>::infinity(),
+                      "EarlyStopping('", metric_, "') state: expected only 'best' (not NaN or +inf) and 'stale'");
+    check<ValueError>(stale >= 0.0f && stale <= static_cast<float>(kMaxStale) && stale == std::floor(stale),
+                      "EarlyStopping('", metric_, "') state: 'stale' is ", stale, ", expected a count in [0, ",
+                      kMaxStale, "]");
+  }
+  void import_state(const StateTensors& state) {
+    check_state(state);
+    best_ = state.at("best")(0, 0);
+    stale_ = static_cast<Index>(state.at("stale")(0, 0));
+  }
+
  private:
+  static constexpr Index kMaxStale = Index{1} << 24;  // counts a float holds exactly
+
   std::string metric_;
   Index patience_;
   Goal goal_;
   double min_delta_;
-  double best_ = -std::numeric_limits<double>::infinity();
+  float best_ = -std::numeric_limits<float>::infinity();
   Index stale_ = 0;
 };
 
 static_assert(Callback<ProgressBar> && Callback<PeriodicEvaluation> && Callback<EarlyStopping>);
+static_assert(CheckpointState<EarlyStopping>);
 
 }  // namespace plora
