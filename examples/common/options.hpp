@@ -95,10 +95,17 @@ struct RunOptions {
   double weight_decay = 0.01;
   std::uint64_t seed = 0;
   int threads = 1;
+  // training state (kTrainingStateFile in the output directory)
+  Index save_every = 0;             ///< save it every this many steps and after every evaluation; 0: never
+  std::optional<Index> stop_after;  ///< end the run, state saved, after this many steps in total
+  bool resume = false;              ///< continue from it
   // output
   std::filesystem::path output = "out/run";
   bool quiet = false;
 };
+
+/// The file in --output that holds a run's training state (a plora checkpoint).
+inline constexpr const char* kTrainingStateFile = "training_state.safetensors";
 
 inline const std::vector<std::string> kAdapterNames = {"lora", "adalora", "partial-lora", "partial-adalora", "full",
                                                         "random-masking"};
@@ -195,6 +202,24 @@ inline void add_run_options(CLI::App& app, RunOptions& options) {
       ->check(thread_count())
       ->group(train_group);
 
+  const std::string state_group = "Training state (<output>/training_state.safetensors)";
+  app.add_option("--save-every", options.save_every,
+                 "Save the training state (adapters, optimizer, position, schedules) every this many steps and "
+                 "after every epoch's evaluation; 0: never")
+      ->check(kNonNegative)
+      ->group(state_group);
+  app.add_option_function<Index>(
+         "--stop-after", [&options](const Index& steps) { options.stop_after = steps; },
+         "End the run after this many steps in total, saving the training state; continue it later with --resume "
+         "(the schedule still spans all --epochs)")
+      ->check(kPositive)
+      ->type_name("STEPS")
+      ->group(state_group);
+  app.add_flag("--resume", options.resume,
+               "Continue the run whose training state is in --output; give the options of that run (parameters, "
+               "seed and schedules are checked against it)")
+      ->group(state_group);
+
   const std::string output_group = "Output";
   app.add_option("--output", options.output,
                  "Output directory: report.json, adapter_model.safetensors + adapter_config.json, ratios.json, "
@@ -225,6 +250,9 @@ inline void validate(const RunOptions& o) {
   check<ValueError>(o.target_rank <= o.rank, "--target-rank ", o.target_rank, " exceeds --rank ", o.rank);
   check<ValueError>(o.ratios_file.empty() || std::filesystem::is_regular_file(o.ratios_file), "--ratios: '",
                     o.ratios_file.string(), "' is not a file");
+  const std::filesystem::path state = o.output / kTrainingStateFile;
+  check<ValueError>(!o.resume || std::filesystem::is_regular_file(state), "--resume: no training state '",
+                    state.string(), "' (save one with --save-every or --stop-after)");
 }
 
 /// Creates the output directory and checks that files can be written there

@@ -49,6 +49,7 @@
 #include "plora/sparsity/sparsity.hpp"
 #include "plora/train/adamw.hpp"
 #include "plora/train/callbacks.hpp"
+#include "plora/train/checkpoint.hpp"
 #include "plora/train/schedule.hpp"
 #include "plora/train/trainer.hpp"
 
@@ -215,11 +216,94 @@ class AdaLoraHooks {
     if (allocator_) allocator_->update_and_mask(step - 1);
   }
   [[nodiscard]] const RankAllocator<B>* allocator() const { return allocator_ ? &*allocator_ : nullptr; }
+  [[nodiscard]] RankAllocator<B>* allocator() { return allocator_ ? &*allocator_ : nullptr; }
 
  private:
   std::vector<AdaLora<B>*> adapters_;
   float orth_reg_weight_;
   std::optional<RankAllocator<B>> allocator_;
+};
+
+/// report.json's history: per evaluation the epoch, the mean training loss of
+/// that epoch and the metric. A CheckpointState, so that a resumed run reports
+/// the epochs before its interruption too; kept (and reported) at float
+/// precision, the precision the losses are computed in, so that it survives a
+/// checkpoint exactly.
+class RunHistory {
+ public:
+  struct Entry {
+    Index epoch = 0;  ///< from 1
+    float train_loss = 0.0f;
+    float metric = 0.0f;
+  };
+
+  explicit RunHistory(std::string metric) : metric_(std::move(metric)) {}
+
+  void on_step_end(TrainContext&, float loss, Index) {
+    epoch_loss_ += loss;
+    epoch_steps_ += 1.0f;
+  }
+  void on_evaluate(TrainContext& ctx, const Metrics& metrics) {
+    entries_.push_back({ctx.epoch + 1, epoch_steps_ > 0.0f ? epoch_loss_ / epoch_steps_ : 0.0f,
+                        static_cast<float>(metrics.at(metric_))});
+    epoch_loss_ = 0.0f;
+    epoch_steps_ = 0.0f;
+  }
+  [[nodiscard]] const std::vector<Entry>& entries() const { return entries_; }
+
+  // CheckpointState: one row [loss sum, steps of the current epoch, (epoch, loss, metric) per entry].
+  [[nodiscard]] StateTensors export_state() const {
+    std::vector<float> row{epoch_loss_, epoch_steps_};
+    for (const Entry& e : entries_) row.insert(row.end(), {static_cast<float>(e.epoch), e.train_loss, e.metric});
+    const auto cols = static_cast<Index>(row.size());
+    return {{"history", HostMatrix(1, cols, std::move(row))}};
+  }
+  void check_state(const StateTensors& state) const {
+    const auto it = state.find("history");
+    check<ValueError>(state.size() == 1 && it != state.end() && it->second.rows() == 1 && it->second.cols() >= 2 &&
+                          (it->second.cols() - 2) % 3 == 0,
+                      "training state: the run history must be one row of 2 + 3 n values");
+  }
+  void import_state(const StateTensors& state) {
+    check_state(state);
+    const auto& row = state.at("history").values();
+    epoch_loss_ = row[0];
+    epoch_steps_ = row[1];
+    entries_.clear();
+    for (std::size_t i = 2; i < row.size(); i += 3)
+      entries_.push_back({static_cast<Index>(row[i]), row[i + 1], row[i + 2]});
+  }
+
+ private:
+  std::string metric_;
+  float epoch_loss_ = 0.0f, epoch_steps_ = 0.0f;  // float: exact in the checkpoint
+  std::vector<Entry> entries_;
+};
+
+/// Saves the training state every `every` steps (0: never) and after every
+/// evaluation when `every` > 0, so that a resumed run has the evaluation's
+/// history entry; with `stop_after`, saves and stops at that step.
+template <class TrainerType>
+class TrainingStateSaver {
+ public:
+  TrainingStateSaver(const TrainerType& trainer, std::filesystem::path path, Index every,
+                     std::optional<Index> stop_after)
+      : trainer_(&trainer), path_(std::move(path)), every_(every), stop_after_(stop_after) {}
+
+  bool on_step_end(TrainContext&, float, Index step) {
+    const bool stop = stop_after_ && step >= *stop_after_;
+    if (stop || (every_ > 0 && step % every_ == 0)) save_checkpoint(path_, *trainer_);
+    return stop;
+  }
+  void on_evaluate(TrainContext&, const Metrics&) {
+    if (every_ > 0) save_checkpoint(path_, *trainer_);
+  }
+
+ private:
+  const TrainerType* trainer_;
+  std::filesystem::path path_;
+  Index every_;
+  std::optional<Index> stop_after_;
 };
 
 /// The AdaLoRA factors inside the attached adapters (Partial-AdaLoRA: the compact ones).
@@ -259,7 +343,7 @@ nlohmann::ordered_json fine_tune(const RunOptions& o, Task& task, const std::opt
                                  nlohmann::ordered_json report, Clock::time_point start, std::ostream& log) {
   using Traits = AdapterTraits<A>;
   const auto& train = task.train();
-  const TrainerConfig trainer_config{.epochs = o.epochs, .log_every = train.batches_per_epoch(), .seed = o.seed};
+  const TrainerConfig trainer_config{.epochs = o.epochs, .seed = o.seed};
   const Index total_steps = planned_steps(trainer_config, train.batches_per_epoch());
 
   std::optional<MaskPlan> plan;
@@ -304,14 +388,31 @@ nlohmann::ordered_json fine_tune(const RunOptions& o, Task& task, const std::opt
       },
       0, true);
   AdaLoraHooks<B> adalora(adalora_factors<B, A>(model, sites), settings.adalora);
+  RunHistory history(metric);
+  // Everything a resumed run must restore besides parameters, optimizer and position.
+  trainer.track_state("history", history);
+  if (auto* allocator = adalora.allocator()) trainer.track_state("adalora_allocator", *allocator);
+  trainer.track_stream("model.dropout", model.dropout_stream());
+  const std::filesystem::path state_path = o.output / kTrainingStateFile;
+  if (o.resume) {
+    in_context<Error>("--resume from '" + state_path.string() + "'", [&] { load_checkpoint(state_path, trainer); });
+    if (!o.quiet) log << "resuming at step " << trainer.state().step << " of " << total_steps << '\n';
+  }
+  TrainingStateSaver saver(trainer, state_path, o.save_every, o.stop_after);
   ConsoleProgress progress(log, o.quiet);
   const auto train_start = Clock::now();
-  const TrainResult result = trainer.fit(train, progress, evaluation, adalora);
+  const TrainResult result = trainer.fit(train, progress, evaluation, history, adalora, saver);
   const double train_seconds = seconds_since(train_start);
-  check<ValueError>(!result.evaluations.empty(), "training ended before its first evaluation");
-  const double final_metric = result.evaluations.back().metrics.at(metric);
+  if (o.stop_after && result.steps >= *o.stop_after && result.steps < total_steps) {
+    report["stopped_at_step"] = result.steps;
+    report["total_steps"] = total_steps;
+    report["training_state"] = state_path.string();
+    return report;
+  }
+  check<ValueError>(!history.entries().empty(), "training ended before its first evaluation");
+  const double final_metric = shortest_double(history.entries().back().metric);
   double best_metric = final_metric;
-  for (const auto& e : result.evaluations) best_metric = std::max(best_metric, e.metrics.at(metric));
+  for (const auto& e : history.entries()) best_metric = std::max(best_metric, shortest_double(e.metric));
 
   // ---- adapter + head in PEFT's layout -------------------------------------
   io::SafetensorsWriter writer;
@@ -356,13 +457,10 @@ nlohmann::ordered_json fine_tune(const RunOptions& o, Task& task, const std::opt
     if constexpr (requires { site.adapter().mask(); }) row["density"] = density;
     site_rows.push_back(std::move(row));
   }
-  nlohmann::ordered_json history = nlohmann::ordered_json::array();
-  for (std::size_t i = 0; i < result.evaluations.size(); ++i) {
-    nlohmann::ordered_json entry{{"epoch", result.evaluations[i].epoch + 1}};
-    if (i < result.log.size()) entry["train_loss"] = result.log[i].loss;
-    entry[metric] = result.evaluations[i].metrics.at(metric);
-    history.push_back(std::move(entry));
-  }
+  nlohmann::ordered_json history_rows = nlohmann::ordered_json::array();
+  for (const auto& e : history.entries())
+    history_rows.push_back(
+        {{"epoch", e.epoch}, {"train_loss", shortest_double(e.train_loss)}, {metric, shortest_double(e.metric)}});
   report["method"] = Traits::name;
   report["metric"] = metric;
   report[metric] = final_metric;
@@ -370,7 +468,8 @@ nlohmann::ordered_json fine_tune(const RunOptions& o, Task& task, const std::opt
   report["trainable_params"] = {{"adapters", count.adapters}, {"head", count.head}, {"total", count.total()}};
   report["dense_lora_params"] = dense_lora;
   report["total_params"] = task.base_parameters() + count.adapters;
-  report["train_seconds"] = train_seconds;
+  report["train_seconds"] = train_seconds;  // of this process: a resumed run's part
+  if (o.resume) report["resumed"] = true;
   if (ratios) {
     report["ratios"] = {{"origin", ratios->origin},
                         {"extractor", ratios->report.extractor},
@@ -381,7 +480,7 @@ nlohmann::ordered_json fine_tune(const RunOptions& o, Task& task, const std::opt
     if (!is_partial(o.adapter)) report["ratios"]["matched_density"] = density;
   }
   if (const auto* allocator = adalora.allocator()) report["adalora_final_budget"] = allocator->target_budget();
-  report["history"] = std::move(history);
+  report["history"] = std::move(history_rows);
   report["sites"] = std::move(site_rows);
   report["wall_seconds"] = seconds_since(start);
   report["peak_rss_mib"] = peak_rss_mib();
@@ -437,6 +536,12 @@ nlohmann::ordered_json run_pipeline(const RunOptions& o, Task& task, nlohmann::o
   report = with_adapter_type<B>(o.adapter, [&]<class A>() {
     return fine_tune<B, A>(o, task, ratios, std::move(report), start, log);
   });
+  if (report.contains("stopped_at_step")) {
+    log << "stopped after step " << report["stopped_at_step"].get<Index>() << " of "
+        << report["total_steps"].get<Index>() << "; training state saved to "
+        << report["training_state"].get<std::string>() << " (continue with --resume)\n";
+    return report;
+  }
   const std::string metric = report["metric"];
   log << report["method"].get<std::string>() << ": " << metric << ' '
       << format_number(report[metric].get<double>(), 4, true) << ", trainable "

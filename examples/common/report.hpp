@@ -41,6 +41,16 @@ inline std::string format_number(double value, int digits = 4, bool fixed = fals
   return out.str();
 }
 
+/// A float as the double its shortest decimal form reads as, so that JSON
+/// shows 0.88 for 0.88f, not 0.8799999952316284.
+inline double shortest_double(float value) {
+  char text[32];
+  const auto written = std::to_chars(text, text + sizeof text, value);
+  double out = 0.0;
+  std::from_chars(text, written.ptr, out);
+  return out;
+}
+
 /// Writes `json` (pretty-printed, newline-terminated) to `path` atomically.
 inline void write_json(const std::filesystem::path& path, const nlohmann::ordered_json& json) {
   io::write_file_atomically(path, json.dump(2) + "\n");

@@ -8,6 +8,10 @@
 #                 option named), and a --pretrained-dir holding someone's
 #                 model.safetensors: exit code 1, the file left as it was; a
 #                 file as --output: exit code 1 before any work, the path named
+# resume          a 2-epoch demo run uninterrupted, and stopped after step 3
+#                 (mid-epoch) then resumed: byte-identical adapter files and the
+#                 same history in report.json; a resume under another seed and
+#                 one without a saved state: exit code 1, the cause named
 foreach(var RUNNER OUT MODE)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "check_runner.cmake: -D${var}=... is required")
@@ -64,6 +68,45 @@ elseif(MODE STREQUAL "bad-options")
   string(FIND "${err}" "--output '${user}/model.safetensors' cannot be made a directory" at)
   if(NOT code EQUAL 1 OR at EQUAL -1 OR EXISTS "${user}/model.safetensors/pretrained")
     message(FATAL_ERROR "a file as --output: exit code ${code}\nstderr:\n${err}")
+  endif()
+elseif(MODE STREQUAL "resume")
+  set(args --pretrain-epochs 1 --epochs 2 --max-train 100 --max-test 50 --shots 2 --probe-epochs 2 --batch 25
+           --quiet --pretrained-dir "${OUT}/pretrained")
+  function(run_vit out expected_code)
+    execute_process(COMMAND "${RUNNER}" ${args} --output ${out} ${ARGN} RESULT_VARIABLE code OUTPUT_VARIABLE stdout
+                    ERROR_VARIABLE stderr)
+    if(NOT code EQUAL expected_code)
+      message(FATAL_ERROR "vit_runner --output ${out} ${ARGN}: exit code ${code}, expected ${expected_code}\n"
+                          "stdout:\n${stdout}\nstderr:\n${stderr}")
+    endif()
+    set(stderr "${stderr}" PARENT_SCOPE)
+  endfunction()
+  run_vit("${OUT}/straight" 0)
+  run_vit("${OUT}/resumed" 0 --stop-after 3)  # 4 steps per epoch: stops inside the first
+  if(EXISTS "${OUT}/resumed/report.json" OR NOT EXISTS "${OUT}/resumed/training_state.safetensors")
+    message(FATAL_ERROR "--stop-after 3 wrote a report or no training state")
+  endif()
+  run_vit("${OUT}/resumed" 1 --resume --seed 1)
+  string(FIND "${stderr}" "cannot resume under seed 1" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "--resume --seed 1: the seed is not named:\n${stderr}")
+  endif()
+  run_vit("${OUT}/resumed" 0 --resume)
+  file(SHA256 "${OUT}/straight/adapter_model.safetensors" straight)
+  file(SHA256 "${OUT}/resumed/adapter_model.safetensors" resumed)
+  file(READ "${OUT}/straight/report.json" straight_report)
+  file(READ "${OUT}/resumed/report.json" resumed_report)
+  string(JSON straight_history GET "${straight_report}" history)
+  string(JSON resumed_history GET "${resumed_report}" history)
+  string(JSON epochs LENGTH "${resumed_history}")
+  if(NOT straight STREQUAL resumed OR NOT straight_history STREQUAL resumed_history OR NOT epochs EQUAL 2)
+    message(FATAL_ERROR "stopped + resumed differs from uninterrupted: adapters ${straight} / ${resumed}, "
+                        "history ${straight_history} / ${resumed_history}")
+  endif()
+  run_vit("${OUT}/empty" 1 --resume)
+  string(FIND "${stderr}" "--resume: no training state '${OUT}/empty/training_state.safetensors'" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "--resume without a state: the file is not named:\n${stderr}")
   endif()
 else()
   message(FATAL_ERROR "check_runner.cmake: unknown MODE '${MODE}'")
