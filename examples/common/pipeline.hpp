@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -240,49 +241,60 @@ class RunHistory {
   explicit RunHistory(std::string metric) : metric_(std::move(metric)) {}
 
   void on_step_end(TrainContext&, float loss, Index) {
-    epoch_loss_ += loss;
+    // Kahan summation: a float sum over thousands of steps would lose digits the report shows.
+    const float term = loss - epoch_loss_error_, sum = epoch_loss_ + term;
+    epoch_loss_error_ = (sum - epoch_loss_) - term;
+    epoch_loss_ = sum;
     epoch_steps_ += 1.0f;
   }
   void on_evaluate(TrainContext& ctx, const Metrics& metrics) {
     entries_.push_back({ctx.epoch + 1, epoch_steps_ > 0.0f ? epoch_loss_ / epoch_steps_ : 0.0f,
                         static_cast<float>(metrics.at(metric_))});
-    epoch_loss_ = 0.0f;
-    epoch_steps_ = 0.0f;
+    epoch_loss_ = epoch_loss_error_ = epoch_steps_ = 0.0f;
   }
   [[nodiscard]] const std::vector<Entry>& entries() const { return entries_; }
 
-  // CheckpointState: one row [loss sum, steps of the current epoch, (epoch, loss, metric) per entry].
+  // CheckpointState: one row [loss sum, its rounding error, steps of the current epoch,
+  // (epoch, loss, metric) per entry].
   [[nodiscard]] StateTensors export_state() const {
-    std::vector<float> row{epoch_loss_, epoch_steps_};
+    std::vector<float> row{epoch_loss_, epoch_loss_error_, epoch_steps_};
     for (const Entry& e : entries_) row.insert(row.end(), {static_cast<float>(e.epoch), e.train_loss, e.metric});
     const auto cols = static_cast<Index>(row.size());
     return {{"history", HostMatrix(1, cols, std::move(row))}};
   }
   void check_state(const StateTensors& state) const {
     const auto it = state.find("history");
-    check<ValueError>(state.size() == 1 && it != state.end() && it->second.rows() == 1 && it->second.cols() >= 2 &&
-                          (it->second.cols() - 2) % 3 == 0,
-                      "training state: the run history must be one row of 2 + 3 n values");
+    check<ValueError>(state.size() == 1 && it != state.end() && it->second.rows() == 1 &&
+                          it->second.cols() >= kHeader && (it->second.cols() - kHeader) % 3 == 0,
+                      "training state: the run history must be one row of ", kHeader, " + 3 n values");
+    const auto& row = it->second.values();
+    const auto count = [](float v) { return v >= 0.0f && v == std::floor(v); };
+    bool valid = count(row[2]);
+    for (std::size_t i = kHeader; i < row.size(); i += 3) valid = valid && count(row[i]) && row[i] >= 1.0f;
+    check<ValueError>(valid, "training state: the run history's step and epoch counts are not whole numbers");
   }
   void import_state(const StateTensors& state) {
     check_state(state);
     const auto& row = state.at("history").values();
     epoch_loss_ = row[0];
-    epoch_steps_ = row[1];
+    epoch_loss_error_ = row[1];
+    epoch_steps_ = row[2];
     entries_.clear();
-    for (std::size_t i = 2; i < row.size(); i += 3)
+    for (std::size_t i = kHeader; i < row.size(); i += 3)
       entries_.push_back({static_cast<Index>(row[i]), row[i + 1], row[i + 2]});
   }
 
  private:
+  static constexpr Index kHeader = 3;  // loss sum, its error, steps
   std::string metric_;
-  float epoch_loss_ = 0.0f, epoch_steps_ = 0.0f;  // float: exact in the checkpoint
+  float epoch_loss_ = 0.0f, epoch_loss_error_ = 0.0f, epoch_steps_ = 0.0f;  // float: exact in the checkpoint
   std::vector<Entry> entries_;
 };
 
 /// Saves the training state every `every` steps (0: never) and after every
 /// evaluation when `every` > 0, so that a resumed run has the evaluation's
-/// history entry; with `stop_after`, saves and stops at that step.
+/// history entry; with `stop_after`, saves and stops at that step unless it
+/// is the run's last (which ends with its evaluation as usual).
 template <class TrainerType>
 class TrainingStateSaver {
  public:
@@ -290,8 +302,8 @@ class TrainingStateSaver {
                      std::optional<Index> stop_after)
       : trainer_(&trainer), path_(std::move(path)), every_(every), stop_after_(stop_after) {}
 
-  bool on_step_end(TrainContext&, float, Index step) {
-    const bool stop = stop_after_ && step >= *stop_after_;
+  bool on_step_end(TrainContext& ctx, float, Index step) {
+    const bool stop = stop_after_ && step >= *stop_after_ && step < ctx.total_steps;
     if (stop || (every_ > 0 && step % every_ == 0)) save_checkpoint(path_, *trainer_);
     return stop;
   }
@@ -403,7 +415,7 @@ nlohmann::ordered_json fine_tune(const RunOptions& o, Task& task, const std::opt
   const auto train_start = Clock::now();
   const TrainResult result = trainer.fit(train, progress, evaluation, history, adalora, saver);
   const double train_seconds = seconds_since(train_start);
-  if (o.stop_after && result.steps >= *o.stop_after && result.steps < total_steps) {
+  if (result.stopped) {  // by the saver: the only callback that stops
     report["stopped_at_step"] = result.steps;
     report["total_steps"] = total_steps;
     report["training_state"] = state_path.string();

@@ -10,7 +10,8 @@
 #                 file as --output: exit code 1 before any work, the path named
 # resume          a 2-epoch demo run uninterrupted, and stopped after step 3
 #                 (mid-epoch) then resumed: byte-identical adapter files and the
-#                 same history in report.json; a resume under another seed and
+#                 same history in report.json (also --stop-after at the last
+#                 step, which ends the run as usual); a resume under another seed and
 #                 one without a saved state: exit code 1, the cause named
 foreach(var RUNNER OUT MODE)
   if(NOT DEFINED ${var})
@@ -102,6 +103,13 @@ elseif(MODE STREQUAL "resume")
   if(NOT straight STREQUAL resumed OR NOT straight_history STREQUAL resumed_history OR NOT epochs EQUAL 2)
     message(FATAL_ERROR "stopped + resumed differs from uninterrupted: adapters ${straight} / ${resumed}, "
                         "history ${straight_history} / ${resumed_history}")
+  endif()
+  run_vit("${OUT}/to-the-end" 0 --stop-after 8)  # the last step: the run ends as usual, evaluated and written
+  file(SHA256 "${OUT}/to-the-end/adapter_model.safetensors" to_the_end)
+  file(READ "${OUT}/to-the-end/report.json" to_the_end_report)
+  string(JSON to_the_end_history GET "${to_the_end_report}" history)
+  if(NOT to_the_end STREQUAL straight OR NOT to_the_end_history STREQUAL straight_history)
+    message(FATAL_ERROR "--stop-after at the last step: history ${to_the_end_history}, expected ${straight_history}")
   endif()
   run_vit("${OUT}/empty" 1 --resume)
   string(FIND "${stderr}" "--resume: no training state '${OUT}/empty/training_state.safetensors'" at)
