@@ -138,6 +138,8 @@ TEST_CASE("early stopping on periodic evaluations") {
   CHECK_FALSE(lower.on_evaluate(ctx, {{"loss", 0.5}}));
   CHECK(lower.on_evaluate(ctx, {{"loss", 0.6}}));
   CHECK_THROWS_WITH_AS(lower.on_evaluate(ctx, {{"accuracy", 0.6}}), doctest::Contains("'loss'"), ValueError);
+  CHECK_THROWS_WITH_AS(lower.on_evaluate(ctx, {{"loss", std::nan("")}}), doctest::Contains("metric 'loss' is NaN"),
+                       NumericError);
 }
 
 TEST_CASE("learning rates follow the schedule; max_steps caps the run") {
