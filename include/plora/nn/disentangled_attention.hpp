@@ -332,14 +332,15 @@ class DisentangledSelfAttention {
   }
 
   /// d_rel[:, head h] += sum over images n of d_pos(n, h)^T act(n, h), both of
-  /// `per_image` rows per (image, head).
+  /// `per_image` rows per (image, head): per image one GEMM batched over the
+  /// heads, whose outputs are disjoint column blocks (a GPU launches `batch`
+  /// GEMMs, not batch x heads).
   void sum_over_images(View d_rel, ConstView d_pos, ConstView act, Index per_image) const {
-    for (Index h = 0; h < options_.heads; ++h) {
-      const View out = d_rel.block(0, h * head_dim(), d_rel.rows, head_dim());
-      for (Index n = 0; n < batch_; ++n)
-        B::gemm(out, d_pos.block((n * options_.heads + h) * per_image, 0, per_image, d_pos.cols), Op::T,
-                act.block(n * per_image, h * head_dim(), per_image, head_dim()), Op::N, 1.0f, 1.0f);
-    }
+    const Index heads = options_.heads, d = head_dim();
+    for (Index n = 0; n < batch_; ++n)
+      B::gemm_strided_batched(d_rel.block(0, 0, d_rel.rows, d), d_pos.block(n * heads * per_image, 0, per_image, d_pos.cols),
+                              Op::T, act.block(n * per_image, 0, per_image, d), Op::N, 1.0f, 1.0f, heads, d,
+                              per_image * d_pos.ld, d);
   }
 
   /// Gather indices and the identity for a sequence length (rebuilt when it changes).
