@@ -337,10 +337,12 @@ class DisentangledSelfAttention {
   /// GEMMs, not batch x heads).
   void sum_over_images(View d_rel, ConstView d_pos, ConstView act, Index per_image) const {
     const Index heads = options_.heads, d = head_dim();
-    for (Index n = 0; n < batch_; ++n)
-      B::gemm_strided_batched(d_rel.block(0, 0, d_rel.rows, d), d_pos.block(n * heads * per_image, 0, per_image, d_pos.cols),
-                              Op::T, act.block(n * per_image, 0, per_image, d), Op::N, 1.0f, 1.0f, heads, d,
-                              per_image * d_pos.ld, d);
+    for (Index n = 0; n < batch_; ++n) {
+      const ConstView first_head = d_pos.block(n * heads * per_image, 0, per_image, d_pos.cols);
+      B::gemm_strided_batched(d_rel.block(0, 0, d_rel.rows, d), first_head, Op::T,
+                              act.block(n * per_image, 0, per_image, d), Op::N, 1.0f, 1.0f, heads,
+                              /*stride_c=*/d, /*stride_a=*/per_image * d_pos.ld, /*stride_b=*/d);
+    }
   }
 
   /// Gather indices and the identity for a sequence length (rebuilt when it changes).

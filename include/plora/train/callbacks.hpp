@@ -252,8 +252,8 @@ class EarlyStopping {
       return it->second(0, 0);
     };
     const float best = scalar("best"), stale = scalar("stale");
-    check<ValueError>(state.size() == 2 && !std::isnan(best) && best != std::numeric_limits<float>::infinity(),
-                      "EarlyStopping('", metric_, "') state: expected only 'best' (not NaN or +inf) and 'stale'");
+    check<ValueError>(state.size() == 2 && !std::isnan(best),
+                      "EarlyStopping('", metric_, "') state: expected only 'best' (not NaN) and 'stale'");
     check<ValueError>(stale >= 0.0f && stale <= static_cast<float>(kMaxStale) && stale == std::floor(stale),
                       "EarlyStopping('", metric_, "') state: 'stale' is ", stale, ", expected a count in [0, ",
                       kMaxStale, "]");
