@@ -291,33 +291,6 @@ class RunHistory {
   std::vector<Entry> entries_;
 };
 
-/// Saves the training state every `every` steps (0: never) and after every
-/// evaluation when `every` > 0, so that a resumed run has the evaluation's
-/// history entry; with `stop_after`, saves and stops at that step unless it
-/// is the run's last (which ends with its evaluation as usual).
-template <class TrainerType>
-class TrainingStateSaver {
- public:
-  TrainingStateSaver(const TrainerType& trainer, std::filesystem::path path, Index every,
-                     std::optional<Index> stop_after)
-      : trainer_(&trainer), path_(std::move(path)), every_(every), stop_after_(stop_after) {}
-
-  bool on_step_end(TrainContext& ctx, float, Index step) {
-    const bool stop = stop_after_ && step >= *stop_after_ && step < ctx.total_steps;
-    if (stop || (every_ > 0 && step % every_ == 0)) save_checkpoint(path_, *trainer_);
-    return stop;
-  }
-  void on_evaluate(TrainContext&, const Metrics&) {
-    if (every_ > 0) save_checkpoint(path_, *trainer_);
-  }
-
- private:
-  const TrainerType* trainer_;
-  std::filesystem::path path_;
-  Index every_;
-  std::optional<Index> stop_after_;
-};
-
 /// The AdaLoRA factors inside the attached adapters (Partial-AdaLoRA: the compact ones).
 template <Backend B, class A, class Model>
 std::vector<AdaLora<B>*> adalora_factors(Model& model, const std::vector<std::string>& sites) {
@@ -410,12 +383,13 @@ nlohmann::ordered_json fine_tune(const RunOptions& o, Task& task, const std::opt
     in_context<Error>("--resume from '" + state_path.string() + "'", [&] { load_checkpoint(state_path, trainer); });
     if (!o.quiet) log << "resuming at step " << trainer.state().step << " of " << total_steps << '\n';
   }
-  TrainingStateSaver saver(trainer, state_path, o.save_every, o.stop_after);
+  // Every --save-every steps and after every epoch's evaluation; at --stop-after, saved and stopped.
+  Checkpointing saver(trainer, state_path, o.save_every, o.save_every > 0, o.stop_after);
   ConsoleProgress progress(log, o.quiet);
   const auto train_start = Clock::now();
   const TrainResult result = trainer.fit(train, progress, evaluation, history, adalora, saver);
   const double train_seconds = seconds_since(train_start);
-  if (result.stopped) {  // by the saver: the only callback that stops
+  if (result.stopped) {  // by --stop-after: the only callback that stops
     report["stopped_at_step"] = result.steps;
     report["total_steps"] = total_steps;
     report["training_state"] = state_path.string();

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/svg.hpp"
+#include "plora/core/decimal.hpp"
 #include "plora/core/view.hpp"
 #include "plora/io/atomic_file.hpp"
 
@@ -62,12 +63,11 @@ inline std::optional<std::pair<Index, std::string>> split_layer_site(std::string
   constexpr std::string_view marker = "layer.";
   for (std::size_t at = name.find(marker); at != std::string_view::npos; at = name.find(marker, at + 1)) {
     if (at > 0 && name[at - 1] != '.') continue;
-    const char* first = name.data() + at + marker.size();
-    const char* last = name.data() + name.size();
-    Index layer = 0;
-    const auto [end, error] = std::from_chars(first, last, layer);
-    if (error == std::errc{} && end != first && end < last && *end == '.')
-      return std::pair{layer, std::string(end + 1, last)};
+    const std::string_view rest = name.substr(at + marker.size());
+    const std::size_t dot = rest.find('.');
+    if (dot == std::string_view::npos) continue;
+    if (const std::optional<Index> layer = plora::detail::parse_index(rest.substr(0, dot)))
+      return std::pair{*layer, std::string(rest.substr(dot + 1))};
   }
   return std::nullopt;
 }

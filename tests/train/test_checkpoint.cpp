@@ -217,6 +217,41 @@ TEST_CASE("early stopping resumes with its best value and patience count") {
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("Checkpointing: an epoch's checkpoint holds its evaluations; stop_after saves and stops") {
+  const auto dir = scratch_dir("epochs");
+  const auto path = dir / "ckpt.safetensors";
+  {  // One epoch (4 steps) evaluated at its end: the checkpoint has EarlyStopping's update.
+    Run run(kBatches);
+    EarlyStopping early("accuracy", 3);
+    run.trainer.track_state("early_stopping", early);
+    PeriodicEvaluation evaluation([] { return Metrics{{"accuracy", 0.75}}; }, 0, true);
+    Checkpointing checkpointing(run.trainer, path, 0, true);
+    run.trainer.fit(source(), evaluation, early, checkpointing);
+    const Checkpoint saved = read_checkpoint(path);
+    CHECK(saved.trainer.step == kBatches);
+    CHECK(saved.trainer.epoch == 1);
+    CHECK(saved.states.at("early_stopping").at("best")(0, 0) == 0.75f);
+  }
+  std::filesystem::remove(path);
+  {  // stop_after 3: stopped and saved at step 3
+    Run run(kTotal);
+    Checkpointing checkpointing(run.trainer, path, 0, false, 3);
+    const TrainResult result = run.trainer.fit(source(), checkpointing);
+    CHECK(result.stopped);
+    CHECK(result.steps == 3);
+    CHECK(read_checkpoint(path).trainer.step == 3);
+  }
+  {  // ... but not at the run's last step, which ends as usual
+    Run run(5);
+    Checkpointing checkpointing(run.trainer, dir / "last.safetensors", 0, false, 5);
+    const TrainResult result = run.trainer.fit(source(), checkpointing);
+    CHECK_FALSE(result.stopped);
+    CHECK(result.steps == 5);
+    CHECK_FALSE(std::filesystem::exists(dir / "last.safetensors"));
+  }
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("checkpoint contents: parameter and optimizer tensors, position metadata") {
   const auto dir = scratch_dir("contents");
   const auto path = dir / "ckpt.safetensors";

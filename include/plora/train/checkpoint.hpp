@@ -18,8 +18,10 @@
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "plora/backend/concepts.hpp"
 #include "plora/core/error.hpp"
@@ -192,30 +194,48 @@ void load_checkpoint(const std::filesystem::path& path, T& trainer) {
   apply_checkpoint(trainer, read_checkpoint(path));
 }
 
-/// Callback: saves a checkpoint of `trainer` to `path` every `every_steps`
-/// steps (replacing the previous one atomically) and, if asked, at every
-/// epoch end.
+/// Callback: saves a checkpoint of `trainer` to `path` (replacing the previous
+/// one atomically) every `every_steps` steps and, if asked, after every epoch
+/// end together with the evaluations it reported (saved when the next epoch
+/// begins or training ends, so that the tracked states the evaluations change,
+/// such as EarlyStopping's, are in it). With `stop_after`, it saves and stops
+/// the run at that step, unless that is the run's last step.
 /// @tparam T  a Trainer
 template <class T>
 class Checkpointing {
  public:
-  Checkpointing(const T& trainer, std::filesystem::path path, Index every_steps, bool each_epoch = false)
-      : trainer_(&trainer), path_(std::move(path)), every_steps_(every_steps), each_epoch_(each_epoch) {
+  Checkpointing(const T& trainer, std::filesystem::path path, Index every_steps, bool each_epoch = false,
+                std::optional<Index> stop_after = std::nullopt)
+      : trainer_(&trainer),
+        path_(std::move(path)),
+        every_steps_(every_steps),
+        each_epoch_(each_epoch),
+        stop_after_(stop_after) {
     check<ValueError>(every_steps >= 0, "Checkpointing: every_steps ", every_steps, " is negative");
+    check<ValueError>(!stop_after || *stop_after >= 1, "Checkpointing: stop_after ", stop_after.value_or(0),
+                      " must be at least 1");
   }
 
-  void on_step_end(TrainContext&, float, Index step) {
-    if (every_steps_ > 0 && step % every_steps_ == 0) save_checkpoint(path_, *trainer_);
+  bool on_step_end(TrainContext& ctx, float, Index step) {
+    const bool stop = stop_after_ && step >= *stop_after_ && step < ctx.total_steps;
+    if (stop || (every_steps_ > 0 && step % every_steps_ == 0)) save_checkpoint(path_, *trainer_);
+    return stop;
   }
-  void on_epoch_end(TrainContext&) {
-    if (each_epoch_) save_checkpoint(path_, *trainer_);
-  }
+  void on_epoch_end(TrainContext&) { epoch_ended_ = each_epoch_; }
+  void on_epoch_begin(TrainContext&) { save_ended_epoch(); }
+  void on_train_end(TrainContext&) { save_ended_epoch(); }
 
  private:
+  void save_ended_epoch() {
+    if (std::exchange(epoch_ended_, false)) save_checkpoint(path_, *trainer_);
+  }
+
   const T* trainer_;
   std::filesystem::path path_;
   Index every_steps_;
   bool each_epoch_;
+  std::optional<Index> stop_after_;
+  bool epoch_ended_ = false;  // an epoch ended and its checkpoint is not yet written
 };
 
 }  // namespace plora
