@@ -35,8 +35,8 @@ def write(target: str, name: str, prefix: bytes, body: bytes) -> None:
 def safetensors_seeds() -> None:
     # A plora training checkpoint: parameters, optimizer state, the
     # plora.checkpoint metadata of train/checkpoint.hpp.
-    meta = {"format": "plora-checkpoint", "version": 2, "seed": 1, "epoch": 0, "batch_in_epoch": 2, "step": 3,
-            "window_loss": 1.25, "window_steps": 3,
+    meta = {"format": "plora-checkpoint", "version": 3, "seed": 1, "settings": {"lr": "0.01"}, "epoch": 0,
+            "batch_in_epoch": 2, "step": 3, "window_loss": 1.25, "window_steps": 3,
             "optimizer": "AdamW", "optimizer_step": 3, "streams": {"dropout": {"seed": 1, "stream": 2, "offset": 3}}}
     a = torch.arange(6, dtype=torch.float32).reshape(2, 3) / 2
     with tempfile.TemporaryDirectory() as tmp:

@@ -29,6 +29,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <iomanip>
 #include <map>
 #include <optional>
 #include <ostream>
@@ -43,6 +44,7 @@
 #include "common/report.hpp"
 #include "common/svg.hpp"
 #include "plora/adapters/adapters.hpp"
+#include "plora/core/rng.hpp"
 #include "plora/io/ratios_json.hpp"
 #include "plora/io/safetensors.hpp"
 #include "plora/masks/masks.hpp"
@@ -132,6 +134,12 @@ std::optional<RatioSource> obtain_ratios(const RunOptions& o, Task& task, std::o
   if (!o.ratios_file.empty()) {
     source.report = io::load_ratios(o.ratios_file, model.site_names());
     source.origin = o.ratios_file.string();
+  } else if (o.resume && !o.ratio) {
+    // The interrupted run extracted them and saved them; its masks must be the ones resumed.
+    const std::filesystem::path saved = o.output / "ratios.json";
+    source.report = in_context<Error>("--resume: the interrupted run's ratios",
+                                      [&] { return io::load_ratios(saved, model.site_names()); });
+    source.origin = saved.string();
   } else if (o.ratio) {
     source.origin = "--ratio";
     source.report.extractor = "uniform";
@@ -166,6 +174,41 @@ inline MaskPlan plan_for(const RunOptions& o, const RatioReport& report) {
   if (o.mask == "stochastic") return plan_masks(report, StochasticTargetedMask{}, o.seed);
   if (o.mask == "uniform") return plan_masks(report, PartialMask{}, o.seed, uniform_ratios(report.ratios()));
   return plan_masks(report, PartialMask{}, o.seed);
+}
+
+/// A digest of every site's kept rows and columns (hex FNV-1a): equal plans, equal digests.
+inline std::string mask_plan_digest(const MaskPlan& plan) {
+  std::string text;
+  for (const auto& [name, planned] : plan) {
+    text += name + " rows";
+    for (const std::int32_t row : planned.mask.rows) text += ' ' + std::to_string(row);
+    text += " cols";
+    for (const std::int32_t col : planned.mask.cols) text += ' ' + std::to_string(col);
+    text += '\n';
+  }
+  std::ostringstream hex;
+  hex << std::hex << std::setw(16) << std::setfill('0') << fnv1a(text);
+  return hex.str();
+}
+
+/// What a resumed run must share with the interrupted one (TrainerConfig::
+/// settings, checked on --resume): the options that shape the training, by
+/// their names, besides --seed (the trainer's own check) and those that only
+/// say how to run it (--threads, --save-every, --stop-after, --output,
+/// --quiet); the masks, whatever gave their ratios; the model and the data.
+inline std::map<std::string, std::string> run_settings(const RunOptions& o, const MaskPlan* plan,
+                                                       nlohmann::ordered_json task) {
+  const auto text = [](const auto& value) { return nlohmann::json(value).dump(); };
+  std::map<std::string, std::string> settings{
+      {"--adapter", o.adapter},         {"--rank", text(o.rank)},       {"--alpha", text(o.alpha)},
+      {"--targets", text(o.targets)},   {"--target-rank", text(o.target_rank)},
+      {"--mask", o.mask},               {"--density", o.density ? text(*o.density) : "none"},
+      {"--epochs", text(o.epochs)},     {"--lr", text(o.lr)},           {"--batch", text(o.batch)},
+      {"--warmup", text(o.warmup)},     {"--weight-decay", text(o.weight_decay)}};
+  if (plan) settings["mask digest"] = mask_plan_digest(*plan);
+  task.erase("checkpoint");  // where it lies, not what it holds
+  settings["task"] = task.dump();
+  return settings;
 }
 
 /// Trainable scalars of Partial-LoRA at `rank` under `plan`: r (|R| + |C|) per site.
@@ -328,11 +371,12 @@ nlohmann::ordered_json fine_tune(const RunOptions& o, Task& task, const std::opt
                                  nlohmann::ordered_json report, Clock::time_point start, std::ostream& log) {
   using Traits = AdapterTraits<A>;
   const auto& train = task.train();
-  const TrainerConfig trainer_config{.epochs = o.epochs, .seed = o.seed};
-  const Index total_steps = planned_steps(trainer_config, train.batches_per_epoch());
-
   std::optional<MaskPlan> plan;
   if (ratios) plan = plan_for(o, ratios->report);
+  const TrainerConfig trainer_config{
+      .epochs = o.epochs, .seed = o.seed, .settings = run_settings(o, plan ? &*plan : nullptr, report["task"])};
+  const Index total_steps = planned_steps(trainer_config, train.batches_per_epoch());
+
   auto model = task.template load_model<A>();
   const std::vector<std::string> sites = matched_sites(model, o.targets);
   Index dense_lora = 0, full = 0;

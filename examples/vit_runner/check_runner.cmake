@@ -11,8 +11,9 @@
 # resume          a 2-epoch demo run uninterrupted, and stopped after step 3
 #                 (mid-epoch) then resumed: byte-identical adapter files and the
 #                 same history in report.json (also --stop-after at the last
-#                 step, which ends the run as usual); a resume under another seed and
-#                 one without a saved state: exit code 1, the cause named
+#                 step, which ends the run as usual); a resume under another seed,
+#                 --epochs or masks, and one without a saved state: exit code 1,
+#                 the cause named
 foreach(var RUNNER OUT MODE)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "check_runner.cmake: -D${var}=... is required")
@@ -71,10 +72,11 @@ elseif(MODE STREQUAL "bad-options")
     message(FATAL_ERROR "a file as --output: exit code ${code}\nstderr:\n${err}")
   endif()
 elseif(MODE STREQUAL "resume")
-  set(args --pretrain-epochs 1 --epochs 2 --max-train 100 --max-test 50 --shots 2 --probe-epochs 2 --batch 25
+  set(epochs 2)
+  set(args --pretrain-epochs 1 --max-train 100 --max-test 50 --shots 2 --probe-epochs 2 --batch 25
            --quiet --pretrained-dir "${OUT}/pretrained")
   function(run_vit out expected_code)
-    execute_process(COMMAND "${RUNNER}" ${args} --output ${out} ${ARGN} RESULT_VARIABLE code OUTPUT_VARIABLE stdout
+    execute_process(COMMAND "${RUNNER}" ${args} --epochs ${epochs} --output ${out} ${ARGN} RESULT_VARIABLE code OUTPUT_VARIABLE stdout
                     ERROR_VARIABLE stderr)
     if(NOT code EQUAL expected_code)
       message(FATAL_ERROR "vit_runner --output ${out} ${ARGN}: exit code ${code}, expected ${expected_code}\n"
@@ -91,6 +93,18 @@ elseif(MODE STREQUAL "resume")
   string(FIND "${stderr}" "cannot resume under seed 1" at)
   if(at EQUAL -1)
     message(FATAL_ERROR "--resume --seed 1: the seed is not named:\n${stderr}")
+  endif()
+  set(epochs 3)  # another schedule: not the run that was stopped
+  run_vit("${OUT}/resumed" 1 --resume)
+  set(epochs 2)
+  string(FIND "${stderr}" "cannot resume a run of --epochs 2 under --epochs 3" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "--resume --epochs 3: the option is not named:\n${stderr}")
+  endif()
+  run_vit("${OUT}/resumed" 1 --resume --ratio 0.5)  # other masks
+  string(FIND "${stderr}" "cannot resume a run of mask digest " at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "--resume --ratio 0.5: the masks are not named:\n${stderr}")
   endif()
   run_vit("${OUT}/resumed" 0 --resume)
   file(SHA256 "${OUT}/straight/adapter_model.safetensors" straight)

@@ -1,5 +1,5 @@
 // Checkpoints: resuming continues bitwise exactly; a failed write leaves the
-// previous checkpoint loadable; mismatched models, seeds and files are refused.
+// previous checkpoint loadable; mismatched models, seeds, settings and files are refused.
 #include <doctest/doctest.h>
 #include <unistd.h>
 
@@ -316,6 +316,40 @@ TEST_CASE("checkpoints of another run, model or format are refused before anythi
   Run other_seed(kTotal, 99);
   CHECK_THROWS_WITH_AS(load_checkpoint(path, other_seed.trainer), doctest::Contains("seed"), ValueError);
 
+  // Settings: each difference named, in either direction, before anything changes.
+  const auto with_settings = [&](std::map<std::string, std::string> settings) {
+    Run saved(4);
+    TrainerConfig config = saved.trainer.config();
+    config.settings = std::move(settings);
+    return config;
+  };
+  {
+    Run a(4), b(kTotal);
+    Trainer saving(a.model, a.adamw, with_settings({{"lr", "0.05"}, {"epochs", "10"}}));
+    saving.track_stream("toy.proj.dropout", a.model.adapter().dropout_stream());
+    saving.fit(source());
+    save_checkpoint(dir / "settings.safetensors", saving);
+    CHECK(read_checkpoint(dir / "settings.safetensors").trainer.settings.at("lr") == "0.05");
+    const auto refused = [&](std::map<std::string, std::string> settings, const char* message) {
+      Trainer resuming(b.model, b.adamw, with_settings(std::move(settings)));
+      resuming.track_stream("toy.proj.dropout", b.model.adapter().dropout_stream());
+      const HostMatrix lora_a(b.model.adapter().lora_A());
+      CHECK_THROWS_WITH_AS(load_checkpoint(dir / "settings.safetensors", resuming), doctest::Contains(message),
+                           ValueError);
+      CHECK(HostMatrix(b.model.adapter().lora_A()).values() == lora_a.values());
+      CHECK(resuming.state().step == 0);
+    };
+    refused({{"lr", "0.05"}, {"epochs", "20"}}, "cannot resume a run of epochs 10 under epochs 20");
+    refused({{"lr", "0.05"}}, "the saved run has setting epochs 10, which this run lacks");
+    refused({{"lr", "0.05"}, {"epochs", "10"}, {"batch", "4"}}, "the saved run has no setting batch (this run: 4)");
+    CHECK_THROWS_WITH_AS(load_checkpoint(path, saving), doctest::Contains("the saved run has no setting"),
+                         ValueError);  // saved without settings
+    Trainer same(b.model, b.adamw, with_settings({{"epochs", "10"}, {"lr", "0.05"}}));
+    same.track_stream("toy.proj.dropout", b.model.adapter().dropout_stream());
+    load_checkpoint(dir / "settings.safetensors", same);
+    CHECK(same.state().step == 4);
+  }
+
   // A rank-3 adapter: lora_A is 3 x 6, not 2 x 6.
   ToyModel wide(1, 3, 0.25f);
   AdamW<cpu> adamw;
@@ -354,18 +388,25 @@ TEST_CASE("checkpoints of another run, model or format are refused before anythi
   backwards.trainer.epoch = -1;
   unchanged(fresh.trainer, [&](auto& t) { apply_checkpoint(t, backwards); }, "negative position");
 
-  // Positions are whole numbers: a float in the metadata is refused, not converted.
-  {
+  // Edited metadata: positions are whole numbers (a float is refused, not
+  // converted), settings are strings.
+  const auto edited = [&](const char* key, const nlohmann::json& value) {
     const auto file = io::SafetensorsFile::open(path);
     auto meta = nlohmann::json::parse(file.metadata().at("plora.checkpoint"));
-    meta["epoch"] = 1e30;
-    io::SafetensorsWriter edited;
-    for (const auto& name : file.names()) edited.add(name, file.load(name));
-    edited.set_metadata("plora.checkpoint", meta.dump());
-    edited.write(dir / "float_epoch.safetensors");
-  }
-  CHECK_THROWS_WITH_AS(read_checkpoint(dir / "float_epoch.safetensors"),
+    meta[key] = value;
+    io::SafetensorsWriter writer;
+    for (const auto& name : file.names()) writer.add(name, file.load(name));
+    writer.set_metadata("plora.checkpoint", meta.dump());
+    const auto edited_path = dir / (std::string(key) + ".safetensors");
+    writer.write(edited_path);
+    return edited_path;
+  };
+  CHECK_THROWS_WITH_AS(read_checkpoint(edited("epoch", 1e30)),
                        doctest::Contains("metadata 'epoch' is 1e+30, expected an integer in [0, "), IoError);
+  CHECK_THROWS_WITH_AS(read_checkpoint(edited("settings", {{"lr", 0.05}})),
+                       doctest::Contains("setting 'lr' is 0.05, expected a string"), IoError);
+  CHECK_THROWS_WITH_AS(read_checkpoint(edited("settings", {"lr"})),
+                       doctest::Contains("metadata 'settings' is not an object"), IoError);
 
   io::SafetensorsWriter foreign;
   foreign.add("weight", HostMatrix(2, 2));

@@ -87,12 +87,15 @@ class RandomStream {
   std::uint64_t offset_ = 0;
 };
 
-/// A stable 64-bit stream id from a name (FNV-1a), so e.g. each adapter site
-/// gets its own stream from its PEFT-style name.
-inline std::uint64_t stream_id(std::string_view name) {
+/// FNV-1a, 64 bit: a hash of a byte string that is the same on every platform and run.
+inline std::uint64_t fnv1a(std::string_view bytes) {
   std::uint64_t hash = 0xcbf29ce484222325ull;
-  for (const char c : name) hash = (hash ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  for (const char c : bytes) hash = (hash ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
   return hash;
 }
+
+/// A stable 64-bit stream id from a name, so e.g. each adapter site gets its
+/// own stream from its PEFT-style name.
+inline std::uint64_t stream_id(std::string_view name) { return fnv1a(name); }
 
 }  // namespace plora

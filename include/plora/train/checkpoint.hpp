@@ -6,8 +6,8 @@
 //   tensors   "param/<name>"      parameter values
 //             "optimizer/<key>"   optimizer buffers ("<param>.exp_avg", ...)
 //             "state/<name>/<key>" tensors of tracked states (Trainer::track_state)
-//   metadata  "plora.checkpoint"  JSON {format, version, seed, epoch,
-//                                 batch_in_epoch, step, window_loss,
+//   metadata  "plora.checkpoint"  JSON {format, version, seed, settings,
+//                                 epoch, batch_in_epoch, step, window_loss,
 //                                 window_steps, optimizer, optimizer_step,
 //                                 streams: {name: {seed, stream, offset}}}
 //
@@ -48,7 +48,7 @@ inline constexpr std::string_view kCheckpointKey = "plora.checkpoint";
 inline constexpr std::string_view kParamPrefix = "param/";
 inline constexpr std::string_view kOptimizerPrefix = "optimizer/";
 inline constexpr std::string_view kStatePrefix = "state/";
-inline constexpr int kCheckpointVersion = 2;  // 2: names the optimizer, keeps the loss window
+inline constexpr int kCheckpointVersion = 3;  // 2: names the optimizer, keeps the loss window; 3: settings
 }  // namespace detail
 
 inline void write_checkpoint(const std::filesystem::path& path, const Checkpoint& checkpoint) {
@@ -61,6 +61,7 @@ inline void write_checkpoint(const std::filesystem::path& path, const Checkpoint
   nlohmann::json meta = {{"format", "plora-checkpoint"},
                          {"version", detail::kCheckpointVersion},
                          {"seed", checkpoint.trainer.seed},
+                         {"settings", checkpoint.trainer.settings},
                          {"epoch", checkpoint.trainer.epoch},
                          {"batch_in_epoch", checkpoint.trainer.batch_in_epoch},
                          {"step", checkpoint.trainer.step},
@@ -101,6 +102,11 @@ inline Checkpoint read_checkpoint(const std::filesystem::path& path) {
                           .step = count(meta, "step", Index{}),
                           .window_loss = meta.at("window_loss").get<double>(),
                           .window_steps = count(meta, "window_steps", Index{})};
+    check<IoError>(meta.at("settings").is_object(), where, ": metadata 'settings' is not an object");
+    for (const auto& [name, value] : meta.at("settings").items()) {
+      check<IoError>(value.is_string(), where, ": setting '", name, "' is ", value.dump(), ", expected a string");
+      checkpoint.trainer.settings.emplace(name, value.get<std::string>());
+    }
     checkpoint.optimizer.optimizer = meta.at("optimizer").get<std::string>();
     checkpoint.optimizer.step = count(meta, "optimizer_step", Index{});
     for (const auto& [name, s] : meta.at("streams").items())
@@ -151,6 +157,7 @@ void apply_checkpoint(T& trainer, const Checkpoint& checkpoint) {
   auto params = trainer.model().parameters();
   check<ValueError>(checkpoint.trainer.seed == trainer.config().seed, "checkpoint: made by a run of seed ",
                     checkpoint.trainer.seed, ", cannot resume under seed ", trainer.config().seed);
+  trainer.check_restorable(checkpoint.trainer);  // another run's settings: say so before any shape differs
   for (const auto& param : params) {
     const auto it = checkpoint.parameters.find(param.name);
     check<ValueError>(it != checkpoint.parameters.end(), "checkpoint: no value for parameter '", param.name, "'");
@@ -174,7 +181,6 @@ void apply_checkpoint(T& trainer, const Checkpoint& checkpoint) {
   }
   check<ValueError>(checkpoint.states.size() == trainer.tracked_states().size(), "checkpoint: holds the state of ",
                     checkpoint.states.size(), " objects but the run tracks ", trainer.tracked_states().size());
-  trainer.check_restorable(checkpoint.trainer);
 
   // The optimizer checks its buffers against the parameters before it changes.
   trainer.optimizer().import_state(checkpoint.optimizer, params);

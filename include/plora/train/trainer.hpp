@@ -42,13 +42,19 @@ struct TrainerConfig {
   Index log_every = 0;                ///< record the mean loss every this many steps (0: never)
   std::uint64_t seed = 0;             ///< the run's seed; a checkpoint resumes only under the same one
   bool check_finite = true;           ///< throw NumericError on a NaN / Inf loss or gradient
+  /// What else the run's course depends on, as the caller names and spells it
+  /// (say "lr" -> "0.0003"): saved in checkpoints, and a checkpoint resumes
+  /// only under the same settings, so a resume cannot silently change the run.
+  std::map<std::string, std::string> settings{};
 };
 
-/// Where a run is: the next batch is (epoch, batch_in_epoch); `step` optimizer
-/// steps are done; the losses of the steps since the last log entry sum to
-/// `window_loss` over `window_steps` (so a resumed run logs the same means).
+/// Which run this is (its seed and settings) and where it is: the next batch
+/// is (epoch, batch_in_epoch); `step` optimizer steps are done; the losses of
+/// the steps since the last log entry sum to `window_loss` over
+/// `window_steps` (so a resumed run logs the same means).
 struct TrainerState {
   std::uint64_t seed = 0;
+  std::map<std::string, std::string> settings{};
   Index epoch = 0;
   Index batch_in_epoch = 0;
   Index step = 0;
@@ -104,6 +110,7 @@ class Trainer {
                       config_.grad_clip.value_or(0.0), " must be positive");
     check<ValueError>(config_.log_every >= 0, "Trainer: log_every ", config_.log_every, " is negative");
     state_.seed = config_.seed;
+    state_.settings = config_.settings;
   }
 
   /// Trains from the current state to the end of the configured epochs (or
@@ -198,10 +205,21 @@ class Trainer {
     check_restorable(state);
     state_ = state;
   }
-  /// Throws unless `state` is of this run's seed and at a non-negative position.
+  /// Throws unless `state` is of this run's seed and settings and at a
+  /// non-negative position; a difference in settings is named.
   void check_restorable(const TrainerState& state) const {
     check<ValueError>(state.seed == config_.seed, "Trainer: cannot resume a run of seed ", state.seed, " under seed ",
                       config_.seed);
+    for (const auto& [name, value] : config_.settings) {
+      const auto saved = state.settings.find(name);
+      check<ValueError>(saved != state.settings.end(), "Trainer: cannot resume: the saved run has no setting ", name,
+                        " (this run: ", value, ")");
+      check<ValueError>(saved->second == value, "Trainer: cannot resume a run of ", name, " ", saved->second,
+                        " under ", name, " ", value);
+    }
+    for (const auto& [name, value] : state.settings)
+      check<ValueError>(config_.settings.contains(name), "Trainer: cannot resume: the saved run has setting ", name,
+                        " ", value, ", which this run lacks");
     check<ValueError>(state.epoch >= 0 && state.batch_in_epoch >= 0 && state.step >= 0 && state.window_steps >= 0,
                       "Trainer: negative position in the trainer state");
     check<ValueError>(std::isfinite(state.window_loss), "Trainer: the logged loss window sums to ",
