@@ -195,7 +195,8 @@ inline std::string mask_plan_digest(const MaskPlan& plan) {
 /// settings, checked on --resume): the options that shape the training, by
 /// their names, besides --seed (the trainer's own check) and those that only
 /// say how to run it (--threads, --save-every, --stop-after, --output,
-/// --quiet); the masks, whatever gave their ratios; the model and the data.
+/// --quiet); the masks, whatever gave their ratios; the model and the data
+/// (not where their files lie).
 inline std::map<std::string, std::string> run_settings(const RunOptions& o, const MaskPlan* plan,
                                                        nlohmann::ordered_json task) {
   const auto text = [](const auto& value) { return nlohmann::json(value).dump(); };
@@ -206,7 +207,8 @@ inline std::map<std::string, std::string> run_settings(const RunOptions& o, cons
       {"--epochs", text(o.epochs)},     {"--lr", text(o.lr)},           {"--batch", text(o.batch)},
       {"--warmup", text(o.warmup)},     {"--weight-decay", text(o.weight_decay)}};
   if (plan) settings["mask digest"] = mask_plan_digest(*plan);
-  task.erase("checkpoint");  // where it lies, not what it holds
+  task.erase("checkpoint");  // where the files lie, not what they hold
+  if (task.contains("dataset")) task["dataset"].erase("path");
   settings["task"] = task.dump();
   return settings;
 }

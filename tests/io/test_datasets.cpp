@@ -174,6 +174,12 @@ TEST_CASE("pixel CSV with and without a header; malformed lines give the line nu
   write_bytes(dir / "n.csv", "1048575,1,1,1,1\n");
   CHECK(contains(message_of<IoError>([&] { (void)load_pixel_csv(dir / "n.csv", 1, 2, 2, raw()); }),
                  "class 0 of 0..1048575 has no example"));
+  // A shape whose product wraps around 2^64 ((2^58 + 1) x 8 x 8 = 64 modulo 2^64) is refused, not used.
+  const Index wraps = (Index{1} << 58) + 1;
+  CHECK(contains(message_of<ValueError>([&] { (void)load_pixel_csv(dir / "n.csv", wraps, 8, 8, raw()); }),
+                 "exceeds the limit of 178956970 values per image"));
+  CHECK(contains(message_of<ValueError>([&] { (void)load_pixel_csv(dir / "n.csv", 1, Index{1} << 32, Index{1} << 32, raw()); }),
+                 "exceeds the limit"));
 }
 
 TEST_CASE("scikit-learn digits through zlib") {

@@ -147,6 +147,17 @@ TEST_CASE("malformed lines and unknown labels name the file and line") {
                                 R"({"premise": "P.", "choice1": "A.", "choice2": "B.", "question": "effect", "label": 2})"
                                 "\n");
   CHECK_THROWS_WITH_AS(read_glue(GlueTask::Copa, copa_label), doctest::Contains("copa2.jsonl:1"), IoError);
+  // Labels are read as written: 2^32 + 1, 1.7 and true are not truncated into 1.
+  const std::pair<const char*, const char*> bad_labels[] = {{"4294967297", "label '4294967297' is not one of copa's"},
+                                                            {"1.7", "label 1.7 is not an integer"},
+                                                            {"true", "label true is not an integer"}};
+  for (const auto& [label, expected] : bad_labels) {
+    const auto record =
+        write(dir, "copa3.jsonl",
+              std::string(R"({"premise": "P.", "choice1": "A.", "choice2": "B.", "question": "effect", "label": )") +
+                  label + "}\n");
+    CHECK_THROWS_WITH_AS(read_glue(GlueTask::Copa, record), doctest::Contains(expected), IoError);
+  }
   CHECK_THROWS_WITH_AS(read_glue(GlueTask::Rte, dir / "missing.tsv"),
                        doctest::Contains("missing.tsv': it does not exist"), IoError);
   // Scores outside STS-B's 0-5 scale, NaN and Inf included (stof reads both).

@@ -304,6 +304,10 @@ inline ImageDataset load_pixel_csv(const std::filesystem::path& path, Index chan
                                    const PreprocessorConfig& config = {}, Index max_examples = 0) {
   check<ValueError>(channels > 0 && height > 0 && width > 0, "load_pixel_csv('", path.string(), "'): invalid shape ",
                     channels, " x ", height, " x ", width);
+  // Each factor is checked before it multiplies, so the product cannot wrap around.
+  check<ValueError>(height <= kMaxImagePixels / width && channels <= kMaxImagePixels / (height * width),
+                    "load_pixel_csv('", path.string(), "'): shape ", channels, " x ", height, " x ", width,
+                    " exceeds the limit of ", kMaxImagePixels, " values per image");
   const std::string text = detail::read_file(path);
   const std::string source = path.string();
   detail::DatasetBuilder builder(config);

@@ -218,7 +218,10 @@ inline std::vector<TextExample> read_superglue_jsonl(const TaskInfo& info, const
         ex.a = j.at("premise").get<std::string>() +
                (question == "cause" ? " What was the cause?" : " What happened as a result?");
         ex.b = j.at("choice1").get<std::string>() + " | " + j.at("choice2").get<std::string>();
-        ex.label = label_id(info, std::to_string(j.at("label").get<int>()), file, line);
+        // The label's exact text: a float, a bool or a number beyond int must not be truncated into 0 / 1.
+        const auto& label = j.at("label");
+        check<IoError>(label.is_number_integer(), "label ", label.dump(), " is not an integer");
+        ex.label = label_id(info, label.dump(), file, line);
       } else {
         const auto& target = j.at("target");
         ex.a = j.at("text").get<std::string>();

@@ -134,9 +134,9 @@ inline RatioReport ratios_from_json(std::string_view text, const std::string& so
     const nlohmann::json j = nlohmann::json::parse(text);
     check<IoError>(j.is_object() && j.value("format", std::string()) == kRatiosFormat, source,
                    ": not a plora ratios file (\"format\" must be \"", kRatiosFormat, "\")");
-    const int version = j.at("version").get<int>();
-    check<IoError>(version == kRatiosVersion, source, ": ratios file version ", version, " is not supported (expected ",
-                   kRatiosVersion, ")");
+    const auto& version = j.at("version");
+    check<IoError>(version.is_number_integer() && version.get<std::int64_t>() == kRatiosVersion, source,
+                   ": ratios file version ", version.dump(), " is not supported (expected ", kRatiosVersion, ")");
     RatioReport report;
     report.extractor = j.at("extractor").get<std::string>();
     try {
