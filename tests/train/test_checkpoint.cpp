@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -407,6 +408,26 @@ TEST_CASE("checkpoints of another run, model or format are refused before anythi
                        doctest::Contains("setting 'lr' is 0.05, expected a string"), IoError);
   CHECK_THROWS_WITH_AS(read_checkpoint(edited("settings", {"lr"})),
                        doctest::Contains("metadata 'settings' is not an object"), IoError);
+
+  // Values no run of the guard writes: a NaN parameter, a negative second moment.
+  const auto with_value = [&](const std::string& tensor, float value) {
+    const auto file = io::SafetensorsFile::open(path);
+    io::SafetensorsWriter writer;
+    for (const auto& name : file.names()) {
+      HostMatrix loaded = file.load(name);
+      if (name == tensor) loaded.values()[1] = value;
+      writer.add(name, loaded);
+    }
+    writer.set_metadata("plora.checkpoint", file.metadata().at("plora.checkpoint"));
+    writer.write(dir / "edited_value.safetensors");
+    return dir / "edited_value.safetensors";
+  };
+  CHECK_THROWS_WITH_AS(read_checkpoint(with_value("param/toy.proj.lora_A", std::nanf(""))),
+                       doctest::Contains("tensor 'param/toy.proj.lora_A' holds nan at element 1"), ValueError);
+  CHECK_THROWS_WITH_AS(read_checkpoint(with_value("optimizer/toy.proj.lora_A.exp_avg", INFINITY)),
+                       doctest::Contains("holds inf at element 1"), ValueError);
+  unchanged(fresh.trainer, [&](auto& t) { load_checkpoint(with_value("optimizer/toy.proj.lora_A.exp_avg_sq", -1.0f), t); },
+            "AdamW: second moment 'toy.proj.lora_A.exp_avg_sq' holds -1 at element 1 (must be >= 0)");
 
   io::SafetensorsWriter foreign;
   foreign.add("weight", HostMatrix(2, 2));

@@ -279,6 +279,14 @@ TEST_CASE("resuming mid-epoch skips on_epoch_begin; configs and states are check
                                           "step_end 4",  "epoch_end 0",  "train_end"};
   CHECK(recorder.calls == expected);
   CHECK_THROWS_AS(trainer.restore({.seed = 6}), ValueError);
+  // A position no run of 4 batches per epoch reaches, and one past the run's end.
+  Trainer inconsistent(model, adamw, {.epochs = 2, .seed = 5});
+  inconsistent.restore({.seed = 5, .epoch = 1, .batch_in_epoch = 1, .step = 3});
+  CHECK_THROWS_WITH_AS(inconsistent.fit(source),
+                       "Trainer::fit: resuming at step 3, but epoch 1 batch 1 of epochs of 4 batches is step 5",
+                       ValueError);
+  inconsistent.restore({.seed = 5, .epoch = 3, .batch_in_epoch = 0, .step = 12});
+  CHECK_THROWS_WITH_AS(inconsistent.fit(source), "Trainer::fit: resuming at step 12 of a run of 8 steps", ValueError);
   CHECK_THROWS_AS(Trainer(model, adamw, {.epochs = 0}), ValueError);
   CHECK_THROWS_AS(Trainer(model, adamw, {.epochs = 1, .grad_clip = -1.0}), ValueError);
   CHECK_THROWS_AS(PeriodicEvaluation(nullptr, 1), ValueError);

@@ -2,6 +2,7 @@
 // AdamW with torch.optim.AdamW semantics (Loshchilov & Hutter 2019): decoupled
 // weight decay p *= 1 - lr wd, bias-corrected first and second moments,
 //   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -60,6 +61,19 @@ class AdamW : public detail::OptimizerBase<B, 2> {
       s.weight_decay = decays(param.name) ? static_cast<float>(config_.weight_decay) : 0.0f;
       B::adamw_step(param.value, param.grad, moments[0].view(), moments[1].view(), s);
     }
+  }
+
+  /// The base class's import, after checking that every second moment is >= 0
+  /// (a negative one would turn the next update into NaN).
+  void import_state(const OptimizerState& state, const ParameterList<typename B::Space>& params) {
+    for (const auto& [key, value] : state.tensors) {
+      if (!key.ends_with(".exp_avg_sq")) continue;
+      const auto negative = std::find_if(value.values().begin(), value.values().end(), [](float v) { return v < 0.0f; });
+      if (negative != value.values().end())
+        throw ValueError(plora::detail::concat("AdamW: second moment '", key, "' holds ", *negative, " at element ",
+                                               negative - value.values().begin(), " (must be >= 0)"));
+    }
+    detail::OptimizerBase<B, 2>::import_state(state, params);
   }
 
   [[nodiscard]] double lr() const { return config_.lr * this->lr_scale_; }

@@ -25,6 +25,7 @@
 
 #include "plora/backend/concepts.hpp"
 #include "plora/core/error.hpp"
+#include "plora/core/finite.hpp"
 #include "plora/core/host_matrix.hpp"
 #include "plora/core/rng.hpp"
 #include "plora/io/safetensors.hpp"
@@ -115,11 +116,20 @@ inline Checkpoint read_checkpoint(const std::filesystem::path& path) {
   } catch (const nlohmann::json::exception& error) {
     throw IoError(plora::detail::concat(where, ": malformed metadata: ", error.what()));
   }
+  // Parameters and optimizer buffers are finite in any run the guard let through.
+  const auto finite = [&](const std::string& name) {
+    HostMatrix value = file.load(name);
+    const std::size_t bad = first_non_finite(value.values());
+    if (bad != value.values().size())
+      throw ValueError(plora::detail::concat(where, ": tensor '", name, "' holds ", value.values()[bad],
+                                             " at element ", bad));
+    return value;
+  };
   for (const auto& name : file.names()) {
     if (name.starts_with(detail::kParamPrefix)) {
-      checkpoint.parameters.emplace(name.substr(detail::kParamPrefix.size()), file.load(name));
+      checkpoint.parameters.emplace(name.substr(detail::kParamPrefix.size()), finite(name));
     } else if (name.starts_with(detail::kOptimizerPrefix)) {
-      checkpoint.optimizer.tensors.emplace(name.substr(detail::kOptimizerPrefix.size()), file.load(name));
+      checkpoint.optimizer.tensors.emplace(name.substr(detail::kOptimizerPrefix.size()), finite(name));
     } else if (const std::size_t slash = name.find('/', detail::kStatePrefix.size());
                name.starts_with(detail::kStatePrefix) && slash != std::string::npos) {
       const std::string state = name.substr(detail::kStatePrefix.size(), slash - detail::kStatePrefix.size());

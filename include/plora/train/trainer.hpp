@@ -124,6 +124,12 @@ class Trainer {
     check<ValueError>(per_epoch > 0, "Trainer::fit: the batch source has no batches");
     check<ValueError>(state_.batch_in_epoch <= per_epoch, "Trainer::fit: resuming at batch ", state_.batch_in_epoch,
                       " of an epoch of ", per_epoch, " batches (was the checkpoint made with another data set?)");
+    // Each step advances the batch, each ended epoch resets it: the step count follows from the position.
+    check<ValueError>(state_.step == state_.epoch * per_epoch + state_.batch_in_epoch, "Trainer::fit: resuming at step ",
+                      state_.step, ", but epoch ", state_.epoch, " batch ", state_.batch_in_epoch, " of epochs of ",
+                      per_epoch, " batches is step ", state_.epoch * per_epoch + state_.batch_in_epoch);
+    check<ValueError>(state_.step <= planned_steps(config_, per_epoch), "Trainer::fit: resuming at step ",
+                      state_.step, " of a run of ", planned_steps(config_, per_epoch), " steps");
 
     TrainResult result;
     TrainContext ctx;
