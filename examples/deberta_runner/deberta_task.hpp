@@ -18,6 +18,7 @@
 
 #include "plora/core/error.hpp"
 #include "plora/core/rng.hpp"
+#include "plora/io/checkpoint_layers.hpp"
 #include "plora/io/datasets.hpp"
 #include "plora/io/glue.hpp"
 #include "plora/io/safetensors.hpp"
@@ -107,6 +108,8 @@ class DebertaTask {
                       config_.vocab_size, " (tokenizer and model from different checkpoints?)");
     check<ValueError>(max_length <= config_.max_position_embeddings, "--max-length ", max_length,
                       " exceeds the checkpoint's max_position_embeddings ", config_.max_position_embeddings);
+    io::check_no_layers_beyond(weights_, config_.num_hidden_layers,
+                                       (checkpoint_ / "model.safetensors").string());
   }
 
   /// A fresh model: the checkpoint's backbone (and pooler when it has one), a

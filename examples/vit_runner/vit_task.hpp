@@ -37,7 +37,10 @@ class VitTask {
         config_(std::move(config)), train_data_(std::move(train)), test_data_(std::move(test)), batch_(batch),
         seed_(seed), keep_head_(keep_head), data_(std::move(data)),
         train_(train_data_, batch, seed, io::ImageBatches::Order::Shuffled),
-        test_(test_data_, batch, seed, io::ImageBatches::Order::Sequential) {}
+        test_(test_data_, batch, seed, io::ImageBatches::Order::Sequential) {
+    io::check_no_layers_beyond(weights_, config_.num_hidden_layers,
+                                       plora::detail::vit_weights_file(checkpoint_).string());
+  }
   VitTask(const VitTask&) = delete;  // the batch sources point into the datasets
   VitTask& operator=(const VitTask&) = delete;
 

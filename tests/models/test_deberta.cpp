@@ -150,6 +150,13 @@ TEST_CASE("a checkpoint directory (config.json + model.safetensors) loads the sa
   CHECK(max_abs_diff(to_host<cpu>(model.forward(batch)).view(), fx.file.load("ref.logits").view()) <= 1e-4);
   CHECK(model.site_names().size() == 2 * 6);
   CHECK(model.site_names().front() == "deberta.encoder.layer.0.attention.self.query_proj");
+  // A config with fewer layers than the file: refused, not the upper layers dropped.
+  DebertaV2Config fewer = fx.config;
+  fewer.num_hidden_layers -= 1;
+  const std::string expected = "of encoder layer " + std::to_string(fewer.num_hidden_layers) +
+                               ", but the config has num_hidden_layers " + std::to_string(fewer.num_hidden_layers);
+  CHECK_THROWS_WITH_AS((load_deberta_v2<cpu, Lora<cpu>>(fx.path(), fewer)), doctest::Contains(expected.c_str()),
+                       IoError);
   std::filesystem::remove_all(dir);
 }
 

@@ -479,6 +479,13 @@ TEST_CASE("bad checkpoints and configs fail with errors naming the key") {
     config.num_hidden_layers = 5;
     CHECK_THROWS_WITH_AS(load_lora_vit(a, config), doctest::Contains("vit.encoder.layer.4."), IoError);
   }
+  SUBCASE("fewer layers than the checkpoint holds: refused, not the upper layers dropped") {
+    const Index stored = config.num_hidden_layers;
+    config.num_hidden_layers = stored - 1;
+    const std::string expected = "of encoder layer " + std::to_string(stored - 1) +
+                                 ", but the config has num_hidden_layers " + std::to_string(stored - 1);
+    CHECK_THROWS_WITH_AS(load_lora_vit(a, config), doctest::Contains(expected.c_str()), IoError);
+  }
   SUBCASE("a corrupt layer count: the first missing layer is named, nothing is sized by the count") {
     const Index stored = config.num_hidden_layers;
     config.num_hidden_layers = 1'000'000'000;  // reserving that many layers threw std::bad_alloc

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "plora/core/error.hpp"
+#include "plora/io/checkpoint_layers.hpp"
 #include "plora/io/hf_config.hpp"
 #include "plora/io/safetensors.hpp"
 #include "plora/models/deberta_v2.hpp"
@@ -28,6 +29,7 @@ DebertaV2<B, A> load_deberta_v2(const std::filesystem::path& path, const Deberta
   const std::filesystem::path file = std::filesystem::is_directory(path) ? path / "model.safetensors" : path;
   check<IoError>(std::filesystem::is_regular_file(file), "DeBERTa checkpoint '", file.string(), "' does not exist");
   const io::SafetensorsFile weights = io::SafetensorsFile::open(file);
+  io::check_no_layers_beyond(weights, config.num_hidden_layers, file.string());
   const std::string prefix = "deberta.";
   const bool bare = !weights.contains(prefix + "embeddings.word_embeddings.weight") &&
                     weights.contains("embeddings.word_embeddings.weight");

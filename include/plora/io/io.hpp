@@ -5,6 +5,7 @@
 // (see image.hpp). The text readers (tokenizer.hpp, glue.hpp) need
 // SentencePiece and are included separately.
 #include "plora/io/atomic_file.hpp"
+#include "plora/io/checkpoint_layers.hpp"
 #include "plora/io/datasets.hpp"
 #include "plora/io/deberta_checkpoint.hpp"
 #include "plora/io/hf_config.hpp"

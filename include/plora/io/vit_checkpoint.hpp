@@ -13,6 +13,7 @@
 
 #include "plora/core/error.hpp"
 #include "plora/core/rng.hpp"
+#include "plora/io/checkpoint_layers.hpp"
 #include "plora/io/hf_config.hpp"
 #include "plora/io/safetensors.hpp"
 #include "plora/models/vit.hpp"
@@ -65,7 +66,9 @@ inline WeightSource vit_weight_source(const io::SafetensorsFile& weights, Index 
 /// @param seed  seeds a new classifier (see vit_weight_source)
 template <Backend B, Adapter A>
 Vit<B, A> load_vit(const std::filesystem::path& path, const ViTConfig& config, std::uint64_t seed = 0) {
-  const io::SafetensorsFile weights = io::SafetensorsFile::open(detail::vit_weights_file(path));
+  const std::filesystem::path file = detail::vit_weights_file(path);
+  const io::SafetensorsFile weights = io::SafetensorsFile::open(file);
+  io::check_no_layers_beyond(weights, config.num_hidden_layers, file.string());
   return Vit<B, A>(config, vit_weight_source(weights, config.num_labels, seed), seed);
 }
 
