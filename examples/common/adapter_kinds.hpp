@@ -203,7 +203,4 @@ decltype(auto) with_adapter_type(std::string_view name, F&& f) {
   return f.template operator()<RandomMasking<B>>();
 }
 
-/// Whether the adapter named `name` is built from sparsity ratios.
-inline bool is_partial(std::string_view name) { return name == "partial-lora" || name == "partial-adalora"; }
-
 }  // namespace plora::runner

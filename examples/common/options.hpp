@@ -110,6 +110,15 @@ inline constexpr const char* kTrainingStateFile = "training_state.safetensors";
 inline const std::vector<std::string> kAdapterNames = {"lora", "adalora", "partial-lora", "partial-adalora", "full",
                                                         "random-masking"};
 
+/// Whether the adapter named `name` is built from sparsity ratios.
+inline bool is_partial(std::string_view name) { return name == "partial-lora" || name == "partial-adalora"; }
+
+/// Whether the run needs sparsity ratios: Partial-* always, Random Masking to
+/// match the Partial-LoRA parameter count when no --density is given.
+inline bool needs_ratios(const RunOptions& o) {
+  return is_partial(o.adapter) || (o.adapter == "random-masking" && !o.density);
+}
+
 /// Adds the shared options to `app`, writing into `options`.
 inline void add_run_options(CLI::App& app, RunOptions& options) {
   app.option_defaults()->always_capture_default();
@@ -238,9 +247,26 @@ inline void validate(const RunOptions& o) {
                     " is outside (0, 1]");
   check<ValueError>(!o.density || o.adapter == "random-masking",
                     "--density applies only to --adapter random-masking, not ", o.adapter);
-  const bool uses_ratios = o.adapter == "partial-lora" || o.adapter == "partial-adalora" || o.adapter == "random-masking";
-  check<ValueError>(uses_ratios || (!o.ratio && o.ratios_file.empty()), o.ratio ? "--ratio" : "--ratios",
-                    " applies only to --adapter partial-lora, partial-adalora or random-masking, not ", o.adapter);
+  // Options a run would ignore are refused, so that none is taken for having had an effect.
+  check<ValueError>(needs_ratios(o) || (!o.ratio && o.ratios_file.empty()), o.ratio ? "--ratio" : "--ratios",
+                    " applies only to --adapter partial-lora, partial-adalora or random-masking without --density, "
+                    "not ", o.adapter, o.density ? " with --density" : "");
+  const RunOptions defaults;
+  check<ValueError>(needs_ratios(o) || o.mask == defaults.mask,
+                    "--mask applies only to --adapter partial-lora, partial-adalora or random-masking without "
+                    "--density");
+  const bool extracts = needs_ratios(o) && !o.ratio && o.ratios_file.empty();
+  const std::pair<const char*, bool> extraction_options[] = {
+      {"--ratio-extractor", o.extractor != defaults.extractor}, {"--tau", o.tau != defaults.tau},
+      {"--resolution", o.resolution != defaults.resolution},    {"--shots", o.shots != defaults.shots},
+      {"--probe-epochs", o.probe_epochs != defaults.probe_epochs}};
+  for (const auto& [name, given] : extraction_options)
+    check<ValueError>(extracts || !given, name,
+                      " applies only when ratios are extracted (--adapter partial-lora, partial-adalora or "
+                      "random-masking without --density, and neither --ratio nor --ratios)");
+  for (const std::string& target : o.targets)
+    check<ValueError>(!target.empty() && target.front() != '-', "--targets: '", target,
+                      "' is not a module name (a list like query,value)");
   check<ValueError>(o.target_rank == 0 || o.adapter == "adalora" || o.adapter == "partial-adalora",
                     "--target-rank applies only to --adapter adalora or partial-adalora, not ", o.adapter);
   check<ValueError>(o.tau > 0.0 && o.tau <= 1.0, "--tau ", o.tau, " is outside (0, 1]");

@@ -79,12 +79,6 @@ struct RatioSource {
   double extraction_seconds = 0.0;
 };
 
-/// Whether the run needs sparsity ratios: Partial-* always, Random Masking to
-/// match the Partial-LoRA parameter count when no --density is given.
-inline bool needs_ratios(const RunOptions& o) {
-  return is_partial(o.adapter) || (o.adapter == "random-masking" && !o.density);
-}
-
 namespace detail {
 /// Linear probe + extraction (METHOD.md §2) on a model of the task.
 template <Backend B, class Task, class Model>
@@ -137,7 +131,8 @@ std::optional<RatioSource> obtain_ratios(const RunOptions& o, Task& task, std::o
   } else if (o.resume && !o.ratio) {
     // The interrupted run extracted them and saved them; its masks must be the ones resumed.
     const std::filesystem::path saved = o.output / "ratios.json";
-    source.report = in_context<Error>("--resume: the interrupted run's ratios",
+    source.report = in_context<Error>("--resume: the ratios the interrupted run extracted (was it a run of "
+                                      "--adapter " + o.adapter + "?)",
                                       [&] { return io::load_ratios(saved, model.site_names()); });
     source.origin = saved.string();
   } else if (o.ratio) {

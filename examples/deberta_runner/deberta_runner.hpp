@@ -97,6 +97,12 @@ inline std::optional<GlueTask> validate(const DebertaOptions& d) {
                       "--task / --data need --checkpoint (without one the runner runs its built-in demo)");
     return std::nullopt;
   }
+  const LicensePretraining demo;
+  const std::pair<const char*, bool> demo_options[] = {{"--pretrained-dir", !d.pretrained_dir.empty()},
+                                                       {"--pretrain-epochs", d.pretraining.epochs != demo.epochs},
+                                                       {"--pretrain-lr", d.pretraining.lr != demo.lr}};
+  for (const auto& [name, given] : demo_options)
+    check<ValueError>(!given, name, " applies only to the built-in demo, not with --checkpoint");
   check<ValueError>(!d.task.empty(), "--checkpoint needs --task (a GLUE / SuperGLUE task name)");
   const GlueTask task = parse_glue_task(d.task);  // ValueError naming an unknown task
   check<IoError>(std::filesystem::is_directory(d.checkpoint), "checkpoint directory '", d.checkpoint.string(),

@@ -6,8 +6,9 @@
 #                 message on stderr that names the directory
 # bad-options     a NaN learning rate (CLI11's validation exit code 105, the
 #                 option named), and a --pretrained-dir holding someone's
-#                 model.safetensors: exit code 1, the file left as it was; a
-#                 file as --output: exit code 1 before any work, the path named
+#                 model.safetensors: exit code 1, the file left as it was; an
+#                 option the run would ignore (--tau with --adapter lora) and a
+#                 file as --output: exit code 1 before any work, the cause named
 # resume          a 2-epoch demo run uninterrupted, and stopped after step 3
 #                 (mid-epoch) then resumed: byte-identical adapter files and the
 #                 same history in report.json (also --stop-after at the last
@@ -66,6 +67,12 @@ elseif(MODE STREQUAL "bad-options")
   if(NOT code EQUAL 1 OR at EQUAL -1 OR NOT kept STREQUAL "the user's weights")
     message(FATAL_ERROR "--pretrained-dir on a checkpoint: exit code ${code}, file now '${kept}'\nstderr:\n${err}")
   endif()
+  execute_process(COMMAND "${RUNNER}" --adapter lora --tau 0.5 --output "${OUT}/run" --quiet RESULT_VARIABLE code
+                  ERROR_VARIABLE err)
+  string(FIND "${err}" "--tau applies only when ratios are extracted" at)
+  if(NOT code EQUAL 1 OR at EQUAL -1)
+    message(FATAL_ERROR "--tau with --adapter lora: exit code ${code}, expected 1 naming --tau\nstderr:\n${err}")
+  endif()
   execute_process(COMMAND "${RUNNER}" --output "${user}/model.safetensors" --quiet RESULT_VARIABLE code ERROR_VARIABLE err)
   string(FIND "${err}" "--output '${user}/model.safetensors' cannot be made a directory" at)
   if(NOT code EQUAL 1 OR at EQUAL -1 OR EXISTS "${user}/model.safetensors/pretrained")
@@ -73,11 +80,11 @@ elseif(MODE STREQUAL "bad-options")
   endif()
 elseif(MODE STREQUAL "resume")
   set(epochs 2)
-  set(args --pretrain-epochs 1 --max-train 100 --max-test 50 --shots 2 --probe-epochs 2 --batch 25
-           --quiet --pretrained-dir "${OUT}/pretrained")
+  set(extraction --shots 2 --probe-epochs 2)
+  set(args --pretrain-epochs 1 --max-train 100 --max-test 50 --batch 25 --quiet --pretrained-dir "${OUT}/pretrained")
   function(run_vit out expected_code)
-    execute_process(COMMAND "${RUNNER}" ${args} --epochs ${epochs} --output ${out} ${ARGN} RESULT_VARIABLE code OUTPUT_VARIABLE stdout
-                    ERROR_VARIABLE stderr)
+    execute_process(COMMAND "${RUNNER}" ${args} ${extraction} --epochs ${epochs} --output ${out} ${ARGN}
+                    RESULT_VARIABLE code OUTPUT_VARIABLE stdout ERROR_VARIABLE stderr)
     if(NOT code EQUAL expected_code)
       message(FATAL_ERROR "vit_runner --output ${out} ${ARGN}: exit code ${code}, expected ${expected_code}\n"
                           "stdout:\n${stdout}\nstderr:\n${stderr}")
@@ -101,7 +108,9 @@ elseif(MODE STREQUAL "resume")
   if(at EQUAL -1)
     message(FATAL_ERROR "--resume --epochs 3: the option is not named:\n${stderr}")
   endif()
-  run_vit("${OUT}/resumed" 1 --resume --ratio 0.5)  # other masks
+  set(extraction)  # other masks, from ratios given instead of extracted
+  run_vit("${OUT}/resumed" 1 --resume --ratio 0.5)
+  set(extraction --shots 2 --probe-epochs 2)
   string(FIND "${stderr}" "cannot resume a run of mask digest " at)
   if(at EQUAL -1)
     message(FATAL_ERROR "--resume --ratio 0.5: the masks are not named:\n${stderr}")

@@ -95,8 +95,16 @@ inline void validate(const VitOptions& v) {
   if (v.checkpoint.empty()) {
     check<ValueError>(v.dataset.empty() && v.data.empty(),
                       "--dataset / --data need --checkpoint (without one the runner runs its built-in digits demo)");
+    check<ValueError>(!v.keep_head && v.test_fraction == VitOptions{}.test_fraction,
+                      v.keep_head ? "--keep-head" : "--test-fraction",
+                      " applies only with --checkpoint (the built-in demo has its own head and split)");
     return;
   }
+  const std::pair<const char*, bool> demo_options[] = {
+      {"--pretrained-dir", !v.pretrained_dir.empty()},
+      {"--pretrain-epochs", v.pretraining.epochs != DigitsPretraining{}.epochs}};
+  for (const auto& [name, given] : demo_options)
+    check<ValueError>(!given, name, " applies only to the built-in demo, not with --checkpoint");
   check<IoError>(std::filesystem::is_directory(v.checkpoint), "checkpoint directory '", v.checkpoint.string(),
                  "' does not exist");
   check<ValueError>(!v.dataset.empty(), "--checkpoint needs --dataset (cifar10, cifar100, imagefolder, csv or digits)");
@@ -112,6 +120,11 @@ inline std::pair<io::ImageDataset, io::ImageDataset> load_vit_data(const VitOpti
     check<IoError>(fs::exists(path), "dataset file '", path.string(), "' does not exist");
     return path;
   };
+  const bool split_folders =
+      v.dataset == "imagefolder" && fs::is_directory(v.data / "train") && fs::is_directory(v.data / "test");
+  check<ValueError>(!(split_folders || v.dataset.starts_with("cifar")) || v.test_fraction == VitOptions{}.test_fraction,
+                    "--test-fraction applies only to a dataset without a test split of its own; ", v.data.string(),
+                    " has one");
   if (v.dataset == "cifar10") {
     std::vector<fs::path> files;
     for (int i = 1; i <= 5; ++i) files.push_back(require(v.data / ("data_batch_" + std::to_string(i) + ".bin")));
@@ -122,7 +135,7 @@ inline std::pair<io::ImageDataset, io::ImageDataset> load_vit_data(const VitOpti
     return {io::load_cifar100(require(v.data / "train.bin"), io::CifarLabels::Fine, pre, v.max_train),
             io::load_cifar100(require(v.data / "test.bin"), io::CifarLabels::Fine, pre, v.max_test)};
   std::pair<io::ImageDataset, io::ImageDataset> split;
-  if (v.dataset == "imagefolder" && fs::is_directory(v.data / "train") && fs::is_directory(v.data / "test")) {
+  if (split_folders) {
     split = {io::load_image_folder(v.data / "train", pre), io::load_image_folder(v.data / "test", pre)};
     check<IoError>(split.first.class_names == split.second.class_names, "image folder '", v.data.string(),
                    "': train/ and test/ have different class sub-directories");

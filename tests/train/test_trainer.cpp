@@ -232,6 +232,22 @@ TEST_CASE("a non-finite loss stops training with a NumericError") {
   AdamW<cpu> adamw;
   Trainer trainer(model, adamw, {.epochs = 2});
   CHECK_THROWS_WITH_AS(trainer.fit(NanSource{}), doctest::Contains("step 2: the loss is"), NumericError);
+
+  // One the model finds itself (a cross-entropy over NaN logits) is named with the step and the last rate.
+  struct DivergesAtStep3 : ToyModel {
+    using ToyModel::ToyModel;
+    Index calls = 0;
+    float forward_backward(const plora::test::ToyBatch& batch) {
+      if (calls++ == 3) throw NumericError("cross-entropy: the logits hold NaN or Inf");
+      return ToyModel::forward_backward(batch);
+    }
+  };
+  DivergesAtStep3 diverging(1);
+  AdamW<cpu> fast({.lr = 0.25});
+  Trainer failing(diverging, fast, {.epochs = 4});
+  CHECK_THROWS_WITH_AS(failing.fit(ToySource(1, 2, 2, 4)),
+                       "step 3, after an update at learning rate 0.25: cross-entropy: the logits hold NaN or Inf",
+                       NumericError);
 }
 
 TEST_CASE("NaN or Inf added by an on_gradients hook stops training before the weights change") {

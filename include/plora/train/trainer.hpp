@@ -125,9 +125,10 @@ class Trainer {
     check<ValueError>(state_.batch_in_epoch <= per_epoch, "Trainer::fit: resuming at batch ", state_.batch_in_epoch,
                       " of an epoch of ", per_epoch, " batches (was the checkpoint made with another data set?)");
     // Each step advances the batch, each ended epoch resets it: the step count follows from the position.
-    check<ValueError>(state_.step == state_.epoch * per_epoch + state_.batch_in_epoch, "Trainer::fit: resuming at step ",
-                      state_.step, ", but epoch ", state_.epoch, " batch ", state_.batch_in_epoch, " of epochs of ",
-                      per_epoch, " batches is step ", state_.epoch * per_epoch + state_.batch_in_epoch);
+    const Index position = state_.epoch * per_epoch + state_.batch_in_epoch;
+    check<ValueError>(state_.step == position, "Trainer::fit: resuming at step ", state_.step, ", but epoch ",
+                      state_.epoch, " batch ", state_.batch_in_epoch, " of epochs of ", per_epoch, " batches is step ",
+                      position);
     check<ValueError>(state_.step <= planned_steps(config_, per_epoch), "Trainer::fit: resuming at step ",
                       state_.step, " of a run of ", planned_steps(config_, per_epoch), " steps");
 
@@ -165,7 +166,15 @@ class Trainer {
 
         model_->set_training(true);  // an evaluation callback may have switched it off
         model_->zero_grad();
-        ctx.loss = model_->forward_backward(batch);
+        try {
+          ctx.loss = model_->forward_backward(batch);
+        } catch (const NumericError& error) {
+          // A non-finite value the model itself finds (say, in its logits): name the step and the
+          // rate of this run's last update, the usual cause.
+          const std::string rate =
+              ctx.steps_this_run > 0 ? detail::concat(", after an update at learning rate ", ctx.lr) : "";
+          throw NumericError(detail::concat("step ", state_.step, rate, ": ", error.what()));
+        }
         if (config_.check_finite) check_finite<BackendType>(ctx.loss, params, state_.step);
         if ((stop = notify.template operator()<Hook::Gradients>())) break;
         // The hooks may add gradients and loss (regularisers): check those too before they reach the weights.
