@@ -102,13 +102,14 @@ RatioSource extract(const RunOptions& o, Task& task, Model& model, std::ostream&
     log << "linear probe: " << o.probe_epochs << " epochs on " << o.shots << " shots per class, loss "
         << format_number(losses.front()) << " -> " << format_number(losses.back()) << "\nextracting ratios ("
         << o.extractor << ", tau " << o.tau << ") ..." << std::flush;
-  if (o.extractor == "snip") {
-    result.report = extract_ratios(Snip{}, model, shots, config);
-  } else if (o.extractor == "imp") {
-    result.report = extract_ratios(Imp{}, model, shots, config);
-  } else {
-    result.report = extract_ratios(Svd{}, model, shots, config);
-  }
+  // The runner's levers on a failed extraction, e.g. a probed head that scores M0 <= 0.
+  const std::string levers = "extracting ratios after " + std::to_string(o.probe_epochs) + " --probe-epochs on " +
+                             std::to_string(o.shots) + " --shots per class (raise them, or give --ratio / --ratios)";
+  result.report = in_context<ValueError>(levers, [&] {
+    if (o.extractor == "snip") return extract_ratios(Snip{}, model, shots, config);
+    if (o.extractor == "imp") return extract_ratios(Imp{}, model, shots, config);
+    return extract_ratios(Svd{}, model, shots, config);
+  });
   result.extraction_seconds = result.report.seconds;
   io::save_ratios(o.output / "ratios.json", result.report);
   if (!o.quiet)

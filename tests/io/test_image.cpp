@@ -122,6 +122,10 @@ TEST_CASE("truncated, oversized and foreign images are refused as PIL refuses th
   const std::string png = plora::test::read_bytes(kData / "rgb_7x5.png");
   write_bytes(dir / "cut.png", png.substr(0, png.size() / 2));
   CHECK(contains(message_of<IoError>([&] { (void)load_image(dir / "cut.png"); }), "corrupt or truncated PNG"));
+  // A PNG signature and nothing readable after it: a PNG fault, not the last format stb tried.
+  write_bytes(dir / "header.png", png.substr(0, 12));
+  CHECK(message_of<IoError>([&] { (void)load_image(dir / "header.png"); }) ==
+        "cannot decode image '" + (dir / "header.png").string() + "': corrupt PNG header (no size can be read from it)");
 }
 
 TEST_CASE("bilinear resize on a hand-computed row (PIL's antialiased triangle filter)") {

@@ -145,8 +145,10 @@ inline Image8 decode_image(std::span<const std::byte> bytes, int channels, const
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int size = static_cast<int>(bytes.size());
   int width = 0, height = 0, stored = 0;
+  // stbi_info tries every format it knows, so its failure reason is the last format's ("no SOI" for a
+  // PNG): not worth quoting.
   check<IoError>(stbi_info_from_memory(data, size, &width, &height, &stored) != 0, "cannot decode image '", source,
-                 "': corrupt ", format, " header (", detail::stb_reason(), ")");
+                 "': corrupt ", format, " header (no size can be read from it)");
   const std::int64_t pixels = std::int64_t{width} * height;
   check<IoError>(pixels <= kMaxImagePixels, "cannot decode image '", source, "': ", width, " x ", height, " = ", pixels,
                  " pixels exceeds the limit of ", kMaxImagePixels, " (PIL's decompression-bomb limit)");
