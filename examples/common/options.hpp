@@ -248,22 +248,26 @@ inline void validate(const RunOptions& o) {
   check<ValueError>(!o.density || o.adapter == "random-masking",
                     "--density applies only to --adapter random-masking, not ", o.adapter);
   // Options a run would ignore are refused, so that none is taken for having had an effect.
-  check<ValueError>(needs_ratios(o) || (!o.ratio && o.ratios_file.empty()), o.ratio ? "--ratio" : "--ratios",
-                    " applies only to --adapter partial-lora, partial-adalora or random-masking without --density, "
-                    "not ", o.adapter, o.density ? " with --density" : "");
   const RunOptions defaults;
-  check<ValueError>(needs_ratios(o) || o.mask == defaults.mask,
-                    "--mask applies only to --adapter partial-lora, partial-adalora or random-masking without "
-                    "--density");
+  const char* with_ratios = "to --adapter partial-lora, partial-adalora or random-masking without --density";
+  const char* extracting = "when ratios are extracted (--adapter partial-lora, partial-adalora or random-masking "
+                           "without --density, and neither --ratio nor --ratios)";
   const bool extracts = needs_ratios(o) && !o.ratio && o.ratios_file.empty();
-  const std::pair<const char*, bool> extraction_options[] = {
-      {"--ratio-extractor", o.extractor != defaults.extractor}, {"--tau", o.tau != defaults.tau},
-      {"--resolution", o.resolution != defaults.resolution},    {"--shots", o.shots != defaults.shots},
-      {"--probe-epochs", o.probe_epochs != defaults.probe_epochs}};
-  for (const auto& [name, given] : extraction_options)
-    check<ValueError>(extracts || !given, name,
-                      " applies only when ratios are extracted (--adapter partial-lora, partial-adalora or "
-                      "random-masking without --density, and neither --ratio nor --ratios)");
+  const struct {
+    const char* name;
+    bool given, applies;
+    const char* where;
+  } conditional[] = {{"--ratio", o.ratio.has_value(), needs_ratios(o), with_ratios},
+                     {"--ratios", !o.ratios_file.empty(), needs_ratios(o), with_ratios},
+                     {"--mask", o.mask != defaults.mask, needs_ratios(o), with_ratios},
+                     {"--ratio-extractor", o.extractor != defaults.extractor, extracts, extracting},
+                     {"--tau", o.tau != defaults.tau, extracts, extracting},
+                     {"--resolution", o.resolution != defaults.resolution, extracts, extracting},
+                     {"--shots", o.shots != defaults.shots, extracts, extracting},
+                     {"--probe-epochs", o.probe_epochs != defaults.probe_epochs, extracts, extracting}};
+  for (const auto& option : conditional)
+    check<ValueError>(!option.given || option.applies, option.name, " applies only ", option.where,
+                      "; this run: --adapter ", o.adapter, o.density ? " --density" : "");
   for (const std::string& target : o.targets)
     check<ValueError>(!target.empty() && target.front() != '-', "--targets: '", target,
                       "' is not a module name (a list like query,value)");

@@ -126,7 +126,7 @@ TEST_CASE("loading errors name the file, the tensor and the shapes") {
   CHECK(contains(msg, path));
 }
 
-TEST_CASE("load_finite refuses a model weight holding NaN or Inf, naming the tensor and the entry") {
+TEST_CASE("load_finite refuses a tensor holding NaN or Inf, naming the tensor and the entry") {
   TempDir dir;
   HostMatrix weight(2, 3, {0.5f, 1.0f, -2.0f, 3.0f, 4.0f, 5.0f});
   weight(1, 1) = std::numeric_limits<float>::quiet_NaN();
@@ -142,6 +142,10 @@ TEST_CASE("load_finite refuses a model weight holding NaN or Inf, naming the ten
   CHECK(contains(msg, "tensor 'layer.weight': entry 4 (row 1) is nan"));
   CHECK(contains(message_of<NumericError>([&] { (void)file.load_finite("layer.bias", 1, 3); }), "entry 2 (row 0) is inf"));
   CHECK(file.load_finite("ok", 1, 2)(0, 1) == 2.0f);
+  // Without a shape: the file's own, as load(name).
+  CHECK(contains(message_of<NumericError>([&] { (void)file.load_finite("layer.weight"); }), "entry 4 (row 1) is nan"));
+  const HostMatrix ok = file.load_finite("ok");
+  CHECK((ok.rows() == 1 && ok.cols() == 2 && ok(0, 0) == 1.0f && ok(0, 1) == 2.0f));
 }
 
 TEST_CASE("a missing name that differs by a module prefix gets a hint") {

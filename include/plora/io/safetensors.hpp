@@ -141,17 +141,14 @@ class SafetensorsFile {
                                            detail::shape_string(shape), " (maybe the wrong base model?)"));
   }
 
-  /// load(name, rows, cols) of a model weight, which must be finite: a NaN or
-  /// Inf (a diverged or corrupted checkpoint) throws NumericError naming the
+  /// load(name, rows, cols) / load(name) of a value that must be finite (a
+  /// model weight, a training checkpoint's parameter or optimizer buffer): a
+  /// NaN or Inf (a diverged or corrupted file) throws NumericError naming the
   /// file, the tensor and the first such entry.
   [[nodiscard]] HostMatrix load_finite(std::string_view name, Index rows, Index cols) const {
-    HostMatrix out = load(name, rows, cols);
-    const std::size_t bad = first_non_finite(out.values());
-    if (bad < out.values().size())
-      throw NumericError(plora::detail::concat(where(name), "entry ", bad, " (row ", Index(bad) / cols, ") is ",
-                                               out.values()[bad], "; a model weight must be finite"));
-    return out;
+    return require_finite(load(name, rows, cols), name);
   }
+  [[nodiscard]] HostMatrix load_finite(std::string_view name) const { return require_finite(load(name), name); }
 
   /// An integer or boolean tensor (I64, I32, I16, I8, U32, U16, U8, BOOL),
   /// flattened in C order.
@@ -190,6 +187,13 @@ class SafetensorsFile {
 
   explicit SafetensorsFile(const std::filesystem::path& path) : path_(path), file_(path) { validate(); }
 
+  [[nodiscard]] HostMatrix require_finite(HostMatrix out, std::string_view name) const {
+    const std::size_t bad = first_non_finite(out.values());
+    if (bad < out.values().size())
+      throw NumericError(plora::detail::concat(where(name), "entry ", bad, " (row ", Index(bad) / out.cols(),
+                                               ") is ", out.values()[bad], "; it must be finite"));
+    return out;
+  }
   [[nodiscard]] std::string where(std::string_view name) const {
     return plora::detail::concat("safetensors file '", path_.string(), "': tensor '", name, "': ");
   }

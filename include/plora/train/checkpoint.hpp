@@ -25,7 +25,6 @@
 
 #include "plora/backend/concepts.hpp"
 #include "plora/core/error.hpp"
-#include "plora/core/finite.hpp"
 #include "plora/core/host_matrix.hpp"
 #include "plora/core/rng.hpp"
 #include "plora/io/safetensors.hpp"
@@ -117,19 +116,11 @@ inline Checkpoint read_checkpoint(const std::filesystem::path& path) {
     throw IoError(plora::detail::concat(where, ": malformed metadata: ", error.what()));
   }
   // Parameters and optimizer buffers are finite in any run the guard let through.
-  const auto finite = [&](const std::string& name) {
-    HostMatrix value = file.load(name);
-    const std::size_t bad = first_non_finite(value.values());
-    if (bad != value.values().size())
-      throw ValueError(plora::detail::concat(where, ": tensor '", name, "' holds ", value.values()[bad],
-                                             " at element ", bad));
-    return value;
-  };
   for (const auto& name : file.names()) {
     if (name.starts_with(detail::kParamPrefix)) {
-      checkpoint.parameters.emplace(name.substr(detail::kParamPrefix.size()), finite(name));
+      checkpoint.parameters.emplace(name.substr(detail::kParamPrefix.size()), file.load_finite(name));
     } else if (name.starts_with(detail::kOptimizerPrefix)) {
-      checkpoint.optimizer.tensors.emplace(name.substr(detail::kOptimizerPrefix.size()), finite(name));
+      checkpoint.optimizer.tensors.emplace(name.substr(detail::kOptimizerPrefix.size()), file.load_finite(name));
     } else if (const std::size_t slash = name.find('/', detail::kStatePrefix.size());
                name.starts_with(detail::kStatePrefix) && slash != std::string::npos) {
       const std::string state = name.substr(detail::kStatePrefix.size(), slash - detail::kStatePrefix.size());
@@ -165,9 +156,7 @@ template <class T>
 void apply_checkpoint(T& trainer, const Checkpoint& checkpoint) {
   using B = typename T::BackendType;
   auto params = trainer.model().parameters();
-  check<ValueError>(checkpoint.trainer.seed == trainer.config().seed, "checkpoint: made by a run of seed ",
-                    checkpoint.trainer.seed, ", cannot resume under seed ", trainer.config().seed);
-  trainer.check_restorable(checkpoint.trainer);  // another run's settings: say so before any shape differs
+  trainer.check_restorable(checkpoint.trainer);  // another run's seed or settings: say so before any shape differs
   for (const auto& param : params) {
     const auto it = checkpoint.parameters.find(param.name);
     check<ValueError>(it != checkpoint.parameters.end(), "checkpoint: no value for parameter '", param.name, "'");

@@ -129,14 +129,15 @@ class Trainer {
     check<ValueError>(state_.step == position, "Trainer::fit: resuming at step ", state_.step, ", but epoch ",
                       state_.epoch, " batch ", state_.batch_in_epoch, " of epochs of ", per_epoch, " batches is step ",
                       position);
-    check<ValueError>(state_.step <= planned_steps(config_, per_epoch), "Trainer::fit: resuming at step ",
-                      state_.step, " of a run of ", planned_steps(config_, per_epoch), " steps");
+    const Index total_steps = planned_steps(config_, per_epoch);
+    check<ValueError>(state_.step <= total_steps, "Trainer::fit: resuming at step ", state_.step, " of a run of ",
+                      total_steps, " steps");
 
     TrainResult result;
     TrainContext ctx;
     ctx.epochs = config_.epochs;
     ctx.batches_per_epoch = per_epoch;
-    ctx.total_steps = planned_steps(config_, per_epoch);
+    ctx.total_steps = total_steps;
     ctx.step = state_.step;
     auto params = model_->parameters();
 
