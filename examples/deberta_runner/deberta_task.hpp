@@ -20,6 +20,7 @@
 #include "plora/core/rng.hpp"
 #include "plora/io/checkpoint_layers.hpp"
 #include "plora/io/datasets.hpp"
+#include "plora/io/deberta_checkpoint.hpp"
 #include "plora/io/glue.hpp"
 #include "plora/io/safetensors.hpp"
 #include "plora/io/tokenizer.hpp"
@@ -116,15 +117,11 @@ class DebertaTask {
   /// new N(0, 0.02) classifier for the task's labels.
   template <Adapter A>
   DebertaV2<B, A> load_model() {
-    const std::string prefix = "deberta.";
-    const bool bare = !weights_.contains(prefix + "embeddings.word_embeddings.weight") &&
-                      weights_.contains("embeddings.word_embeddings.weight");
+    const OptionalWeightSource file = deberta_v2_weight_source(weights_, /*keep_classifier=*/false);
     base_parameters_ = 0;
-    const OptionalWeightSource source = [&](const std::string& key, Index rows, Index cols) -> std::optional<HostMatrix> {
+    const OptionalWeightSource source = [&](const std::string& key, Index rows, Index cols) {
       base_parameters_ += rows * cols;
-      const std::string stored = bare && key.starts_with(prefix) ? key.substr(prefix.size()) : key;
-      if (key.starts_with("classifier.") || !weights_.contains(stored)) return std::nullopt;
-      return weights_.load_finite(stored, rows, cols);
+      return file(key, rows, cols);
     };
     return in_context<ValueError>("checkpoint '" + checkpoint_.string() + "'", [&] {
       return in_context<IoError>("'" + weights_.path().string() + "'",

@@ -160,6 +160,27 @@ TEST_CASE("a checkpoint directory (config.json + model.safetensors) loads the sa
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("deberta_v2_weight_source reads Hub keys from the file, a new task's classifier from nowhere") {
+  const Fixture fx("rel");
+  const OptionalWeightSource with_head = deberta_v2_weight_source(fx.file);
+  const OptionalWeightSource new_head = deberta_v2_weight_source(fx.file, /*keep_classifier=*/false);
+  const std::string embeddings = "deberta.embeddings.word_embeddings.weight";
+  const HostMatrix stored = fx.file.load(embeddings);
+  for (const OptionalWeightSource* source : {&with_head, &new_head}) {
+    const auto loaded = (*source)(embeddings, stored.rows(), stored.cols());
+    REQUIRE(loaded.has_value());
+    CHECK(max_abs_diff(loaded->view(), stored.view()) == 0.0);
+    CHECK_FALSE((*source)("deberta.no_such_tensor", 1, 1).has_value());  // the model draws it
+    CHECK_THROWS_AS((*source)(embeddings, stored.rows() + 1, stored.cols()), ShapeError);
+  }
+  const auto head = with_head("classifier.weight", 3, 32);
+  REQUIRE(head.has_value());
+  CHECK(max_abs_diff(head->view(), fx.file.load("classifier.weight").view()) == 0.0);
+  CHECK_FALSE(new_head("classifier.weight", 3, 32).has_value());
+  CHECK_FALSE(new_head("classifier.bias", 1, 3).has_value());
+  CHECK(new_head("pooler.dense.weight", 32, 32).has_value());  // only the classifier is new
+}
+
 TEST_CASE("DeBERTa-v2 + LoRA: loss, logits, LoRA and head gradients equal PEFT's") {
   for (const std::string name : {"rel", "abs"}) {
     INFO("fixture deberta_", name);

@@ -19,6 +19,24 @@
 
 namespace plora {
 
+/// The OptionalWeightSource of a DeBERTa safetensors file: Hub keys
+/// (deberta.*) mapped to the file's prefix convention; a key the file lacks
+/// gives nullopt, so the model draws it (pooler, classifier). With
+/// `keep_classifier` false, classifier.* are drawn even when the file has them
+/// (a new task's head). A shape that disagrees with the requested one or a
+/// NaN / Inf entry throws (ShapeError / NumericError naming the tensor).
+inline OptionalWeightSource deberta_v2_weight_source(const io::SafetensorsFile& weights, bool keep_classifier = true) {
+  const std::string prefix = "deberta.";
+  const bool bare = !weights.contains(prefix + "embeddings.word_embeddings.weight") &&
+                    weights.contains("embeddings.word_embeddings.weight");
+  return [&weights, prefix, bare, keep_classifier](const std::string& key, Index rows,
+                                                   Index cols) -> std::optional<HostMatrix> {
+    const std::string stored = bare && key.starts_with(prefix) ? key.substr(prefix.size()) : key;
+    if ((!keep_classifier && key.starts_with("classifier.")) || !weights.contains(stored)) return std::nullopt;
+    return weights.load_finite(stored, rows, cols);
+  };
+}
+
 /// @tparam B  backend
 /// @tparam A  adapter type the model's sites may carry
 /// @param path  a model.safetensors file, or a checkpoint directory holding one
@@ -30,15 +48,8 @@ DebertaV2<B, A> load_deberta_v2(const std::filesystem::path& path, const Deberta
   check<IoError>(std::filesystem::is_regular_file(file), "DeBERTa checkpoint '", file.string(), "' does not exist");
   const io::SafetensorsFile weights = io::SafetensorsFile::open(file);
   io::check_no_layers_beyond(weights, config.num_hidden_layers, file.string());
-  const std::string prefix = "deberta.";
-  const bool bare = !weights.contains(prefix + "embeddings.word_embeddings.weight") &&
-                    weights.contains("embeddings.word_embeddings.weight");
-  const OptionalWeightSource source = [&](const std::string& key, Index rows, Index cols) -> std::optional<HostMatrix> {
-    const std::string stored = bare && key.starts_with(prefix) ? key.substr(prefix.size()) : key;
-    if (!weights.contains(stored)) return std::nullopt;
-    return weights.load_finite(stored, rows, cols);
-  };
-  return in_context<IoError>("'" + file.string() + "'", [&] { return DebertaV2<B, A>(config, source, seed); });
+  return in_context<IoError>("'" + file.string() + "'",
+                             [&] { return DebertaV2<B, A>(config, deberta_v2_weight_source(weights), seed); });
 }
 
 /// A checkpoint directory with config.json and model.safetensors.
