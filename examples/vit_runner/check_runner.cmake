@@ -14,7 +14,8 @@
 #                 same history in report.json (also --stop-after at the last
 #                 step, which ends the run as usual); a resume under another seed,
 #                 --epochs or masks, and one without a saved state: exit code 1,
-#                 the cause named
+#                 the cause named; --keep-head on the demo's pretrained 5-class
+#                 head for the 10 digits: exit code 1, both counts named
 foreach(var RUNNER OUT MODE)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "check_runner.cmake: -D${var}=... is required")
@@ -133,6 +134,14 @@ elseif(MODE STREQUAL "resume")
   string(JSON to_the_end_history GET "${to_the_end_report}" history)
   if(NOT to_the_end STREQUAL straight OR NOT to_the_end_history STREQUAL straight_history)
     message(FATAL_ERROR "--stop-after at the last step: history ${to_the_end_history}, expected ${straight_history}")
+  endif()
+  # The demo's pretrained checkpoint has a 5-class head (digits 0-4); digits has 10 classes.
+  execute_process(COMMAND "${RUNNER}" --checkpoint "${OUT}/pretrained" --dataset digits --keep-head --epochs 1
+                          --max-train 100 --max-test 50 --batch 25 --quiet --output "${OUT}/keep-head"
+                  RESULT_VARIABLE code ERROR_VARIABLE stderr)
+  string(FIND "${stderr}" "has no classifier for the dataset's 10 classes (classifier.weight [5, " at)
+  if(NOT code EQUAL 1 OR at EQUAL -1)
+    message(FATAL_ERROR "--keep-head on a 5-class head for 10 classes: exit code ${code}\nstderr:\n${stderr}")
   endif()
   run_vit("${OUT}/empty" 1 --resume)
   string(FIND "${stderr}" "--resume: no training state '${OUT}/empty/training_state.safetensors'" at)

@@ -76,7 +76,7 @@ inline void add_vit_options(CLI::App& app, VitOptions& v) {
       ->check(kNonNegative)
       ->group(group);
   app.add_flag("--keep-head", v.keep_head,
-               "Keep the checkpoint's classifier when its size fits the dataset (default: a new head)")
+               "Keep the checkpoint's classifier; it must have one row per dataset class (default: a new head)")
       ->group(group);
   const std::string demo = "Built-in demo (pretrain on digits 0-4, fine-tune on digits 5-9)";
   app.add_option("--pretrained-dir", v.pretrained_dir,

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "plora/core/error.hpp"
 #include "plora/io/datasets.hpp"
 #include "plora/io/safetensors.hpp"
 #include "plora/io/vit_checkpoint.hpp"
@@ -27,7 +28,7 @@ class VitTask {
   using Source = io::ImageBatches;
 
   /// @param config     the checkpoint's config with num_labels = the dataset's classes
-  /// @param keep_head  reuse the checkpoint's classifier when it has num_labels rows;
+  /// @param keep_head  reuse the checkpoint's classifier, which must have num_labels rows;
   ///                   otherwise every model gets a new N(0, 0.02) head drawn from `seed`
   /// @param data       describes the dataset in the report
   VitTask(std::filesystem::path checkpoint, ViTConfig config, io::ImageDataset train, io::ImageDataset test,
@@ -40,6 +41,16 @@ class VitTask {
         test_(test_data_, batch, seed, io::ImageBatches::Order::Sequential) {
     io::check_no_layers_beyond(weights_, config_.num_hidden_layers,
                                        plora::detail::vit_weights_file(checkpoint_).string());
+    // Asked to keep a head that cannot serve the dataset: say so rather than train a new one unasked.
+    if (keep_head_ && !vit_head_matches(weights_, config_.num_labels)) {
+      const auto shape_of = [&](const std::string& key) {
+        return weights_.contains(key) ? io::detail::shape_string(weights_.info(key).shape) : std::string("missing");
+      };
+      throw ValueError(plora::detail::concat("--keep-head: checkpoint '", checkpoint_.string(), "' has no classifier for the ",
+                                      "dataset's ", config_.num_labels, " classes (classifier.weight ",
+                                      shape_of("classifier.weight"), ", classifier.bias ", shape_of("classifier.bias"),
+                                      "); leave out --keep-head for a new classifier"));
+    }
   }
   VitTask(const VitTask&) = delete;  // the batch sources point into the datasets
   VitTask& operator=(const VitTask&) = delete;
