@@ -92,6 +92,14 @@ TEST_CASE("config errors name the file and the field") {
   CHECK(contains(message_of<IoError>([&] { (void)load_vit_config(dir / "dir.json"); }),
                  "dir.json': it is not a regular file but a directory"));
   CHECK_THROWS_AS((void)parse_vit_config(json::parse("[1]")), IoError);
+
+  // Another architecture's config: named by its model_type (absent: taken as the parser's own).
+  CHECK(contains(message_of<ValueError>([] { (void)parse_vit_config(json::parse(R"({"model_type": "deit"})"), "c.json"); }),
+                 "'c.json': model_type 'deit' is not ViT's 'vit'"));
+  CHECK(contains(message_of<ValueError>([] { (void)parse_deberta_v2_config(json::parse(R"({"model_type": "deberta"})")); }),
+                 "model_type 'deberta' is not DeBERTa-v2/v3's 'deberta-v2'"));
+  CHECK(contains(message_of<IoError>([] { (void)parse_vit_config(json::parse(R"({"model_type": 1})")); }), "'model_type'"));
+  CHECK(parse_vit_config(json::parse(R"({"model_type": "vit"})")).hidden_size == 768);
 }
 
 TEST_CASE("DeBERTa-v3-base config.json as published") {

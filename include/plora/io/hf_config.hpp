@@ -11,7 +11,8 @@
 // id2label, when present, defines num_labels (and wins over a conflicting
 // num_labels); otherwise num_labels, default 2. A field of the wrong JSON type
 // is an IoError naming the file and the field; an invalid value (a
-// non-positive size, an unknown pos_att_type) is a ValueError naming both.
+// non-positive size, an unknown pos_att_type, another model_type) is a
+// ValueError naming both.
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
@@ -95,12 +96,22 @@ inline std::vector<std::string> split_lower(std::string_view text, char separato
   return parts;
 }
 
+/// A config.json of another architecture (a DeiT's, a BERT's) often parses
+/// as this one's; its model_type, when present, says which it is.
+inline void require_model_type(const JsonFields& fields, std::string_view expected, std::string_view model) {
+  std::string model_type(expected);
+  fields.read("model_type", model_type);
+  check<ValueError>(model_type == expected, "'", fields.source(), "': model_type '", model_type, "' is not ", model,
+                    "'s '", expected, "'");
+}
+
 }  // namespace detail
 
 /// ViT config from a parsed config.json; `source` names the file in errors.
 inline ViTConfig parse_vit_config(const nlohmann::json& json, const std::string& source = "config.json") {
   const detail::JsonFields f(json, source);
   ViTConfig c;
+  detail::require_model_type(f, "vit", "ViT");
   f.read("hidden_size", c.hidden_size);
   f.read("num_hidden_layers", c.num_hidden_layers);
   f.read("num_attention_heads", c.num_attention_heads);
@@ -159,6 +170,7 @@ inline DebertaV2Config hf_default_deberta_v2_config() {
 inline DebertaV2Config parse_deberta_v2_config(const nlohmann::json& json, const std::string& source = "config.json") {
   const detail::JsonFields f(json, source);
   DebertaV2Config c = hf_default_deberta_v2_config();
+  detail::require_model_type(f, "deberta-v2", "DeBERTa-v2/v3");
   f.read("vocab_size", c.vocab_size);
   f.read("hidden_size", c.hidden_size);
   f.read("num_hidden_layers", c.num_hidden_layers);
