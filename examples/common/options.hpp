@@ -119,6 +119,9 @@ inline bool needs_ratios(const RunOptions& o) {
   return is_partial(o.adapter) || (o.adapter == "random-masking" && !o.density);
 }
 
+/// Whether the run extracts its ratios (rather than reading --ratios or using --ratio).
+inline bool extracts_ratios(const RunOptions& o) { return needs_ratios(o) && !o.ratio && o.ratios_file.empty(); }
+
 /// Adds the shared options to `app`, writing into `options`.
 inline void add_run_options(CLI::App& app, RunOptions& options) {
   app.option_defaults()->always_capture_default();
@@ -252,7 +255,7 @@ inline void validate(const RunOptions& o) {
   const char* with_ratios = "to --adapter partial-lora, partial-adalora or random-masking without --density";
   const char* extracting = "when ratios are extracted (--adapter partial-lora, partial-adalora or random-masking "
                            "without --density, and neither --ratio nor --ratios)";
-  const bool extracts = needs_ratios(o) && !o.ratio && o.ratios_file.empty();
+  const bool extracts = extracts_ratios(o);
   const struct {
     const char* name;
     bool given, applies;
@@ -282,7 +285,8 @@ inline void validate(const RunOptions& o) {
                     o.ratios_file.string(), "' is not a file");
   const std::filesystem::path state = o.output / kTrainingStateFile;
   check<ValueError>(!o.resume || std::filesystem::is_regular_file(state), "--resume: no training state '",
-                    state.string(), "' (save one with --save-every or --stop-after)");
+                    state.string(), std::filesystem::exists(state) ? "' (it is not a file)" : "'",
+                    " (save one with --save-every or --stop-after)");
 }
 
 /// Creates the output directory and checks that files can be written there

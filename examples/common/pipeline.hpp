@@ -87,7 +87,7 @@ RatioSource extract(const RunOptions& o, Task& task, Model& model, std::ostream&
   result.origin = "extracted";
   const auto& shots = task.few_shot(o.shots, o.seed);
   const auto probe_start = Clock::now();
-  const LinearProbeConfig probe{.epochs = static_cast<int>(o.probe_epochs),
+  const LinearProbeConfig probe{.epochs = o.probe_epochs,
                                 .optimizer = {.lr = 1e-2, .weight_decay = 0.0},
                                 .head_prefixes = task.head_prefixes()};
   const std::vector<float> losses = fit_linear_probe(model, shots, probe);
@@ -127,14 +127,14 @@ std::optional<RatioSource> obtain_ratios(const RunOptions& o, Task& task, std::o
   const std::vector<std::string> targets = matched_sites(model, o.targets);
   RatioSource source;
   if (!o.ratios_file.empty()) {
-    source.report = io::load_ratios(o.ratios_file, model.site_names());
+    source.report = io::load_ratios(o.ratios_file, site_shapes(model));
     source.origin = o.ratios_file.string();
   } else if (o.resume && !o.ratio) {
     // The interrupted run extracted them and saved them; its masks must be the ones resumed.
     const std::filesystem::path saved = o.output / "ratios.json";
     source.report = in_context<Error>("--resume: the ratios the interrupted run extracted (was it a run of "
                                       "--adapter " + o.adapter + "?)",
-                                      [&] { return io::load_ratios(saved, model.site_names()); });
+                                      [&] { return io::load_ratios(saved, site_shapes(model)); });
     source.origin = saved.string();
   } else if (o.ratio) {
     source.origin = "--ratio";
@@ -203,6 +203,13 @@ inline std::map<std::string, std::string> run_settings(const RunOptions& o, cons
       {"--epochs", text(o.epochs)},     {"--lr", text(o.lr)},           {"--batch", text(o.batch)},
       {"--warmup", text(o.warmup)},     {"--weight-decay", text(o.weight_decay)}};
   if (plan) settings["mask digest"] = mask_plan_digest(*plan);
+  // A resumed run reuses the saved ratios; these keep its report true to how they were extracted.
+  if (extracts_ratios(o))
+    settings.merge(std::map<std::string, std::string>{{"--ratio-extractor", o.extractor},
+                                                      {"--tau", text(o.tau)},
+                                                      {"--resolution", text(o.resolution)},
+                                                      {"--shots", text(o.shots)},
+                                                      {"--probe-epochs", text(o.probe_epochs)}});
   task.erase("checkpoint");  // where the files lie, not what they hold
   if (task.contains("dataset")) task["dataset"].erase("path");
   settings["task"] = task.dump();
@@ -423,6 +430,8 @@ nlohmann::ordered_json fine_tune(const RunOptions& o, Task& task, const std::opt
   const std::filesystem::path state_path = o.output / kTrainingStateFile;
   if (o.resume) {
     in_context<Error>("--resume from '" + state_path.string() + "'", [&] { load_checkpoint(state_path, trainer); });
+    check<ValueError>(!o.stop_after || *o.stop_after > trainer.state().step, "--stop-after ", o.stop_after.value_or(0),
+                      ": the resumed run is already at step ", trainer.state().step);
     if (!o.quiet) log << "resuming at step " << trainer.state().step << " of " << total_steps << '\n';
   }
   // Every --save-every steps and after every epoch's evaluation; at --stop-after, saved and stopped.

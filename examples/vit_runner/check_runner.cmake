@@ -13,7 +13,8 @@
 #                 (mid-epoch) then resumed: byte-identical adapter files and the
 #                 same history in report.json (also --stop-after at the last
 #                 step, which ends the run as usual); a resume under another seed,
-#                 --epochs or masks, and one without a saved state: exit code 1,
+#                 --epochs, --tau or masks, or with a --stop-after it has passed,
+#                 and one without a saved state: exit code 1,
 #                 the cause named; --keep-head on the demo's pretrained 5-class
 #                 head for the 10 digits: exit code 1, both counts named
 foreach(var RUNNER OUT MODE)
@@ -115,6 +116,16 @@ elseif(MODE STREQUAL "resume")
   string(FIND "${stderr}" "cannot resume a run of mask digest " at)
   if(at EQUAL -1)
     message(FATAL_ERROR "--resume --ratio 0.5: the masks are not named:\n${stderr}")
+  endif()
+  run_vit("${OUT}/resumed" 1 --resume --tau 0.5)  # the saved ratios were extracted at tau 0.9
+  string(FIND "${stderr}" "cannot resume a run of --tau 0.9 under --tau 0.5" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "--resume --tau 0.5: the option is not named:\n${stderr}")
+  endif()
+  run_vit("${OUT}/resumed" 1 --resume --stop-after 3)
+  string(FIND "${stderr}" "--stop-after 3: the resumed run is already at step 3" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "--resume --stop-after 3 at step 3: not refused:\n${stderr}")
   endif()
   run_vit("${OUT}/resumed" 0 --resume)
   file(SHA256 "${OUT}/straight/adapter_model.safetensors" straight)

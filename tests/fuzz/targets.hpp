@@ -88,7 +88,7 @@ inline void json_files(Bytes bytes) {
       case 0: (void)load_vit<cpu, Lora<cpu>>(tiny_checkpoint("vit"), io::load_vit_config(path)); break;
       case 1: (void)load_deberta_v2<cpu, Lora<cpu>>(tiny_checkpoint("deberta"), io::load_deberta_v2_config(path)); break;
       case 2: (void)io::load_preprocessor_config(path); break;
-      default: (void)io::load_ratios(path, {"vit.encoder.layer.0.attention.attention.query"}); break;
+      default: (void)io::load_ratios(path, {{"vit.encoder.layer.0.attention.attention.query", 4, 4}}); break;
     }
   });
 }

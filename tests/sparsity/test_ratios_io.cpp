@@ -43,7 +43,11 @@ std::filesystem::path scratch_dir() {
   return dir;
 }
 
-const std::vector<std::string> kSites{"layer.0.query", "layer.0.value"};
+/// The sites of the model extract_two_sites extracts from, with their shapes.
+std::vector<SiteShape> two_sites() {
+  TinyModel model = RankProblem{}.two_site_model();
+  return site_shapes(model);
+}
 
 }  // namespace
 
@@ -57,7 +61,7 @@ TEST_CASE("same seed, same ratios.json bytes; the file round-trips exactly") {
   CHECK(bytes.find("\"format\": \"plora.ratios\"") != std::string::npos);
   CHECK(bytes.find("seconds") == std::string::npos);  // wall time would break byte identity
 
-  const RatioReport loaded = io::load_ratios(dir / "a.json", kSites);
+  const RatioReport loaded = io::load_ratios(dir / "a.json", two_sites());
   CHECK(loaded.extractor == report.extractor);
   CHECK(loaded.metric == report.metric);
   CHECK(loaded.tau == report.tau);
@@ -85,20 +89,30 @@ TEST_CASE("loading rejects unknown sites, bad ratios and malformed files") {
   const auto dir = scratch_dir();
   const RatioReport report = extract_two_sites(0);
   io::save_ratios(dir / "ratios.json", report);
-  CHECK_THROWS_WITH_AS(io::load_ratios(dir / "ratios.json", {"layer.0.query", "layer.0.key"}),
+  std::vector<SiteShape> other_sites = two_sites();
+  other_sites[1].name = "layer.0.key";
+  CHECK_THROWS_WITH_AS(io::load_ratios(dir / "ratios.json", other_sites),
                        doctest::Contains("'layer.0.value' is not an adaptable site"), ValueError);
+  // The same names on weights of another size: the masks would index rows the model lacks, or miss rows it has.
+  const SiteShape value = two_sites()[1];
+  std::vector<SiteShape> wider = two_sites();
+  wider[1].out_features *= 2;
+  const std::string expected = "site 'layer.0.value' is " + std::to_string(value.out_features) + " x " +
+                               std::to_string(value.in_features) + " in the file but " +
+                               std::to_string(wider[1].out_features) + " x " + std::to_string(wider[1].in_features);
+  CHECK_THROWS_WITH_AS(io::load_ratios(dir / "ratios.json", wider), doctest::Contains(expected.c_str()), ValueError);
 
   for (const double bad : {0.0, 1.5, -0.25}) {
     RatioReport broken = report;
     broken.sites[1].ratio = bad;
     io::save_ratios(dir / "bad.json", broken);
-    CHECK_THROWS_WITH_AS(io::load_ratios(dir / "bad.json", kSites), doctest::Contains("outside (0, 1]"), ValueError);
+    CHECK_THROWS_WITH_AS(io::load_ratios(dir / "bad.json", two_sites()), doctest::Contains("outside (0, 1]"), ValueError);
   }
   RatioReport bad_tau = report;
   bad_tau.tau = 0.0;
   CHECK_THROWS_AS(io::ratios_from_json(io::ratios_to_json(bad_tau), "x"), ValueError);
 
-  CHECK_THROWS_AS(io::load_ratios(dir / "missing.json", kSites), IoError);
+  CHECK_THROWS_AS(io::load_ratios(dir / "missing.json", two_sites()), IoError);
   CHECK_THROWS_WITH_AS(io::ratios_from_json("{", "broken.json"), doctest::Contains("broken.json"), IoError);
   CHECK_THROWS_AS(io::ratios_from_json("{\"format\": \"other\"}", "x"), IoError);
   std::string text = io::ratios_to_json(report);

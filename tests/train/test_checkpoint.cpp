@@ -388,6 +388,9 @@ TEST_CASE("checkpoints of another run, model or format are refused before anythi
   Checkpoint backwards = read_checkpoint(path);
   backwards.trainer.epoch = -1;
   unchanged(fresh.trainer, [&](auto& t) { apply_checkpoint(t, backwards); }, "negative position");
+  Checkpoint overfull = read_checkpoint(path);
+  overfull.trainer.window_steps = overfull.trainer.step + 1;  // would skew every logged mean after the resume
+  unchanged(fresh.trainer, [&](auto& t) { apply_checkpoint(t, overfull); }, "the logged loss window holds");
 
   // Edited metadata: positions are whole numbers (a float is refused, not
   // converted), settings are strings.

@@ -148,6 +148,11 @@ TEST_CASE("learning rates follow the schedule; max_steps caps the run") {
   AdamW<cpu> adamw({.lr = 0.2});
   const TrainerConfig config{.epochs = 10, .max_steps = 7};
   CHECK(planned_steps(config, 4) == 7);
+  // epochs x batches beyond a step counter: refused, not wrapped to a negative total.
+  const TrainerConfig endless{.epochs = std::numeric_limits<Index>::max() / 2};
+  CHECK_THROWS_WITH_AS((void)planned_steps(endless, 3), doctest::Contains("more steps than a step counter holds"),
+                       ValueError);
+  CHECK(planned_steps(endless, 2) == std::numeric_limits<Index>::max() - 1);
   Trainer trainer(model, adamw, config, LinearWarmupDecay(2, 7));
   Recorder recorder;
   const TrainResult result = trainer.fit(source, recorder);

@@ -15,6 +15,7 @@
 //       ...
 //     ]
 //   }
+#include <algorithm>
 #include <charconv>
 #include <filesystem>
 #include <set>
@@ -28,6 +29,7 @@
 #include "plora/core/error.hpp"
 #include "plora/io/atomic_file.hpp"
 #include "plora/io/detail/input_file.hpp"
+#include "plora/models/sites.hpp"
 #include "plora/sparsity/report.hpp"
 #include "plora/train/metrics.hpp"
 
@@ -161,14 +163,19 @@ inline RatioReport ratios_from_json(std::string_view text, const std::string& so
   }
 }
 
-/// Throws ValueError naming the first site of `report` that `site_names` (a
-/// model's adaptable sites) does not contain.
-inline void check_sites_known(const RatioReport& report, const std::vector<std::string>& site_names,
+/// Throws ValueError naming the first site of `report` that `sites` (a
+/// model's site_shapes()) lacks, or whose weight there has another shape.
+inline void check_sites_known(const RatioReport& report, const std::vector<SiteShape>& sites,
                               const std::string& source) {
-  const std::set<std::string> known(site_names.begin(), site_names.end());
-  for (const auto& site : report.sites)
-    check<ValueError>(known.contains(site.name), source, ": site '", site.name,
+  for (const auto& site : report.sites) {
+    const auto known = std::find_if(sites.begin(), sites.end(), [&](const SiteShape& s) { return s.name == site.name; });
+    check<ValueError>(known != sites.end(), source, ": site '", site.name,
                       "' is not an adaptable site of this model (ratios from a different model?)");
+    check<ValueError>(known->out_features == site.out_features && known->in_features == site.in_features, source,
+                      ": site '", site.name, "' is ", site.out_features, " x ", site.in_features,
+                      " in the file but ", known->out_features, " x ", known->in_features,
+                      " in this model (ratios from a different model?)");
+  }
 }
 
 /// Writes `report` to `path` atomically.
@@ -176,13 +183,13 @@ inline void save_ratios(const std::filesystem::path& path, const RatioReport& re
   write_file_atomically(path, ratios_to_json(report));
 }
 
-/// Reads `path` and checks every site against `site_names` (the model's
-/// site_names()). IoError for an unreadable or malformed file; ValueError for a
-/// ratio outside (0, 1] or a site the model does not have.
-inline RatioReport load_ratios(const std::filesystem::path& path, const std::vector<std::string>& site_names) {
+/// Reads `path` and checks every site against `sites` (the model's
+/// site_shapes()). IoError for an unreadable or malformed file; ValueError for
+/// a ratio outside (0, 1] or a site the model does not have in that shape.
+inline RatioReport load_ratios(const std::filesystem::path& path, const std::vector<SiteShape>& sites) {
   const std::string text = detail::read_file(path, "ratios file");
   RatioReport report = ratios_from_json(text, "'" + path.string() + "'");
-  check_sites_known(report, site_names, "'" + path.string() + "'");
+  check_sites_known(report, sites, "'" + path.string() + "'");
   return report;
 }
 

@@ -51,6 +51,25 @@ std::vector<std::string> matched_sites(M& model, std::span<const std::string> ta
   return out;
 }
 
+/// A site's name and its weight's shape (out_features x in_features).
+struct SiteShape {
+  std::string name;
+  Index out_features = 0;
+  Index in_features = 0;
+};
+
+/// Every site of the model with its shape, in site_names() order: what a file
+/// of per-site data (ratios.json) is checked against.
+template <Model M>
+std::vector<SiteShape> site_shapes(M& model) {
+  std::vector<SiteShape> out;
+  for (const auto& name : model.site_names()) {
+    const auto& site = model.site(name);
+    out.push_back({name, site.out_features(), site.in_features()});
+  }
+  return out;
+}
+
 /// Attaches `factory(site_name, out_features, in_features)` to every site
 /// matched by `targets` (replacing any adapter there); returns their names.
 /// The attached sites share one fold buffer (where folding adapters, full

@@ -20,7 +20,7 @@
 namespace plora {
 
 struct LinearProbeConfig {
-  int epochs = 20;
+  Index epochs = 20;
   AdamWConfig optimizer{.lr = 1e-2, .weight_decay = 0.0};
   std::vector<std::string> head_prefixes{"classifier"};
 };
@@ -52,7 +52,7 @@ std::vector<float> fit_linear_probe(M& model, const S& few_shot, const LinearPro
   AdamW<B> optimizer(config.optimizer);
   model.set_training(false);
   std::vector<float> epoch_losses;
-  for (int epoch = 0; epoch < config.epochs; ++epoch) {
+  for (Index epoch = 0; epoch < config.epochs; ++epoch) {
     double loss_sum = 0.0;
     for (Index i = 0; i < batches; ++i) {
       model.zero_grad();

@@ -16,6 +16,7 @@
 #include <concepts>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -87,6 +88,9 @@ struct TrainResult {
 /// Steps a run of `config` over `batches_per_epoch` batches per epoch takes
 /// unless stopped early (what a decaying schedule needs as its total).
 inline Index planned_steps(const TrainerConfig& config, Index batches_per_epoch) {
+  check<ValueError>(batches_per_epoch <= 0 || config.epochs <= std::numeric_limits<Index>::max() / batches_per_epoch,
+                    "Trainer: ", config.epochs, " epochs of ", batches_per_epoch,
+                    " batches are more steps than a step counter holds");
   const Index full = config.epochs * batches_per_epoch;
   return config.max_steps ? std::min(full, *config.max_steps) : full;
 }
@@ -238,6 +242,8 @@ class Trainer {
                         " ", value, ", which this run lacks");
     check<ValueError>(state.epoch >= 0 && state.batch_in_epoch >= 0 && state.step >= 0 && state.window_steps >= 0,
                       "Trainer: negative position in the trainer state");
+    check<ValueError>(state.window_steps <= state.step, "Trainer: the logged loss window holds ", state.window_steps,
+                      " steps, more than the ", state.step, " taken");
     check<ValueError>(std::isfinite(state.window_loss), "Trainer: the logged loss window sums to ",
                       state.window_loss);
   }
