@@ -286,7 +286,10 @@ class RunHistory {
     float metric = 0.0f;
   };
 
-  explicit RunHistory(std::string metric) : metric_(std::move(metric)) {}
+  /// @param metric  the evaluations' metric (each of plora's lies in [-1, 1])
+  /// @param epochs, batches_per_epoch  the run's: bounds on what a saved history can hold
+  RunHistory(std::string metric, Index epochs, Index batches_per_epoch)
+      : metric_(std::move(metric)), epochs_(epochs), batches_per_epoch_(batches_per_epoch) {}
 
   void on_step_end(TrainContext&, float loss, Index) {
     // Kahan summation: a float sum over thousands of steps would lose digits the report shows.
@@ -315,11 +318,24 @@ class RunHistory {
     check<ValueError>(state.size() == 1 && it != state.end() && it->second.rows() == 1 &&
                           it->second.cols() >= kHeader && (it->second.cols() - kHeader) % 3 == 0,
                       "training state: the run history must be one row of ", kHeader, " + 3 n values");
+    // What on_step_end and on_evaluate can have written: losses >= 0, at most one
+    // epoch's steps, and one entry per ended epoch (1, 2, ...) with its metric.
     const auto& row = it->second.values();
-    const auto count = [](float v) { return v >= 0.0f && v == std::floor(v); };
-    bool valid = count(row[2]);
-    for (std::size_t i = kHeader; i < row.size(); i += 3) valid = valid && count(row[i]) && row[i] >= 1.0f;
-    check<ValueError>(valid, "training state: the run history's step and epoch counts are not whole numbers");
+    const auto entries = static_cast<Index>(row.size() - kHeader) / 3;
+    check<ValueError>(std::all_of(row.begin(), row.end(), [](float v) { return std::isfinite(v); }),
+                      "training state: the run history holds a NaN or Inf");
+    check<ValueError>(row[0] >= 0.0f && row[2] >= 0.0f && row[2] == std::floor(row[2]) &&
+                          row[2] <= static_cast<float>(batches_per_epoch_),
+                      "training state: the run history's current epoch sums a loss of ", row[0], " over ", row[2],
+                      " steps (expected a loss >= 0 over a whole number of steps <= ", batches_per_epoch_, ")");
+    check<ValueError>(entries <= epochs_, "training state: the run history has ", entries,
+                      " evaluations, more than this run's ", epochs_, " epochs");
+    for (Index e = 0; e < entries; ++e) {
+      const float* entry = &row[static_cast<std::size_t>(kHeader + 3 * e)];
+      check<ValueError>(entry[0] == static_cast<float>(e + 1) && entry[1] >= 0.0f && std::abs(entry[2]) <= 1.0f,
+                        "training state: run history entry ", e, " is (epoch ", entry[0], ", loss ", entry[1], ", ",
+                        metric_, " ", entry[2], "); expected epoch ", e + 1, ", a loss >= 0 and a metric in [-1, 1]");
+    }
   }
   void import_state(const StateTensors& state) {
     check_state(state);
@@ -335,6 +351,7 @@ class RunHistory {
  private:
   static constexpr Index kHeader = 3;  // loss sum, its error, steps
   std::string metric_;
+  Index epochs_, batches_per_epoch_;
   float epoch_loss_ = 0.0f, epoch_loss_error_ = 0.0f, epoch_steps_ = 0.0f;  // float: exact in the checkpoint
   std::vector<Entry> entries_;
 };
@@ -422,7 +439,7 @@ nlohmann::ordered_json fine_tune(const RunOptions& o, Task& task, const std::opt
       },
       0, true);
   AdaLoraHooks<B> adalora(adalora_factors<B, A>(model, sites), settings.adalora);
-  RunHistory history(metric);
+  RunHistory history(metric, o.epochs, train.batches_per_epoch());
   // Everything a resumed run must restore besides parameters, optimizer and position.
   trainer.track_state("history", history);
   if (auto* allocator = adalora.allocator()) trainer.track_state("adalora_allocator", *allocator);

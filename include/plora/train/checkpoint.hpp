@@ -115,7 +115,7 @@ inline Checkpoint read_checkpoint(const std::filesystem::path& path) {
   } catch (const nlohmann::json::exception& error) {
     throw IoError(plora::detail::concat(where, ": malformed metadata: ", error.what()));
   }
-  // Parameters and optimizer buffers are finite in any run the guard let through.
+  // Parameters, optimizer buffers and tracked states are finite in any run the guard let through.
   for (const auto& name : file.names()) {
     if (name.starts_with(detail::kParamPrefix)) {
       checkpoint.parameters.emplace(name.substr(detail::kParamPrefix.size()), file.load_finite(name));
@@ -124,7 +124,7 @@ inline Checkpoint read_checkpoint(const std::filesystem::path& path) {
     } else if (const std::size_t slash = name.find('/', detail::kStatePrefix.size());
                name.starts_with(detail::kStatePrefix) && slash != std::string::npos) {
       const std::string state = name.substr(detail::kStatePrefix.size(), slash - detail::kStatePrefix.size());
-      checkpoint.states[state].emplace(name.substr(slash + 1), file.load(name));
+      checkpoint.states[state].emplace(name.substr(slash + 1), file.load_finite(name));
     } else {
       throw IoError(plora::detail::concat(where, ": unexpected tensor '", name, "'"));
     }
