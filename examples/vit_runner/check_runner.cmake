@@ -16,7 +16,8 @@
 #                 --epochs, --tau or masks, or with a --stop-after it has passed,
 #                 and one without a saved state: exit code 1,
 #                 the cause named; --keep-head on the demo's pretrained 5-class
-#                 head for the 10 digits: exit code 1, both counts named
+#                 head for the 10 digits, and a preprocessor resizing to 9 x 9
+#                 for the demo's 8 x 8 model: exit code 1, both sizes named
 foreach(var RUNNER OUT MODE)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "check_runner.cmake: -D${var}=... is required")
@@ -153,6 +154,15 @@ elseif(MODE STREQUAL "resume")
   string(FIND "${stderr}" "has no classifier for the dataset's 10 classes (classifier.weight [5, " at)
   if(NOT code EQUAL 1 OR at EQUAL -1)
     message(FATAL_ERROR "--keep-head on a 5-class head for 10 classes: exit code ${code}\nstderr:\n${stderr}")
+  endif()
+  # A preprocessor that resizes to another size than the model's: refused before any image is decoded.
+  file(COPY "${OUT}/pretrained/config.json" "${OUT}/pretrained/model.safetensors" DESTINATION "${OUT}/resized")
+  file(WRITE "${OUT}/resized/preprocessor_config.json" [=[{"size": {"height": 9, "width": 9}}]=])
+  execute_process(COMMAND "${RUNNER}" --checkpoint "${OUT}/resized" --dataset digits --epochs 1 --quiet
+                          --output "${OUT}/resized-run" RESULT_VARIABLE code ERROR_VARIABLE stderr)
+  string(FIND "${stderr}" "resizes images to 9 x 9 but the checkpoint's image_size is 8" at)
+  if(NOT code EQUAL 1 OR at EQUAL -1)
+    message(FATAL_ERROR "a 9 x 9 preprocessor for an 8 x 8 model: exit code ${code}\nstderr:\n${stderr}")
   endif()
   run_vit("${OUT}/empty" 1 --resume)
   string(FIND "${stderr}" "--resume: no training state '${OUT}/empty/training_state.safetensors'" at)

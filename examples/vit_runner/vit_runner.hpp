@@ -165,6 +165,15 @@ std::unique_ptr<VitTask<B>> checkpoint_task(const RunOptions& o, const VitOption
   } else {
     pre.height = pre.width = stored.image_size;
   }
+  // Every image is decoded and resized before the shapes can be compared: compare the sizes asked for first.
+  if (pre.do_resize) {
+    const Index asked = pre.shortest_edge > 0 ? pre.shortest_edge : pre.height;
+    check<ValueError>(asked == stored.image_size && (pre.shortest_edge > 0 || pre.width == stored.image_size), "'",
+                      pre_file.string(), "' resizes images to ",
+                      pre.shortest_edge > 0 ? "a shortest edge of " + std::to_string(pre.shortest_edge)
+                                            : std::to_string(pre.height) + " x " + std::to_string(pre.width),
+                      " but the checkpoint's image_size is ", stored.image_size);
+  }
   auto [train, test] = load_vit_data(v, pre);
   check<ValueError>(train.num_classes == test.num_classes, "dataset '", v.data.string(), "': the training set has ",
                     train.num_classes, " classes, the test set ", test.num_classes);
