@@ -120,7 +120,7 @@ double pretrain_every_site(Model& model, const Source& train, const Source& test
   AdamW<B> optimizer(AdamWConfig{.lr = p.lr, .weight_decay = p.weight_decay, .no_decay = {"bias"}});
   Trainer trainer(model, optimizer, trainer_config, LinearWarmupDecay(total / 10, total));
   ConsoleProgress progress(log, quiet);
-  trainer.fit(train, progress);
+  in_context<NumericError>("the demo's pretraining (--pretrain-epochs)", [&] { return trainer.fit(train, progress); });
   if (!quiet) log << '\n';
 
   std::vector<typename Source::Batch> held_out;
@@ -193,6 +193,8 @@ nlohmann::ordered_json cached_demo_checkpoint(const std::filesystem::path& dir, 
   if (reuse) {
     if (!quiet) log << "reusing the pretrained demo " << names.model << " in " << dir.string() << '\n';
   } else {
+    check<ValueError>(!std::filesystem::exists(dir) || std::filesystem::is_directory(dir),
+                      "the demo's pretrained model directory (--pretrained-dir) '", dir.string(), "' is not a directory");
     std::filesystem::create_directories(dir);
     write_json(stamp, key);  // the demo's directory from now on; no result, so never reused as it is
     result = build();

@@ -3,7 +3,8 @@
 # smoke        a tiny demo run (1 pretraining epoch on 60 sentences, 1 epoch of
 #              Partial-LoRA with SVD ratios): exit code 0 and every output file;
 #              then LoRA on a 12-line SST-2 through --checkpoint (the demo's saved
-#              Hugging Face checkpoint) --task --data: exit code 0 and a report
+#              Hugging Face checkpoint) --task --data: exit code 0 and a report;
+#              an SST-2 training set of one label: exit code 1, the label named
 # bad-task     an unknown --task: exit code 1 and a message naming the task
 # missing-spm  a checkpoint directory without spm.model: exit code 1 and a
 #              message naming the missing file
@@ -64,6 +65,17 @@ if(MODE STREQUAL "smoke")
   if(NOT method STREQUAL "lora" OR NOT task STREQUAL "sst2" OR NOT examples EQUAL 12)
     message(FATAL_ERROR "report.json of the GLUE run: method '${method}', task '${task}', ${examples} examples")
   endif()
+
+  # A training set of one class: refused (its extracted ratios would all pass trivially).
+  set(rows "sentence\tlabel\n")
+  foreach(i RANGE 1 4)
+    string(APPEND rows "you may copy and distribute the program ${i}\t1\n")
+  endforeach()
+  file(WRITE "${OUT}/one-class/train.tsv" "${rows}")
+  file(WRITE "${OUT}/one-class/dev.tsv" "${rows}")
+  run(1 --checkpoint "${OUT}/demo/pretrained" --task sst2 --data "${OUT}/one-class" --epochs 1 --batch 4
+        --output "${OUT}/one-class-run" --quiet)
+  expect_in_stderr("task sst2: the training set holds only label 1; a classifier needs examples of at least 2 classes")
 elseif(MODE STREQUAL "bad-task")
   file(MAKE_DIRECTORY "${OUT}")
   run(1 --checkpoint "${OUT}" --task no-such-task --data "${OUT}" --output "${OUT}/run")

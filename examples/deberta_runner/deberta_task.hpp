@@ -12,6 +12,7 @@
 #include <map>
 #include <numeric>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -109,6 +110,13 @@ class DebertaTask {
                       config_.vocab_size, " (tokenizer and model from different checkpoints?)");
     check<ValueError>(max_length <= config_.max_position_embeddings, "--max-length ", max_length,
                       " exceeds the checkpoint's max_position_embeddings ", config_.max_position_embeddings);
+    if (!task_.regression()) {  // one class teaches nothing and makes every extracted ratio trivially pass
+      std::set<std::int32_t> seen;
+      for (const auto& e : task_.train) seen.insert(e.label);
+      check<ValueError>(seen.size() >= 2, "task ", task_.name, ": the training set holds ",
+                        seen.empty() ? std::string("no examples") : "only label " + task_.labels.at(std::size_t(*seen.begin())),
+                        "; a classifier needs examples of at least 2 classes");
+    }
     io::check_no_layers_beyond(weights_, config_.num_hidden_layers,
                                        (checkpoint_ / "model.safetensors").string());
   }
