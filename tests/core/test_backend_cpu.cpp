@@ -34,6 +34,20 @@ HostMatrix naive_gemm(const HostMatrix& a, Op op_a, const HostMatrix& b, Op op_b
 }
 }  // namespace
 
+TEST_CASE("HostMatrix refuses shapes whose element count does not fit") {
+  const Index big = Index{1} << 32;
+  // 2^32 x 2^32 = 2^64 elements wraps to 0 in 64 bits: an empty buffer for a huge shape.
+  CHECK_THROWS_WITH_AS(HostMatrix(big, big), doctest::Contains("4294967296 x 4294967296"), ShapeError);
+  CHECK_THROWS_WITH_AS((void)HostMatrix::adopt(big, big, {}), doctest::Contains("4294967296 x 4294967296"),
+                       ShapeError);
+  // 2^31 x 2^31 = 2^62 elements fits an Index, but not its 2^64 bytes a size_t.
+  CHECK_THROWS_AS(HostMatrix(big / 2, big / 2), ShapeError);
+  CHECK_THROWS_AS(HostMatrix(-1, 2), ShapeError);
+  CHECK_THROWS_AS((void)HostMatrix::adopt(2, 2, HostMatrix::Values(3)), ShapeError);
+  CHECK(HostMatrix(big, 0).size() == 0);
+  CHECK(HostMatrix::adopt(2, 3, HostMatrix::Values(6, 1.0f)).size() == 6);
+}
+
 TEST_CASE("gemm with every transpose combination, alpha and beta") {
   for (Op op_a : {Op::N, Op::T})
     for (Op op_b : {Op::N, Op::T}) {

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 #include <zlib.h>
 
+#include <limits>
 #include <set>
 
 #include "io/io_support.hpp"
@@ -278,4 +279,9 @@ TEST_CASE("ImageBatches: deterministic per (seed, epoch), every example once, pa
   bad.labels[1] = 2;
   CHECK(contains(message_of<ValueError>([&] { ImageBatches(bad, 4, 1); }), "label 2"));
   CHECK_THROWS_AS(ImageBatches(d, 0, 1), ValueError);
+
+  // A batch larger than the dataset is one (partial) batch; size + batch - 1 would overflow here.
+  const ImageBatches whole(d, std::numeric_limits<Index>::max(), 99);
+  CHECK(whole.batches_per_epoch() == 1);
+  CHECK(whole.batch(0, 0).size() == 10);
 }

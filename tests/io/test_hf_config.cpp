@@ -2,6 +2,8 @@
 // defaults for absent fields, and errors naming the file and the field.
 #include <doctest/doctest.h>
 
+#include <limits>
+
 #include "io/io_support.hpp"
 #include "plora/io/hf_config.hpp"
 
@@ -100,6 +102,18 @@ TEST_CASE("config errors name the file and the field") {
                  "model_type 'deberta' is not DeBERTa-v2/v3's 'deberta-v2'"));
   CHECK(contains(message_of<IoError>([] { (void)parse_vit_config(json::parse(R"({"model_type": 1})")); }), "'model_type'"));
   CHECK(parse_vit_config(json::parse(R"({"model_type": "vit"})")).hidden_size == 768);
+}
+
+TEST_CASE("ViT config: image sizes whose pixel count overflows are refused") {
+  // (2^63 - 8)^2 wraps to 64 in 64-bit arithmetic: every later check would pass.
+  std::string msg = message_of<ValueError>(
+      [] { (void)parse_vit_config(json::parse(R"({"image_size": 9223372036854775800, "patch_size": 2})"), "v.json"); });
+  CHECK(contains(msg, "'v.json'"));
+  CHECK(contains(msg, "'image_size'"));
+  // 32768^2 = 2^30 values per channel: one channel fits INT32_MAX, three do not.
+  CHECK(parse_vit_config(json::parse(R"({"image_size": 32768, "num_channels": 1})")).image_size == 32768);
+  msg = message_of<ValueError>([] { (void)parse_vit_config(json::parse(R"({"image_size": 32768})")); });
+  CHECK(contains(msg, "num_channels 3"));
 }
 
 TEST_CASE("DeBERTa-v3-base config.json as published") {
@@ -220,4 +234,38 @@ TEST_CASE("preprocessor_config.json: ViTImageProcessor's fields and defaults") {
   CHECK(contains(message_of<IoError>([] { (void)parse_preprocessor_config(json::parse(R"({"image_mean": ["a"]})")); }),
                  "'image_mean'"));
   CHECK_THROWS_AS((void)parse_preprocessor_config(json::parse(R"({"image_std": [0.5, 0.0, 0.5]})")), ValueError);
+}
+
+TEST_CASE("preprocessor_config.json: sizes, rescale factors and crops plora cannot honour") {
+  const auto error = [](const char* text) {
+    return message_of<ValueError>([&] { (void)parse_preprocessor_config(json::parse(text), "p.json"); });
+  };
+  // Sizes that would end in an allocation failure when an image is resized.
+  std::string msg = error(R"({"size": {"height": 100000, "width": 100000}})");
+  CHECK(contains(msg, "'p.json'"));
+  CHECK(contains(msg, "'size.height'"));
+  CHECK(contains(error(R"({"size": {"height": 224, "width": 100000}})"), "'size.width'"));
+  CHECK(contains(error(R"({"size": 4294967296})"), "'size.height'"));
+  CHECK(contains(error(R"({"size": {"shortest_edge": 1099511627776}})"), "'size.shortest_edge'"));
+  CHECK(contains(error(R"({"size": 16385})"), "16384"));
+  CHECK(parse_preprocessor_config(json::parse(R"({"size": 16384})")).height == 16384);
+  // Both key sets at once: transformers refuses the mix (which one would apply?).
+  CHECK(contains(message_of<IoError>([] {
+                   (void)parse_preprocessor_config(
+                       json::parse(R"({"size": {"height": 224, "width": 224, "shortest_edge": 256}})"));
+                 }),
+                 "'size'"));
+  const auto longest = json::parse(R"({"size": {"shortest_edge": 224, "longest_edge": 512}})");
+  CHECK_THROWS_AS((void)parse_preprocessor_config(longest), IoError);  // a resize plora does not do
+  // A zero factor makes every image constant; a negative one inverts it.
+  CHECK(contains(error(R"({"rescale_factor": 0})"), "'rescale_factor'"));
+  CHECK(contains(error(R"({"rescale_factor": -0.5})"), "'rescale_factor'"));
+  // JSON text cannot hold inf or NaN, but a json value built in code can.
+  for (const double factor : {std::numeric_limits<double>::infinity(), std::numeric_limits<double>::quiet_NaN()})
+    CHECK(contains(message_of<ValueError>([&] { (void)parse_preprocessor_config(json{{"rescale_factor", factor}}); }),
+                   "'rescale_factor'"));
+  // Processors that crop (ConvNext, CLIP, DeiT) set do_center_crop; ViTImageProcessor has no crop.
+  CHECK(contains(error(R"({"do_center_crop": true, "crop_size": {"height": 224, "width": 224}})"),
+                 "'do_center_crop'"));
+  CHECK_NOTHROW((void)parse_preprocessor_config(json::parse(R"({"do_center_crop": false})")));
 }

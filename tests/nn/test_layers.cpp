@@ -436,6 +436,15 @@ TEST_CASE("patch embedding equals a naive strided convolution") {
   HostMatrix wrong(batch, channels * size * size - 1);
   CHECK_THROWS_AS(embed.forward(out.view(), wrong.view()), ShapeError);
   CHECK_THROWS_AS(PatchEmbedding<cpu>(weight, bias, channels, 7, patch), ValueError);
+
+  // Sizes whose products wrap in 64 bits: (2^32 - 2)^2 wraps to a negative pixel count, 2^62 channels x 2 x 2
+  // patch features to 0. Both must be refused before anything is sized from them.
+  const HostMatrix w4 = random_matrix(1, 4, 124), b1 = random_matrix(1, 1, 125);
+  CHECK_THROWS_WITH_AS(PatchEmbedding<cpu>(w4, b1, 1, (Index{1} << 32) - 2, 2), doctest::Contains("int32"), ValueError);
+  CHECK_THROWS_WITH_AS(PatchEmbedding<cpu>(w4, b1, Index{1} << 62, 2, 2), doctest::Contains("int32"), ValueError);
+  CHECK_THROWS_AS(PatchEmbedding<cpu>(w4, b1, 1, 9223372036854775800, 2), ValueError);
+  // 3 x 26756^2 = 2147650608 values per image exceed INT32_MAX (26754, the next even size down, would fit).
+  CHECK_THROWS_AS(PatchEmbedding<cpu>(random_matrix(1, 12, 126), b1, 3, 26756, 2), ValueError);
 }
 
 TEST_CASE("ViT embeddings prepend cls and add position embeddings") {

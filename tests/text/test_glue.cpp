@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <string>
 
@@ -212,4 +213,9 @@ TEST_CASE("TokenBatches: padded batches, labels, order a pure function of (seed,
   CHECK(ordered.batch(9, 0).labels == std::vector<std::int32_t>{0, 1, 2, 3});
   CHECK_THROWS_AS((void)source.batch(0, 3), ValueError);
   CHECK_THROWS_AS(TokenBatches(tok, {}, true, 4, 16, false), ValueError);
+
+  // A batch larger than the data is one (partial) batch; size + batch - 1 would overflow here.
+  const TokenBatches whole(tok, examples, true, std::numeric_limits<Index>::max(), 16, true, 7);
+  CHECK(whole.batches_per_epoch() == 1);
+  CHECK(whole.batch(0, 0).batch == 10);
 }

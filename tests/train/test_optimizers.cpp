@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "plora/backend/cpu/cpu.hpp"
@@ -236,4 +237,30 @@ TEST_CASE("invalid optimizer hyper-parameters") {
                   ValueError);
   CHECK_THROWS_AS(Sgd<cpu>({.lr = 0.1, .momentum = 0.9, .dampening = 0.1, .weight_decay = 0.0, .nesterov = true}),
                   ValueError);
+
+  // Non-finite values: `x >= 0` refuses NaN but lets +inf through, and an infinite rate or decay
+  // turns every parameter into NaN at the first step.
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_WITH_AS(AdamW<cpu>({.lr = inf}), doctest::Contains("AdamW: lr = inf"), ValueError);
+  CHECK_THROWS_WITH_AS(AdamW<cpu>({.lr = nan}), doctest::Contains("AdamW: lr"), ValueError);
+  CHECK_THROWS_WITH_AS(AdamW<cpu>({.eps = inf}), doctest::Contains("AdamW: eps = inf"), ValueError);
+  CHECK_THROWS_WITH_AS(AdamW<cpu>({.weight_decay = inf}), doctest::Contains("AdamW: weight_decay = inf"), ValueError);
+  CHECK_THROWS_WITH_AS(AdamW<cpu>({.beta1 = nan}), doctest::Contains("beta1"), ValueError);
+  CHECK_THROWS_WITH_AS(Sgd<cpu>({.lr = inf}), doctest::Contains("Sgd: lr = inf"), ValueError);
+  CHECK_THROWS_WITH_AS(Sgd<cpu>({.momentum = inf}), doctest::Contains("Sgd: momentum = inf"), ValueError);
+  CHECK_THROWS_WITH_AS(Sgd<cpu>({.weight_decay = inf}), doctest::Contains("Sgd: weight_decay = inf"), ValueError);
+  for (const double dampening : {nan, -0.1, 1.5, inf})
+    CHECK_THROWS_WITH_AS(Sgd<cpu>({.momentum = 0.9, .dampening = dampening}), doctest::Contains("Sgd: dampening"),
+                         ValueError);
+  CHECK_NOTHROW(Sgd<cpu>({.momentum = 0.9, .dampening = 1.0}));
+
+  // The scale a schedule sets: NaN or a negative one would reach the update as its learning rate.
+  AdamW<cpu> adamw;
+  Sgd<cpu> sgd;
+  for (const double scale : {nan, -0.5, inf}) {
+    CHECK_THROWS_WITH_AS(adamw.set_lr_scale(scale), doctest::Contains("AdamW: learning rate scale"), ValueError);
+    CHECK_THROWS_WITH_AS(sgd.set_lr_scale(scale), doctest::Contains("Sgd: learning rate scale"), ValueError);
+  }
+  adamw.set_lr_scale(0.0);
+  CHECK(adamw.lr() == 0.0);
 }

@@ -53,6 +53,10 @@ TEST_CASE("invalid schedules") {
   CHECK_THROWS_AS(LinearWarmupDecay(-1, 10), ValueError);
   CHECK_THROWS_AS(CosineWarmupDecay(0, -5), ValueError);
   CHECK_THROWS_AS(CosineWarmupDecay(0, 5, 0.0), ValueError);
+  // An infinite cycle count makes every factor NaN (inf * 0 at the first decay step).
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_WITH_AS(CosineWarmupDecay(0, 10, inf), doctest::Contains("num_cycles"), ValueError);
+  CHECK_THROWS_WITH_AS(CosineWarmupDecay(0, 10, nan), doctest::Contains("num_cycles"), ValueError);
 }
 
 TEST_CASE("clip_grad_norm scales all gradients by max_norm / (norm + 1e-6)") {

@@ -51,8 +51,8 @@ class HostMatrix {
   /// Takes over `values` (rows * cols of them) without copying.
   static HostMatrix adopt(Index rows, Index cols, Values values) {
     HostMatrix m;
-    check<ShapeError>(rows >= 0 && cols >= 0 && static_cast<Index>(values.size()) == rows * cols, "HostMatrix: ",
-                      values.size(), " values given for a ", rows, " x ", cols, " matrix");
+    check<ShapeError>(values.size() == checked_size(rows, cols), "HostMatrix: ", values.size(),
+                      " values given for a ", rows, " x ", cols, " matrix");
     m.rows_ = rows;
     m.cols_ = cols;
     m.values_ = std::move(values);
@@ -83,7 +83,12 @@ class HostMatrix {
  private:
   static std::size_t checked_size(Index rows, Index cols) {
     check<ShapeError>(rows >= 0 && cols >= 0, "HostMatrix: negative shape ", rows, " x ", cols);
-    return static_cast<std::size_t>(rows * cols);
+    // rows * cols must fit an Index (size() and every row offset are computed in it)
+    // and a vector's max_size (its byte count must fit a size_t).
+    Index size = 0;
+    const bool fits = !__builtin_mul_overflow(rows, cols, &size) && static_cast<std::size_t>(size) <= Values().max_size();
+    check<ShapeError>(fits, "HostMatrix: a ", rows, " x ", cols, " matrix has too many elements to address");
+    return static_cast<std::size_t>(size);
   }
   Index rows_ = 0;
   Index cols_ = 0;

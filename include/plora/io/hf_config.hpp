@@ -15,6 +15,8 @@
 // ValueError naming both.
 #include <algorithm>
 #include <cctype>
+#include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -134,6 +136,11 @@ inline ViTConfig parse_vit_config(const nlohmann::json& json, const std::string&
                     " is not a multiple of num_attention_heads ", c.num_attention_heads);
   check<ValueError>(c.patch_size <= c.image_size, "'", source, "': patch_size ", c.patch_size, " exceeds image_size ",
                     c.image_size);
+  // The patch embedding indexes an image's values with int32; dividing first keeps the test itself from wrapping.
+  check<ValueError>(c.image_size <= INT32_MAX / c.image_size &&
+                        c.num_channels <= INT32_MAX / (c.image_size * c.image_size),
+                    "'", source, "': field 'image_size' ", c.image_size, " with num_channels ", c.num_channels,
+                    " gives more than ", INT32_MAX, " values per image");
   check<ValueError>(c.layer_norm_eps > 0.0f, "'", source, "': field 'layer_norm_eps' must be positive");
   return c;
 }
@@ -260,12 +267,16 @@ inline PreprocessorConfig parse_preprocessor_config(const nlohmann::json& json,
       c.height = c.width = size.get<Index>();
     } else {
       f.require(size.is_object(), "size", "an integer or an object {height, width} / {shortest_edge}", size);
+      // Exactly one of the two key sets, as transformers' get_size_dict demands: a mix is ambiguous, and
+      // other keys (longest_edge, max_height, ...) ask for resizes plora does not do.
+      const bool height_width = size.size() == 2 && size.contains("height") && size.contains("width");
+      const bool shortest = size.size() == 1 && size.contains("shortest_edge");
+      f.require(height_width || shortest, "size", "{height, width} or {shortest_edge}", size);
       const detail::JsonFields s(size, source + " (size)");
-      if (s.has("shortest_edge")) {
+      if (shortest) {
         s.read("shortest_edge", c.shortest_edge);
         detail::require_positive(f, "size.shortest_edge", c.shortest_edge);
       } else {
-        f.require(s.has("height") && s.has("width"), "size", "{height, width} or {shortest_edge}", size);
         s.read("height", c.height);
         s.read("width", c.width);
       }
@@ -273,11 +284,25 @@ inline PreprocessorConfig parse_preprocessor_config(const nlohmann::json& json,
   }
   detail::require_positive(f, "size.height", c.height);
   detail::require_positive(f, "size.width", c.width);
+  // A resized image is held as floats, channels x height x width: 16384 a side is already 3 GiB for RGB, far
+  // beyond any ViT input, so a larger size is a mistake that would otherwise end in an allocation failure.
+  constexpr Index kMaxSide = 16384;
+  for (const auto& [field, value] :
+       {std::pair{"size.height", c.height}, {"size.width", c.width}, {"size.shortest_edge", c.shortest_edge}})
+    check<ValueError>(value <= kMaxSide, "'", source, "': field '", field, "' is ", value, ", above the ", kMaxSide,
+                      " pixels plora accepts per side");
+  bool do_center_crop = false;
+  f.read("do_center_crop", do_center_crop);
+  check<ValueError>(!do_center_crop, "'", source,
+                    "': field 'do_center_crop' is true, but plora resizes like ViTImageProcessor and does not crop; "
+                    "this preprocessor's images would differ from the model's");
   Index resample = c.resample;
   f.read("resample", resample);
   c.resample = static_cast<int>(resample);
   f.read("do_rescale", c.do_rescale);
   f.read("rescale_factor", c.rescale_factor);
+  check<ValueError>(std::isfinite(c.rescale_factor) && c.rescale_factor > 0.0, "'", source,
+                    "': field 'rescale_factor' must be finite and positive, got ", c.rescale_factor);
   f.read("do_normalize", c.do_normalize);
   f.read("image_mean", c.image_mean);
   f.read("image_std", c.image_std);

@@ -30,10 +30,13 @@ class PatchEmbedding {
     check<ValueError>(channels > 0 && patch_size > 0 && image_size > 0 && image_size % patch_size == 0,
                       "patch embedding: image size ", image_size, " is not a positive multiple of patch size ",
                       patch_size, " (channels ", channels, ")");
+    // Checked by division before any product: patches() and patch_features() are at most
+    // pixels_per_image(), so none of them can wrap once this holds.
+    check<ValueError>(image_size <= INT32_MAX / image_size && channels <= INT32_MAX / (image_size * image_size),
+                      "patch embedding: ", channels, " x ", image_size, " x ", image_size,
+                      " values per image exceed the int32 index range");
     require_shape(weight_.view(), weight_.view().rows, patch_features(), "patch embedding weight");
     require_shape(bias_.view(), 1, hidden(), "patch embedding bias");
-    check<ValueError>(pixels_per_image() <= INT32_MAX, "patch embedding: ", pixels_per_image(),
-                      " values per image exceed the int32 index range");
     std::vector<std::int32_t> ids;
     ids.reserve(static_cast<std::size_t>(patches() * patch_features()));
     const Index grid = image_size / patch_size;

@@ -34,13 +34,13 @@ class AdamW : public detail::OptimizerBase<B, 2> {
 
   explicit AdamW(AdamWConfig config = {})
       : detail::OptimizerBase<B, 2>("AdamW", {"exp_avg", "exp_avg_sq"}), config_(std::move(config)) {
-    check<ValueError>(config_.lr >= 0.0, "AdamW: learning rate ", config_.lr, " is negative");
+    detail::check_non_negative("AdamW", "lr", config_.lr);
     check<ValueError>(config_.beta1 >= 0.0 && config_.beta1 < 1.0, "AdamW: beta1 ", config_.beta1,
                       " is outside [0, 1)");
     check<ValueError>(config_.beta2 >= 0.0 && config_.beta2 < 1.0, "AdamW: beta2 ", config_.beta2,
                       " is outside [0, 1)");
-    check<ValueError>(config_.eps >= 0.0, "AdamW: eps ", config_.eps, " is negative");
-    check<ValueError>(config_.weight_decay >= 0.0, "AdamW: weight decay ", config_.weight_decay, " is negative");
+    detail::check_non_negative("AdamW", "eps", config_.eps);
+    detail::check_non_negative("AdamW", "weight_decay", config_.weight_decay);
   }
 
   void step(ParameterList<typename B::Space>& params) {

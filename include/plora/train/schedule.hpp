@@ -63,7 +63,9 @@ struct CosineWarmupDecay {
   CosineWarmupDecay(Index warmup, Index total, double cycles = 0.5)
       : warmup_steps(warmup), total_steps(total), num_cycles(cycles) {
     detail::check_warmup(warmup, total, "CosineWarmupDecay");
-    check<ValueError>(cycles > 0.0, "CosineWarmupDecay: num_cycles ", cycles, " must be positive");
+    // An infinite count makes every factor NaN (inf * 0 at the first decay step).
+    check<ValueError>(std::isfinite(cycles) && cycles > 0.0, "CosineWarmupDecay: num_cycles ", cycles,
+                      " must be finite and positive");
   }
   [[nodiscard]] double operator()(Index step) const {
     if (step < warmup_steps) return detail::warmup_factor(step, warmup_steps);

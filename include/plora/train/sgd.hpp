@@ -26,9 +26,12 @@ class Sgd : public detail::OptimizerBase<B, 1> {
 
   explicit Sgd(SgdConfig config = {})
       : detail::OptimizerBase<B, 1>("Sgd", {"momentum_buffer"}, config.momentum != 0.0), config_(config) {
-    check<ValueError>(config_.lr >= 0.0, "Sgd: learning rate ", config_.lr, " is negative");
-    check<ValueError>(config_.momentum >= 0.0, "Sgd: momentum ", config_.momentum, " is negative");
-    check<ValueError>(config_.weight_decay >= 0.0, "Sgd: weight decay ", config_.weight_decay, " is negative");
+    detail::check_non_negative("Sgd", "lr", config_.lr);
+    detail::check_non_negative("Sgd", "momentum", config_.momentum);
+    // The buffer keeps (1 - dampening) of each gradient: a fraction, so in [0, 1].
+    check<ValueError>(config_.dampening >= 0.0 && config_.dampening <= 1.0, "Sgd: dampening = ", config_.dampening,
+                      " is outside [0, 1]");
+    detail::check_non_negative("Sgd", "weight_decay", config_.weight_decay);
     check<ValueError>(!config_.nesterov || (config_.momentum > 0.0 && config_.dampening == 0.0),
                       "Sgd: Nesterov momentum needs momentum > 0 and zero dampening");
   }

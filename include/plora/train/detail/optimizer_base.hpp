@@ -3,6 +3,7 @@
 // rate scale a schedule sets, and the per-parameter buffers, with the
 // checkpoint export / import of all three (shared by AdamW and SGD).
 #include <array>
+#include <cmath>
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -14,6 +15,13 @@
 #include "plora/train/optimizer_concepts.hpp"
 
 namespace plora::detail {
+
+/// Throws a ValueError naming `optimizer` and `field` unless `value` is finite and >= 0
+/// (`value >= 0` alone lets +inf through, and an infinite rate or decay turns parameters into NaN).
+inline void check_non_negative(std::string_view optimizer, std::string_view field, double value) {
+  check<ValueError>(std::isfinite(value) && value >= 0.0, optimizer, ": ", field, " = ", value,
+                    " must be finite and >= 0");
+}
 
 /// Base of an optimizer with N buffers per parameter.
 template <Backend B, std::size_t N>
@@ -41,7 +49,10 @@ class OptimizerBase {
     step_ = state.step;
   }
 
-  void set_lr_scale(double scale) { lr_scale_ = scale; }
+  void set_lr_scale(double scale) {
+    check_non_negative(buffers_.optimizer(), "learning rate scale", scale);
+    lr_scale_ = scale;
+  }
   [[nodiscard]] Index step_count() const { return step_; }
 
  protected:
