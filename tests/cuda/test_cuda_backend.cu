@@ -97,6 +97,8 @@ TEST_CASE("shapes, indices and hyper-parameters are validated on the host before
   CHECK_THROWS_AS(cuda::axpy(c, 1.0f, a), ShapeError);
   CHECK_THROWS_AS(cuda::dropout_mask(c, 1.0f, 1, 2, 3), ValueError);
   CHECK_THROWS_AS(DeviceMatrix(-1, 3), ShapeError);
+  const Index big = Index{1} << 32;  // 2^64 elements: would wrap to an empty buffer
+  CHECK_THROWS_WITH_AS(DeviceMatrix(big, big), doctest::Contains("4294967296 x 4294967296"), ShapeError);
   // Empty matrices and index lists need no device memory.
   const DeviceMatrix empty(0, 7);
   CHECK(empty.data() == nullptr);

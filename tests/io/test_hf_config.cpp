@@ -114,6 +114,9 @@ TEST_CASE("ViT config: image sizes whose pixel count overflows are refused") {
   CHECK(parse_vit_config(json::parse(R"({"image_size": 32768, "num_channels": 1})")).image_size == 32768);
   msg = message_of<ValueError>([] { (void)parse_vit_config(json::parse(R"({"image_size": 32768})")); });
   CHECK(contains(msg, "num_channels 3"));
+  // Patches tile the image exactly, as the patch embedding requires: said here, with the file named.
+  msg = message_of<ValueError>([] { (void)parse_vit_config(json::parse(R"({"image_size": 30, "patch_size": 4})"), "v.json"); });
+  CHECK(contains(msg, "'v.json': image_size 30 is not a multiple of patch_size 4"));
 }
 
 TEST_CASE("DeBERTa-v3-base config.json as published") {

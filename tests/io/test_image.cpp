@@ -215,8 +215,12 @@ TEST_CASE("rescale and normalise by hand, per channel and broadcast") {
 TEST_CASE("shortest_edge keeps the aspect ratio like transformers") {
   PreprocessorConfig config;
   config.shortest_edge = 4;
-  CHECK(output_size(config, 10, 5) == std::pair<Index, Index>{8, 4});
-  CHECK(output_size(config, 5, 7) == std::pair<Index, Index>{4, 5});  // int(4 * 7 / 5) = 5
+  CHECK(output_size(config, 10, 5, "a.png") == std::pair<Index, Index>{8, 4});
+  CHECK(output_size(config, 5, 7, "a.png") == std::pair<Index, Index>{4, 5});  // int(4 * 7 / 5) = 5
+  // A long strip would grow its long side without bound: kMaxImageSide is the limit, inclusive.
+  CHECK(output_size(config, 1, kMaxImageSide / 4, "strip.png") == std::pair<Index, Index>{4, kMaxImageSide});
+  CHECK(contains(message_of<ValueError>([&] { (void)output_size(config, 1, kMaxImageSide / 4 + 1, "strip.png"); }),
+                 "preprocessing 'strip.png': a 1 x 4097 image resized to a shortest edge of 4 would be 16388 pixels"));
   config.do_resize = false;
-  CHECK(output_size(config, 5, 7) == std::pair<Index, Index>{5, 7});
+  CHECK(output_size(config, 5, 7, "a.png") == std::pair<Index, Index>{5, 7});
 }

@@ -38,6 +38,19 @@ struct CacheLineAllocator {
   }
 };
 
+namespace detail {
+/// rows * cols of a `matrix` ("HostMatrix", "DeviceMatrix"); ShapeError for a
+/// negative extent or a count beyond an Index (size() and every row offset are
+/// computed in one).
+inline Index element_count(std::string_view matrix, Index rows, Index cols) {
+  check<ShapeError>(rows >= 0 && cols >= 0, matrix, ": negative shape ", rows, " x ", cols);
+  Index count = 0;
+  check<ShapeError>(!__builtin_mul_overflow(rows, cols, &count), matrix, ": a ", rows, " x ", cols,
+                    " matrix has too many elements to address");
+  return count;
+}
+}  // namespace detail
+
 class HostMatrix {
  public:
   using Values = std::vector<float, CacheLineAllocator<float>>;
@@ -82,13 +95,10 @@ class HostMatrix {
 
  private:
   static std::size_t checked_size(Index rows, Index cols) {
-    check<ShapeError>(rows >= 0 && cols >= 0, "HostMatrix: negative shape ", rows, " x ", cols);
-    // rows * cols must fit an Index (size() and every row offset are computed in it)
-    // and a vector's max_size (its byte count must fit a size_t).
-    Index size = 0;
-    const bool fits = !__builtin_mul_overflow(rows, cols, &size) && static_cast<std::size_t>(size) <= Values().max_size();
-    check<ShapeError>(fits, "HostMatrix: a ", rows, " x ", cols, " matrix has too many elements to address");
-    return static_cast<std::size_t>(size);
+    const auto size = static_cast<std::size_t>(detail::element_count("HostMatrix", rows, cols));
+    check<ShapeError>(size <= Values().max_size(), "HostMatrix: a ", rows, " x ", cols,
+                      " matrix has too many elements to address");  // its byte count must fit a size_t
+    return size;
   }
   Index rows_ = 0;
   Index cols_ = 0;

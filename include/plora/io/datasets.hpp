@@ -67,7 +67,7 @@ class DatasetBuilder {
   explicit DatasetBuilder(PreprocessorConfig config) : config_(std::move(config)) {}
 
   void add(const Image8& image, std::int32_t label, const std::string& source) {
-    const auto [height, width] = output_size(config_, image.height, image.width);
+    const auto [height, width] = output_size(config_, image.height, image.width, source);
     if (labels_.empty()) {
       channels_ = image.channels;
       height_ = height;

@@ -32,6 +32,12 @@
 
 namespace plora::io {
 
+/// The largest side a preprocessed image may have. A resized image is held as
+/// floats, channels x height x width: 16384 a side is already 3 GiB for RGB, far
+/// beyond any ViT input, so a larger one is a mistake that would otherwise end
+/// in an allocation failure.
+inline constexpr Index kMaxImageSide = 16384;
+
 /// What ViTImageProcessor (and processors like it) do to an image, with
 /// ViTImageProcessor's defaults: resize to 224 x 224 bilinear, rescale by
 /// 1/255, normalise with mean = std = 0.5 per channel.
@@ -134,8 +140,8 @@ inline ViTConfig parse_vit_config(const nlohmann::json& json, const std::string&
     detail::require_positive(f, field, value);
   check<ValueError>(c.hidden_size % c.num_attention_heads == 0, "'", source, "': hidden_size ", c.hidden_size,
                     " is not a multiple of num_attention_heads ", c.num_attention_heads);
-  check<ValueError>(c.patch_size <= c.image_size, "'", source, "': patch_size ", c.patch_size, " exceeds image_size ",
-                    c.image_size);
+  check<ValueError>(c.image_size % c.patch_size == 0, "'", source, "': image_size ", c.image_size,
+                    " is not a multiple of patch_size ", c.patch_size);
   // The patch embedding indexes an image's values with int32; dividing first keeps the test itself from wrapping.
   check<ValueError>(c.image_size <= INT32_MAX / c.image_size &&
                         c.num_channels <= INT32_MAX / (c.image_size * c.image_size),
@@ -284,13 +290,10 @@ inline PreprocessorConfig parse_preprocessor_config(const nlohmann::json& json,
   }
   detail::require_positive(f, "size.height", c.height);
   detail::require_positive(f, "size.width", c.width);
-  // A resized image is held as floats, channels x height x width: 16384 a side is already 3 GiB for RGB, far
-  // beyond any ViT input, so a larger size is a mistake that would otherwise end in an allocation failure.
-  constexpr Index kMaxSide = 16384;
   for (const auto& [field, value] :
        {std::pair{"size.height", c.height}, {"size.width", c.width}, {"size.shortest_edge", c.shortest_edge}})
-    check<ValueError>(value <= kMaxSide, "'", source, "': field '", field, "' is ", value, ", above the ", kMaxSide,
-                      " pixels plora accepts per side");
+    check<ValueError>(value <= kMaxImageSide, "'", source, "': field '", field, "' is ", value, ", above the ",
+                      kMaxImageSide, " pixels plora accepts per side");
   bool do_center_crop = false;
   f.read("do_center_crop", do_center_crop);
   check<ValueError>(!do_center_crop, "'", source,

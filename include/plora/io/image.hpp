@@ -275,17 +275,24 @@ inline Image8 resize_nearest(const Image8& image, Index height, Index width) {
 /// The (height, width) `config` resizes an (height x width) image to; the
 /// image's own size when do_resize is off. shortest_edge keeps the aspect
 /// ratio like transformers' get_resize_output_image_size (long side truncated).
-inline std::pair<Index, Index> output_size(const PreprocessorConfig& config, Index height, Index width) {
+/// ValueError naming `source` when the long side of an elongated image would
+/// exceed kMaxImageSide.
+inline std::pair<Index, Index> output_size(const PreprocessorConfig& config, Index height, Index width,
+                                           const std::string& source) {
   if (!config.do_resize) return {height, width};
   if (config.shortest_edge <= 0) return {config.height, config.width};
-  const Index s = config.shortest_edge;
-  if (width <= height) return {static_cast<Index>(double(s) * double(height) / double(width)), s};
-  return {s, static_cast<Index>(double(s) * double(width) / double(height))};
+  const double s = static_cast<double>(config.shortest_edge);
+  const double long_side = s * static_cast<double>(std::max(height, width)) / static_cast<double>(std::min(height, width));
+  check<ValueError>(long_side <= static_cast<double>(kMaxImageSide), "preprocessing '", source, "': a ", height, " x ",
+                    width, " image resized to a shortest edge of ", config.shortest_edge, " would be ",
+                    static_cast<Index>(long_side), " pixels long, above the ", kMaxImageSide, " plora accepts");
+  if (width <= height) return {static_cast<Index>(long_side), config.shortest_edge};
+  return {config.shortest_edge, static_cast<Index>(long_side)};
 }
 
 /// Resize (per config) of an 8-bit image; `source` names it in errors.
 inline Image8 resize_for(const Image8& image, const PreprocessorConfig& config, const std::string& source) {
-  const auto [height, width] = output_size(config, image.height, image.width);
+  const auto [height, width] = output_size(config, image.height, image.width, source);
   if (height == image.height && width == image.width) return image;  // PIL returns a copy too
   switch (config.resample) {
     case 0: return resize_nearest(image, height, width);
@@ -330,7 +337,7 @@ inline void preprocess_into(std::span<float> out, const Image8& image, const Pre
 }
 
 inline std::vector<float> preprocess(const Image8& image, const PreprocessorConfig& config, const std::string& source) {
-  const auto [height, width] = output_size(config, image.height, image.width);
+  const auto [height, width] = output_size(config, image.height, image.width, source);
   std::vector<float> out(static_cast<std::size_t>(image.channels * height * width));
   preprocess_into(out, image, config, source);
   return out;

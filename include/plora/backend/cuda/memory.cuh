@@ -212,8 +212,7 @@ class DeviceMatrix {
   DeviceMatrix(Index rows, Index cols, Uninitialised)
       : rows_(rows), cols_(cols), values_(checked_count(rows, cols)) {}
   static std::size_t checked_count(Index rows, Index cols) {
-    check<ShapeError>(rows >= 0 && cols >= 0, "DeviceMatrix: negative shape ", rows, " x ", cols);
-    return static_cast<std::size_t>(rows * cols);
+    return static_cast<std::size_t>(plora::detail::element_count("DeviceMatrix", rows, cols));
   }
   Index rows_ = 0;
   Index cols_ = 0;
