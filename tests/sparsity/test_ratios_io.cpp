@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <string>
 #include <unistd.h>
@@ -131,6 +132,23 @@ TEST_CASE("loading rejects unknown sites, bad ratios and malformed files") {
   RatioReport twice = report;
   twice.sites[1].name = twice.sites[0].name;
   CHECK_THROWS_WITH_AS(io::ratios_from_json(io::ratios_to_json(twice), "x"), doctest::Contains("twice"), IoError);
+
+  // The descriptive fields a report.json copies: what an extraction can have written.
+  const auto edited = [&](const auto& edit) {
+    nlohmann::json j = nlohmann::json::parse(io::ratios_to_json(report));
+    edit(j);
+    return j.dump();
+  };
+  const auto refused = [&](const auto& edit, const char* message) {
+    CHECK_THROWS_WITH_AS(io::ratios_from_json(edited(edit), "x"), doctest::Contains(message), Error);
+  };
+  refused([](auto& j) { j["extractor"] = "bogus"; }, "extractor 'bogus' is not svd, snip or imp");
+  refused([](auto& j) { j["resolution"] = 0.0; }, "x: search resolution 0 is outside");
+  refused([](auto& j) { j["seed"] = -1; }, "seed -1 is not a non-negative integer");
+  refused([](auto& j) { j["sites"][0]["evaluations"] = -7; }, "evaluations -7 but");
+  refused([](auto& j) { j["sites"][0]["probes"][0]["q"] = 5.0; }, "is not (q in (0, 1]");
+  refused([](auto& j) { j["sites"][0]["probes"][0]["density"] = -1.0; }, "is not (q in (0, 1]");
+  CHECK(io::ratios_from_json(edited([](auto&) {}), "x").sites.size() == 2);
   std::filesystem::remove_all(dir);
 }
 

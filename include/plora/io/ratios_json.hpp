@@ -17,6 +17,7 @@
 //   }
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <filesystem>
 #include <set>
 #include <sstream>
@@ -94,8 +95,16 @@ inline SiteRatio site_from_json(const nlohmann::json& j, const std::string& sour
     throw IoError(where + ": " + e.what());
   }
   site.evaluations = j.at("evaluations").get<int>();
-  for (const auto& p : j.at("probes"))
-    site.probes.push_back({p.at("q").get<double>(), p.at("density").get<double>(), p.at("metric").get<double>()});
+  for (const auto& p : j.at("probes")) {
+    const Probe probe{p.at("q").get<double>(), p.at("density").get<double>(), p.at("metric").get<double>()};
+    check<IoError>(probe.q > 0.0 && probe.q <= 1.0 && probe.density >= 0.0 && probe.density <= 1.0 &&
+                       std::isfinite(probe.metric),
+                   where, ": probe ", p.dump(), " is not (q in (0, 1], density in [0, 1], a finite metric)");
+    site.probes.push_back(probe);
+  }
+  // The search records every evaluation as a probe.
+  check<IoError>(site.evaluations == static_cast<int>(site.probes.size()), where, ": evaluations ", site.evaluations,
+                 " but ", site.probes.size(), " probes");
   site.row_scores = j.at("row_scores").get<std::vector<float>>();
   site.col_scores = j.at("col_scores").get<std::vector<float>>();
   check<IoError>(static_cast<Index>(site.row_scores.size()) == site.out_features &&
@@ -141,6 +150,8 @@ inline RatioReport ratios_from_json(std::string_view text, const std::string& so
                    ": ratios file version ", version.dump(), " is not supported (expected ", kRatiosVersion, ")");
     RatioReport report;
     report.extractor = j.at("extractor").get<std::string>();
+    check<ValueError>(report.extractor == "svd" || report.extractor == "snip" || report.extractor == "imp", source,
+                      ": extractor '", report.extractor, "' is not svd, snip or imp");
     try {
       report.metric = metrics::parse_metric(j.at("metric").get<std::string>());
     } catch (const ValueError& e) {
@@ -149,7 +160,11 @@ inline RatioReport ratios_from_json(std::string_view text, const std::string& so
     report.tau = j.at("tau").get<double>();
     check<ValueError>(report.tau > 0.0 && report.tau <= 1.0, source, ": tau ", report.tau, " is outside (0, 1]");
     report.resolution = j.at("resolution").get<double>();
+    in_context<ValueError>(source, [&] { validate_resolution(report.resolution); });
     report.reference_metric = j.at("reference_metric").get<double>();
+    check<ValueError>(std::isfinite(report.reference_metric), source, ": reference_metric is not finite");
+    check<IoError>(j.at("seed").is_number_unsigned(), source, ": seed ", j.at("seed").dump(),
+                   " is not a non-negative integer");
     report.seed = j.at("seed").get<std::uint64_t>();
     std::set<std::string> seen;
     for (const auto& s : j.at("sites")) {
