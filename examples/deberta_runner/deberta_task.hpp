@@ -118,7 +118,7 @@ class DebertaTask {
                         "; a classifier needs examples of at least 2 classes");
     }
     io::check_no_layers_beyond(weights_, config_.num_hidden_layers,
-                                       (checkpoint_ / "model.safetensors").string());
+                               (checkpoint_ / "model.safetensors").string());
   }
 
   /// A fresh model: the checkpoint's backbone (and pooler when it has one), a

@@ -40,16 +40,16 @@ class VitTask {
         train_(train_data_, batch, seed, io::ImageBatches::Order::Shuffled),
         test_(test_data_, batch, seed, io::ImageBatches::Order::Sequential) {
     io::check_no_layers_beyond(weights_, config_.num_hidden_layers,
-                                       plora::detail::vit_weights_file(checkpoint_).string());
+                               plora::detail::vit_weights_file(checkpoint_).string());
     // Asked to keep a head that cannot serve the dataset: say so rather than train a new one unasked.
     if (keep_head_ && !vit_head_matches(weights_, config_.num_labels)) {
       const auto shape_of = [&](const std::string& key) {
         return weights_.contains(key) ? io::detail::shape_string(weights_.info(key).shape) : std::string("missing");
       };
-      throw ValueError(plora::detail::concat("--keep-head: checkpoint '", checkpoint_.string(), "' has no classifier for the ",
-                                      "dataset's ", config_.num_labels, " classes (classifier.weight ",
-                                      shape_of("classifier.weight"), ", classifier.bias ", shape_of("classifier.bias"),
-                                      "); leave out --keep-head for a new classifier"));
+      throw ValueError(plora::detail::concat(
+          "--keep-head: checkpoint '", checkpoint_.string(), "' has no classifier for the dataset's ",
+          config_.num_labels, " classes (classifier.weight ", shape_of("classifier.weight"), ", classifier.bias ",
+          shape_of("classifier.bias"), "); leave out --keep-head for a new classifier"));
     }
   }
   VitTask(const VitTask&) = delete;  // the batch sources point into the datasets
