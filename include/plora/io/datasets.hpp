@@ -453,10 +453,7 @@ class ImageBatches {
   }
   ImageBatches(ImageDataset&&, Index, std::uint64_t, Order = Order::Shuffled) = delete;  // would dangle
 
-  /// Ceiling division that cannot overflow, whatever batch_size is.
-  [[nodiscard]] Index batches_per_epoch() const {
-    return data_->size() / batch_size_ + (data_->size() % batch_size_ != 0 ? 1 : 0);
-  }
+  [[nodiscard]] Index batches_per_epoch() const { return batch_count(data_->size(), batch_size_); }
   [[nodiscard]] Index batch_size() const { return batch_size_; }
   [[nodiscard]] const ImageDataset& dataset() const { return *data_; }
 

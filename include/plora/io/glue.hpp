@@ -275,8 +275,7 @@ class TokenBatches {
   }
 
   [[nodiscard]] Index size() const { return static_cast<Index>(examples_.size()); }
-  /// Ceiling division that cannot overflow, whatever batch_size is.
-  [[nodiscard]] Index batches_per_epoch() const { return size() / batch_size_ + (size() % batch_size_ != 0 ? 1 : 0); }
+  [[nodiscard]] Index batches_per_epoch() const { return batch_count(size(), batch_size_); }
   [[nodiscard]] const std::vector<TextExample>& examples() const { return examples_; }
 
   [[nodiscard]] TokenBatch batch(Index epoch, Index i) const {

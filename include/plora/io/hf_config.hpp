@@ -16,7 +16,6 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
-#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -29,6 +28,7 @@
 #include "plora/io/detail/json_fields.hpp"
 #include "plora/models/deberta_v2_config.hpp"
 #include "plora/models/vit_config.hpp"
+#include "plora/nn/patch_grid.hpp"
 
 namespace plora::io {
 
@@ -140,13 +140,7 @@ inline ViTConfig parse_vit_config(const nlohmann::json& json, const std::string&
     detail::require_positive(f, field, value);
   check<ValueError>(c.hidden_size % c.num_attention_heads == 0, "'", source, "': hidden_size ", c.hidden_size,
                     " is not a multiple of num_attention_heads ", c.num_attention_heads);
-  check<ValueError>(c.image_size % c.patch_size == 0, "'", source, "': image_size ", c.image_size,
-                    " is not a multiple of patch_size ", c.patch_size);
-  // The patch embedding indexes an image's values with int32; dividing first keeps the test itself from wrapping.
-  check<ValueError>(c.image_size <= INT32_MAX / c.image_size &&
-                        c.num_channels <= INT32_MAX / (c.image_size * c.image_size),
-                    "'", source, "': field 'image_size' ", c.image_size, " with num_channels ", c.num_channels,
-                    " gives more than ", INT32_MAX, " values per image");
+  in_context<ValueError>("'" + source + "'", [&] { check_patch_grid(c.num_channels, c.image_size, c.patch_size); });
   check<ValueError>(c.layer_norm_eps > 0.0f, "'", source, "': field 'layer_norm_eps' must be positive");
   return c;
 }

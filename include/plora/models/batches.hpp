@@ -7,6 +7,10 @@
 
 namespace plora {
 
+/// Batches of at most `batch` examples that `size` examples fill: a ceiling
+/// division that cannot overflow, whatever `batch` is.
+inline Index batch_count(Index size, Index batch) { return size / batch + (size % batch != 0 ? 1 : 0); }
+
 /// A batch of preprocessed images: pixels (batch x channels*height*width) in
 /// channels-first order per image, and integer class labels.
 struct ImageBatch {

@@ -11,6 +11,7 @@
 #include "plora/backend/scratch.hpp"
 #include "plora/backend/concepts.hpp"
 #include "plora/core/error.hpp"
+#include "plora/nn/patch_grid.hpp"
 
 namespace plora {
 
@@ -27,14 +28,7 @@ class PatchEmbedding {
   PatchEmbedding(Matrix weight, Matrix bias, Index channels, Index image_size, Index patch_size)
       : weight_(std::move(weight)), bias_(std::move(bias)), channels_(channels), image_size_(image_size),
         patch_size_(patch_size) {
-    check<ValueError>(channels > 0 && patch_size > 0 && image_size > 0 && image_size % patch_size == 0,
-                      "patch embedding: image size ", image_size, " is not a positive multiple of patch size ",
-                      patch_size, " (channels ", channels, ")");
-    // Checked by division before any product: patches() and patch_features() are at most
-    // pixels_per_image(), so none of them can wrap once this holds.
-    check<ValueError>(image_size <= INT32_MAX / image_size && channels <= INT32_MAX / (image_size * image_size),
-                      "patch embedding: ", channels, " x ", image_size, " x ", image_size,
-                      " values per image exceed the int32 index range");
+    in_context<ValueError>("patch embedding", [&] { check_patch_grid(channels, image_size, patch_size); });
     require_shape(weight_.view(), weight_.view().rows, patch_features(), "patch embedding weight");
     require_shape(bias_.view(), 1, hidden(), "patch embedding bias");
     std::vector<std::int32_t> ids;
