@@ -244,6 +244,62 @@ TEST_CASE("increasing index lists carry their 16-float lines; column gathers and
     }
 }
 
+TEST_CASE("periodic column gathers and scatter-adds cycle rows through an index table; block transposes") {
+  // 7 rows over a table of 3 index lists (rows 0, 3, 6 use list 0), lists
+  // that repeat and reverse indices, as the relative-position tables do.
+  const HostMatrix src = random_matrix(7, 5, 21);
+  const std::vector<std::int32_t> ids = {4, 4, 0, 1, 2, 3, 0, 0, 0, 3, 2, 1};
+  const auto table = cpu::make_indices(ids);
+  HostMatrix gathered(7, 4);
+  cpu::gather_cols_periodic(gathered.view(), src.view(), table, 3);
+  for (Index r = 0; r < 7; ++r)
+    for (Index j = 0; j < 4; ++j) REQUIRE(gathered(r, j) == src(r, ids[std::size_t(r % 3 * 4 + j)]));
+
+  // Each sum has at most 3 terms of size <= 1.5: exact to one rounding per
+  // add, well inside 1e-6.
+  HostMatrix acc = random_matrix(7, 5, 22);
+  const HostMatrix before = acc;
+  cpu::scatter_add_cols_periodic(acc.view(), gathered.view(), table, 3, 0.5f);
+  for (Index r = 0; r < 7; ++r)
+    for (Index c = 0; c < 5; ++c) {
+      double expected = before(r, c);
+      for (Index j = 0; j < 4; ++j)
+        if (ids[std::size_t(r % 3 * 4 + j)] == c) expected += 0.5 * double(gathered(r, j));
+      REQUIRE(std::abs(acc(r, c) - expected) <= 1e-6);
+    }
+
+  // Period 1 is the plain column gather.
+  const auto one_list = cpu::make_indices(std::vector<std::int32_t>{2, 0});
+  HostMatrix plain(7, 2), periodic(7, 2);
+  cpu::gather_cols(plain.view(), src.view(), one_list);
+  cpu::gather_cols_periodic(periodic.view(), src.view(), one_list, 1);
+  for (Index r = 0; r < 7; ++r)
+    for (Index j = 0; j < 2; ++j) CHECK(plain(r, j) == periodic(r, j));
+
+  CHECK_THROWS_AS(cpu::gather_cols_periodic(gathered.view(), src.view(), table, 2), ShapeError);  // 12 != 2 x 4
+  CHECK_THROWS_AS(cpu::gather_cols_periodic(gathered.view(), src.view(), table, 0), ShapeError);
+  const auto outside = cpu::make_indices(std::vector<std::int32_t>{0, 1, 2, 5});
+  CHECK_THROWS_AS(cpu::gather_cols_periodic(gathered.view(), src.view(), outside, 1), ShapeError);
+  CHECK_THROWS_AS(cpu::scatter_add_cols_periodic(acc.view(), gathered.view(), outside, 1, 1.0f), ShapeError);
+
+  // Two blocks of 3 x 5 become two blocks of 5 x 3; beta = 0 overwrites NaN,
+  // beta = 2 keeps twice the old value (exact: one multiply by 2 and one add).
+  const HostMatrix blocks = random_matrix(6, 5, 23);
+  HostMatrix transposed(10, 3);
+  cpu::fill(transposed.view(), std::numeric_limits<float>::quiet_NaN());
+  cpu::transpose_blocks(transposed.view(), blocks.view(), 3, 0.0f);
+  for (Index b = 0; b < 2; ++b)
+    for (Index i = 0; i < 3; ++i)
+      for (Index c = 0; c < 5; ++c) REQUIRE(transposed(b * 5 + c, i) == blocks(b * 3 + i, c));
+  const HostMatrix once = transposed;
+  cpu::transpose_blocks(transposed.view(), blocks.view(), 3, 2.0f);
+  for (Index r = 0; r < 10; ++r)
+    for (Index i = 0; i < 3; ++i) REQUIRE(transposed(r, i) == 2.0f * once(r, i) + once(r, i));
+  CHECK_THROWS_AS(cpu::transpose_blocks(transposed.view(), blocks.view(), 4, 0.0f), ShapeError);  // 6 rows
+  HostMatrix wrong(5, 3);
+  CHECK_THROWS_AS(cpu::transpose_blocks(wrong.view(), blocks.view(), 3, 0.0f), ShapeError);
+}
+
 // Finite differences below run in float with h = 1e-2 on O(1) inputs: the
 // O(h^2) truncation and O(1e-7/h) rounding errors stay below ~1e-3 relative.
 TEST_CASE("gelu backward matches finite differences and gelu is the erf form") {

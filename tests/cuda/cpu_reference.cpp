@@ -29,6 +29,15 @@ void gather_cols(HostView dst, ConstHostView src, Ids idx) { cpu::gather_cols(ds
 void scatter_add_cols(HostView dst, ConstHostView src, Ids idx, float alpha) {
   cpu::scatter_add_cols(dst, src, cpu::make_indices(idx), alpha);
 }
+void gather_cols_periodic(HostView dst, ConstHostView src, Ids table, Index period) {
+  cpu::gather_cols_periodic(dst, src, cpu::make_indices(table), period);
+}
+void scatter_add_cols_periodic(HostView dst, ConstHostView src, Ids table, Index period, float alpha) {
+  cpu::scatter_add_cols_periodic(dst, src, cpu::make_indices(table), period, alpha);
+}
+void transpose_blocks(HostView dst, ConstHostView src, Index block_rows, float beta) {
+  cpu::transpose_blocks(dst, src, block_rows, beta);
+}
 void gelu_forward(HostView y, ConstHostView x) { cpu::gelu_forward(y, x); }
 void gelu_backward(HostView dx, ConstHostView dy, ConstHostView x) { cpu::gelu_backward(dx, dy, x); }
 void layernorm_forward(HostView y, HostView stats, ConstHostView x, ConstHostView gamma, ConstHostView beta,

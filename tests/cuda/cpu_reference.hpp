@@ -27,6 +27,9 @@ void gather_rows(HostView dst, ConstHostView src, Ids idx);
 void scatter_add_rows(HostView dst, ConstHostView src, Ids idx, float alpha);
 void gather_cols(HostView dst, ConstHostView src, Ids idx);
 void scatter_add_cols(HostView dst, ConstHostView src, Ids idx, float alpha);
+void gather_cols_periodic(HostView dst, ConstHostView src, Ids table, Index period);
+void scatter_add_cols_periodic(HostView dst, ConstHostView src, Ids table, Index period, float alpha);
+void transpose_blocks(HostView dst, ConstHostView src, Index block_rows, float beta);
 void gelu_forward(HostView y, ConstHostView x);
 void gelu_backward(HostView dx, ConstHostView dy, ConstHostView x);
 void layernorm_forward(HostView y, HostView stats, ConstHostView x, ConstHostView gamma, ConstHostView beta,

@@ -249,6 +249,32 @@ TEST_CASE("gathers and scatter-adds match cpu; repeated indices accumulate; bad 
   CHECK_THROWS_AS(cuda::gather_cols(gathered_cols.d(), src.d(), rows), ShapeError);  // 4 indices for 5 columns
 }
 
+TEST_CASE("periodic gathers, scatter-adds and block transposes match cpu" * doctest::skip(no_gpu())) {
+  // 12 rows cycling through 3 index lists of 4 (repeats accumulate in the scatter).
+  Twin src(12, 20, 41);
+  const std::vector<std::int32_t> table_ids{19, 19, 0, 7, 3, 2, 1, 0, 5, 5, 5, 5};
+  const auto table = cuda::make_indices(table_ids);
+  Twin gathered(12, 4, 42);
+  cuda::gather_cols_periodic(gathered.d(), src.d(), table, 3);
+  ref::gather_cols_periodic(gathered.h(), src.h(), table_ids, 3);
+  CHECK(gathered.error() == 0.0);
+  Twin acc(12, 20, 43);
+  cuda::scatter_add_cols_periodic(acc.d(), gathered.d(), table, 3, 0.5f);
+  ref::scatter_add_cols_periodic(acc.h(), gathered.h(), table_ids, 3, 0.5f);
+  CHECK(acc.error() < 1e-6);  // at most 5 terms of size <= 1: a few roundings in another order
+  CHECK_THROWS_AS(cuda::gather_cols_periodic(gathered.d(), src.d(), table, 4), ShapeError);
+
+  // Three blocks of 4 x 6 rows and their transposes, overwritten (beta 0) and accumulated.
+  Twin blocks(12, 6, 44), transposed(18, 4, 45);
+  cuda::transpose_blocks(transposed.d(), blocks.d(), 4, 0.0f);
+  ref::transpose_blocks(transposed.h(), blocks.h(), 4, 0.0f);
+  CHECK(transposed.error() == 0.0);
+  cuda::transpose_blocks(transposed.d(), blocks.d(), 4, 0.5f);
+  ref::transpose_blocks(transposed.h(), blocks.h(), 4, 0.5f);
+  CHECK(transposed.error() < 1e-6);  // one multiply-add, fused or not
+  CHECK_THROWS_AS(cuda::transpose_blocks(transposed.d(), blocks.d(), 5, 0.0f), ShapeError);
+}
+
 TEST_CASE("gelu forward and backward match cpu" * doctest::skip(no_gpu())) {
   Twin x(16, 257, 21, -5.0f, 5.0f), dy(16, 257, 22), y(16, 257, 23), dx(16, 257, 24);
   cuda::gelu_forward(y.d(), x.d());

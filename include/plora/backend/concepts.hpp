@@ -66,6 +66,9 @@ concept Backend = requires {
   B::scatter_add_rows(v, cv, idx, f);
   B::gather_cols(v, cv, idx);
   B::scatter_add_cols(v, cv, idx, f);
+  B::gather_cols_periodic(v, cv, idx, Index{1});
+  B::scatter_add_cols_periodic(v, cv, idx, Index{1}, f);
+  B::transpose_blocks(v, cv, Index{1}, f);
   B::gelu_forward(v, cv);
   B::gelu_backward(v, cv, cv);
   B::layernorm_forward(v, v, cv, cv, cv, f);

@@ -10,15 +10,17 @@
 //   context = dropout(P) V
 // In training, rel passes through its own dropout in every layer first
 // (transformers' pos_dropout, at hidden_dropout_prob).
-// The gathers run once per query (c2p) or key (p2c) position over all
-// (image, head) rows at once: the index vector depends only on the position.
-// p2c is gathered transposed, as transformers does, and added with a GEMM
-// against the identity. A forward may compute the queries of each sequence's
-// first token only (Queries::first_token, as for SelfAttention): Q, the
-// scores and c2p shrink to one row per (image, head), p2c to one column.
+// Each gather is one call over all (image, head) blocks: a row's index list
+// depends only on its position in the block (a periodic table). p2c is
+// gathered transposed, as transformers does, and added through a block
+// transpose. A forward may compute the queries of each sequence's first token
+// only (Queries::first_token, as for SelfAttention): Q, the scores and c2p
+// shrink to one row per (image, head), p2c to one column.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -147,18 +149,15 @@ class DisentangledSelfAttention {
       if (options_.c2p) {
         const View pos = scratch.position_scores.rows(query_rows * heads, rel.rows);
         for_heads(blocks_of(pos, tq), heads_of(cv(q), tq), Op::N, rel_of(cv(rel_k)), Op::T, 1.0f, 0.0f);  // Q Kr^T
-        for (Index i = 0; i < tq; ++i)
-          B::gather_cols(position_rows(scores, i, tq), position_rows(cv(pos), i, tq), c2p_index_[i]);
+        B::gather_cols_periodic(scores, pos, c2p_table(), tq);
       }
       if (options_.p2c) {
         const View pos = scratch.position_scores.rows(rows * heads, rel.rows);
         for_heads(blocks_of(pos, tokens), heads_of(cv(k), tokens), Op::N, rel_of(cv(rel_q)), Op::T, 1.0f,
                   0.0f);  // K Qr^T
         const View transposed = scratch.p2c_transposed.rows(rows * heads, tq);
-        for (Index j = 0; j < tokens; ++j)
-          B::gather_cols(position_rows(transposed, j, tokens), position_rows(cv(pos), j, tokens), p2c_indices()[j]);
-        for_heads(blocks_of(scores, tq), blocks_of(cv(transposed), tokens), Op::T, identity_of(tokens), Op::N, 1.0f,
-                  1.0f);
+        B::gather_cols_periodic(transposed, pos, p2c_table(), tokens);
+        B::transpose_blocks(scores, transposed, tokens, 1.0f);
       }
     }
     for_heads(blocks_of(scores, tq), heads_of(cv(q), tq), Op::N, heads_of(cv(k), tokens), Op::T, 1.0f,
@@ -206,8 +205,7 @@ class DisentangledSelfAttention {
         const ConstView rel_k = rel_k_.rows(rel_rows);
         const View d_pos = scratch.position_scores.rows(query_rows * heads, rel_rows);
         B::fill(d_pos, 0.0f);
-        for (Index i = 0; i < tq; ++i)
-          B::scatter_add_cols(position_rows(d_pos, i, tq), position_rows(cv(d_scores), i, tq), c2p_index_[i], 1.0f);
+        B::scatter_add_cols_periodic(d_pos, d_scores, c2p_table(), tq, 1.0f);
         for_heads(heads_of(d_query, tq), blocks_of(cv(d_pos), tq), Op::N, rel_of(rel_k), Op::N, 1.0f,
                   1.0f);  // += dC2 Kr
         const View d_rel_k = scratch.d_rel_key.rows(rel_rows, hidden);
@@ -218,13 +216,10 @@ class DisentangledSelfAttention {
       if (options_.p2c) {
         const ConstView rel_q = rel_q_.rows(rel_rows);
         const View d_transposed = scratch.p2c_transposed.rows(rows * heads, tq);
-        for_heads(blocks_of(d_transposed, tokens), blocks_of(cv(d_scores), tq), Op::T, identity_of(tq), Op::N, 1.0f,
-                  0.0f);
+        B::transpose_blocks(d_transposed, d_scores, tq, 0.0f);
         const View d_pos = scratch.position_scores.rows(rows * heads, rel_rows);
         B::fill(d_pos, 0.0f);
-        for (Index j = 0; j < tokens; ++j)
-          B::scatter_add_cols(position_rows(d_pos, j, tokens), position_rows(cv(d_transposed), j, tokens),
-                              p2c_indices()[j], 1.0f);
+        B::scatter_add_cols_periodic(d_pos, d_transposed, p2c_table(), tokens, 1.0f);
         for_heads(heads_of(d_key, tokens), blocks_of(cv(d_pos), tokens), Op::N, rel_of(rel_q), Op::N, 1.0f,
                   1.0f);  // += dD Qr
         const View d_rel_q = scratch.d_rel_query.rows(rel_rows, hidden);
@@ -299,24 +294,17 @@ class DisentangledSelfAttention {
   [[nodiscard]] MatrixView<T, typename B::Space> query_rows_of(MatrixView<T, typename B::Space> m) const {
     return m.every_nth_row(tokens_ / query_tokens_);
   }
-  /// Per key position, the p2c gather indices over the computed queries.
-  [[nodiscard]] const std::vector<typename B::Indices>& p2c_indices() const {
-    return query_tokens_ == tokens_ ? p2c_index_ : p2c_first_index_;
+  /// Per computed query position, its c2p index list over the keys.
+  [[nodiscard]] const typename B::Indices& c2p_table() const {
+    return query_tokens_ == tokens_ ? c2p_table_ : c2p_first_table_;
+  }
+  /// Per key position, its p2c index list over the computed queries.
+  [[nodiscard]] const typename B::Indices& p2c_table() const {
+    return query_tokens_ == tokens_ ? p2c_table_ : p2c_first_table_;
   }
   /// Relative projections (2 span, hidden): the same block for every image.
   [[nodiscard]] auto rel_of(ConstView m) const {
     return [=, this](Index h) { return PerImage<const float>{m.block(0, h * head_dim(), m.rows, head_dim()), 0}; };
-  }
-  /// The (size x size) identity, size <= tokens.
-  [[nodiscard]] auto identity_of(Index size) const {
-    const ConstView eye = identity_.view().block(0, 0, size, size);
-    return [=](Index) { return PerImage<const float>{eye, 0}; };
-  }
-  /// Row `p` of every (image, head) block of `per_block` rows: a strided view.
-  template <class T>
-  [[nodiscard]] MatrixView<T, typename B::Space> position_rows(MatrixView<T, typename B::Space> m, Index p,
-                                                                Index per_block) const {
-    return {m.data + p * m.ld, batch_ * options_.heads, m.cols, per_block * m.ld};
   }
 
   /// c(n, h) = alpha op(a(n, h)) op(b(n, h)) + beta c(n, h) for all images and heads.
@@ -345,28 +333,25 @@ class DisentangledSelfAttention {
     }
   }
 
-  /// Gather indices and the identity for a sequence length (rebuilt when it changes).
+  /// The gather tables for a sequence length (rebuilt when it changes).
   void ensure_positions(Index tokens) {
-    if (identity_.view().rows == tokens) return;
-    HostMatrix eye(tokens, tokens);
-    for (Index i = 0; i < tokens; ++i) eye(i, i) = 1.0f;
-    identity_ = to_backend<B>(eye.view());
-    c2p_index_.clear();
-    p2c_index_.clear();
-    p2c_first_index_.clear();
+    if (table_tokens_ == tokens) return;
     const Index span = options_.span();
     const auto clamp = [&](Index value) { return static_cast<std::int32_t>(std::clamp<Index>(value, 0, 2 * span - 1)); };
     const auto bucket = [&](Index r) {
       return relative_position_bucket(r, options_.position_buckets, options_.max_relative_positions);
     };
-    std::vector<std::int32_t> ids(static_cast<std::size_t>(tokens));
+    std::vector<std::int32_t> c2p, p2c, p2c_first;
     for (Index a = 0; a < tokens; ++a) {
-      for (Index b = 0; b < tokens; ++b) ids[std::size_t(b)] = clamp(bucket(a - b) + span);  // query a, key b
-      c2p_index_.push_back(B::make_indices(ids));
-      for (Index b = 0; b < tokens; ++b) ids[std::size_t(b)] = clamp(span - bucket(a - b));  // key a, query b
-      p2c_index_.push_back(B::make_indices(ids));
-      p2c_first_index_.push_back(B::make_indices(std::vector<std::int32_t>{ids.front()}));  // query 0 alone
+      for (Index b = 0; b < tokens; ++b) c2p.push_back(clamp(bucket(a - b) + span));  // query a, key b
+      for (Index b = 0; b < tokens; ++b) p2c.push_back(clamp(span - bucket(a - b)));   // key a, query b
+      p2c_first.push_back(clamp(span - bucket(a)));                                     // key a, query 0 alone
     }
+    c2p_table_ = B::make_indices(c2p);
+    c2p_first_table_ = B::make_indices(std::span(c2p).first(static_cast<std::size_t>(tokens)));  // query 0's row
+    p2c_table_ = B::make_indices(p2c);
+    p2c_first_table_ = B::make_indices(p2c_first);
+    table_tokens_ = tokens;
   }
 
   static ConstView cv(ConstView m) { return m; }
@@ -382,9 +367,10 @@ class DisentangledSelfAttention {
   detail::Scratch<B> probs_;      // (batch * heads * query tokens, tokens)
   CopyingDropout<B> probability_dropout_;  // dropout(P) multiplies V in training
   CopyingDropout<B> position_dropout_;     // this layer's dropped copy of rel in training
-  Matrix identity_;               // (tokens, tokens)
-  std::vector<typename B::Indices> c2p_index_, p2c_index_;  // per position, (tokens) each
-  std::vector<typename B::Indices> p2c_first_index_;        // per key position, query 0's index alone
+  // Row-major (position, index) tables for table_tokens_-token sequences:
+  // c2p (query, key) and p2c (key, query), and their query-0-only forms.
+  Index table_tokens_ = 0;
+  typename B::Indices c2p_table_, c2p_first_table_, p2c_table_, p2c_first_table_;
   typename Site::Saved saved_q_, saved_k_, saved_v_, saved_rel_q_, saved_rel_k_;
 };
 

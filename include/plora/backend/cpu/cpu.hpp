@@ -205,13 +205,7 @@ struct cpu {
       return;
     }
 #endif
-    const std::int32_t* ids = idx.data();
-    for_rows(dst, [&](Index r) {
-      // restrict: the rows never overlap, which lets the compiler vectorise the gather.
-      const float* __restrict s = src.data + r * src.ld;
-      float* __restrict d = dst.data + r * dst.ld;
-      for (Index j = 0; j < dst.cols; ++j) d[j] = s[ids[j]];
-    });
+    gather_cols_periodic(dst, src, idx, 1);
   }
   /// dst[:, idx[j]] += alpha * src[:, j] (rows in parallel; within a row indices may repeat)
   static void scatter_add_cols(HostView dst, ConstHostView src, const Indices& idx, float alpha) {
@@ -226,11 +220,50 @@ struct cpu {
       return;
     }
 #endif
-    const std::int32_t* ids = idx.data();
+    scatter_add_cols_periodic(dst, src, idx, 1, alpha);
+  }
+  /// dst[r, j] = src[r, table[(r mod period) * dst.cols + j]]: the rows cycle
+  /// through the table's `period` index lists (relative-position gathers).
+  static void gather_cols_periodic(HostView dst, ConstHostView src, const Indices& table, Index period) {
+    check_periodic_table(table, period, dst.cols, src.cols, "cpu::gather_cols_periodic");
+    require_shape(dst, src.rows, dst.cols, "cpu::gather_cols_periodic dst");
     for_rows(dst, [&](Index r) {
+      const std::int32_t* ids = table.data() + (r % period) * dst.cols;
+      // restrict: the rows never overlap, which lets the compiler vectorise the gather.
+      const float* __restrict s = src.data + r * src.ld;
+      float* __restrict d = dst.data + r * dst.ld;
+      for (Index j = 0; j < dst.cols; ++j) d[j] = s[ids[j]];
+    });
+  }
+  /// dst[r, table[(r mod period) * src.cols + j]] += alpha * src[r, j] (rows in
+  /// parallel; within a row indices may repeat)
+  static void scatter_add_cols_periodic(HostView dst, ConstHostView src, const Indices& table, Index period,
+                                        float alpha) {
+    check_periodic_table(table, period, src.cols, dst.cols, "cpu::scatter_add_cols_periodic");
+    require_shape(src, dst.rows, src.cols, "cpu::scatter_add_cols_periodic src");
+    for_rows(dst, [&](Index r) {
+      const std::int32_t* ids = table.data() + (r % period) * src.cols;
       const float* __restrict s = src.data + r * src.ld;
       float* __restrict d = dst.data + r * dst.ld;
       for (Index j = 0; j < src.cols; ++j) d[ids[j]] += alpha * s[j];
+    });
+  }
+  /// Block b of dst = beta * (block b of dst) + (block b of src)^T, src in
+  /// blocks of `block_rows` rows, dst in blocks of src.cols rows (beta = 0
+  /// writes, never reading dst).
+  static void transpose_blocks(HostView dst, ConstHostView src, Index block_rows, float beta) {
+    check<ShapeError>(block_rows > 0 && src.rows % block_rows == 0, "cpu::transpose_blocks: ", src.rows,
+                      " source rows are not whole blocks of ", block_rows);
+    require_shape(dst, src.rows / block_rows * src.cols, block_rows, "cpu::transpose_blocks dst");
+    for_rows(dst, [&](Index r) {
+      // dst row r is column r mod src.cols of source block r / src.cols.
+      const float* s = src.data + r / src.cols * block_rows * src.ld + r % src.cols;
+      float* d = dst.data + r * dst.ld;
+      if (beta == 0.0f) {
+        for (Index j = 0; j < block_rows; ++j) d[j] = s[j * src.ld];
+      } else {
+        for (Index j = 0; j < block_rows; ++j) d[j] = beta * d[j] + s[j * src.ld];
+      }
     });
   }
 
@@ -522,6 +555,13 @@ struct cpu {
                       " indices for ", expected_count, " slots");
     for (const std::int32_t i : idx)
       check<ShapeError>(i >= 0 && i < bound, what, ": index ", i, " is outside [0, ", bound, ")");
+  }
+  static void check_periodic_table(const Indices& table, Index period, Index cols, Index bound, const char* what) {
+    const Index size = static_cast<Index>(table.size());
+    // By division: period * cols must not wrap.
+    check<ShapeError>(period > 0 && (cols == 0 ? size == 0 : size % cols == 0 && size / cols == period), what, ": ", size,
+                      " indices are not ", period, " lists of ", cols);
+    check_indices(table, size, bound, what);
   }
 };
 

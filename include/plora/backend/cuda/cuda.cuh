@@ -171,24 +171,54 @@ struct cuda {
   }
   /// dst[:, j] = src[:, idx[j]]
   static void gather_cols(View<Device> dst, ConstView<Device> src, const Indices& idx) {
-    check_indices(idx, dst.cols, src.cols, "cuda::gather_cols");
-    require_shape(dst, src.rows, dst.cols, "cuda::gather_cols dst");
-    const std::int32_t* ids = idx.data();
-    detail::cuda::for_each_element(
-        dst.rows, dst.cols, [=] __device__(Index r, Index j) { dst.data[r * dst.ld + j] = src.data[r * src.ld + ids[j]]; },
-        "cuda::gather_cols");
+    gather_cols_periodic(dst, src, idx, 1);
   }
   /// dst[:, idx[j]] += alpha * src[:, j] (repeated indices accumulate)
   static void scatter_add_cols(View<Device> dst, ConstView<Device> src, const Indices& idx, float alpha) {
-    check_indices(idx, src.cols, dst.cols, "cuda::scatter_add_cols");
-    require_shape(src, dst.rows, src.cols, "cuda::scatter_add_cols src");
-    const std::int32_t* ids = idx.data();
+    scatter_add_cols_periodic(dst, src, idx, 1, alpha);
+  }
+  /// dst[r, j] = src[r, table[(r mod period) * dst.cols + j]]: the rows cycle
+  /// through the table's `period` index lists (relative-position gathers).
+  static void gather_cols_periodic(View<Device> dst, ConstView<Device> src, const Indices& table, Index period) {
+    check_periodic_table(table, period, dst.cols, src.cols, "cuda::gather_cols_periodic");
+    require_shape(dst, src.rows, dst.cols, "cuda::gather_cols_periodic dst");
+    const std::int32_t* ids = table.data();
+    detail::cuda::for_each_element(
+        dst.rows, dst.cols,
+        [=] __device__(Index r, Index j) {
+          dst.data[r * dst.ld + j] = src.data[r * src.ld + ids[r % period * dst.cols + j]];
+        },
+        "cuda::gather_cols_periodic");
+  }
+  /// dst[r, table[(r mod period) * src.cols + j]] += alpha * src[r, j]
+  /// (repeated indices accumulate)
+  static void scatter_add_cols_periodic(View<Device> dst, ConstView<Device> src, const Indices& table, Index period,
+                                        float alpha) {
+    check_periodic_table(table, period, src.cols, dst.cols, "cuda::scatter_add_cols_periodic");
+    require_shape(src, dst.rows, src.cols, "cuda::scatter_add_cols_periodic src");
+    const std::int32_t* ids = table.data();
     detail::cuda::for_each_element(
         src.rows, src.cols,
         [=] __device__(Index r, Index j) {
-          atomicAdd(dst.data + r * dst.ld + ids[j], alpha * src.data[r * src.ld + j]);
+          atomicAdd(dst.data + r * dst.ld + ids[r % period * src.cols + j], alpha * src.data[r * src.ld + j]);
         },
-        "cuda::scatter_add_cols");
+        "cuda::scatter_add_cols_periodic");
+  }
+  /// Block b of dst = beta * (block b of dst) + (block b of src)^T, src in
+  /// blocks of `block_rows` rows, dst in blocks of src.cols rows (beta = 0
+  /// writes, never reading dst).
+  static void transpose_blocks(View<Device> dst, ConstView<Device> src, Index block_rows, float beta) {
+    check<ShapeError>(block_rows > 0 && src.rows % block_rows == 0, "cuda::transpose_blocks: ", src.rows,
+                      " source rows are not whole blocks of ", block_rows);
+    require_shape(dst, src.rows / block_rows * src.cols, block_rows, "cuda::transpose_blocks dst");
+    detail::cuda::for_each_element(
+        dst.rows, dst.cols,
+        [=] __device__(Index r, Index j) {
+          const float value = src.data[(r / src.cols * block_rows + j) * src.ld + r % src.cols];
+          float& out = dst.data[r * dst.ld + j];
+          out = beta == 0.0f ? value : beta * out + value;
+        },
+        "cuda::transpose_blocks");
   }
 
   // ---- activations and normalisation --------------------------------------
@@ -485,6 +515,13 @@ struct cuda {
     check<ShapeError>(idx.size() == expected_count, what, ": ", idx.size(), " indices for ", expected_count, " slots");
     for (const std::int32_t i : idx.host())
       check<ShapeError>(i >= 0 && i < bound, what, ": index ", i, " is outside [0, ", bound, ")");
+  }
+  static void check_periodic_table(const Indices& table, Index period, Index cols, Index bound, const char* what) {
+    const Index size = table.size();
+    // By division: period * cols must not wrap.
+    check<ShapeError>(period > 0 && (cols == 0 ? size == 0 : size % cols == 0 && size / cols == period), what, ": ",
+                      size, " indices are not ", period, " lists of ", cols);
+    check_indices(table, size, bound, what);
   }
 };
 
