@@ -17,7 +17,7 @@
 #include "plora/core/host_matrix.hpp"
 #include "plora/core/rng.hpp"
 #include "plora/models/batches.hpp"
-#include "plora/models/deberta_v2_config.hpp"
+#include "plora/models/deberta_v2.hpp"
 #include "plora/models/vit_config.hpp"
 
 namespace plora::bench {
@@ -204,19 +204,19 @@ inline StepWork vit_work(const ViTConfig& c, Index batch, StepKind kind, const A
 }
 
 /// A DeBERTa-v2's (encoder_work) with n sequences of t tokens and the
-/// disentangled attention's terms (R = 2 · span relative rows, shared keys):
-/// attention Q K^T and P V (2 · 2R'td), c2p Q Kr^T (2R'Rd), p2c K Qr^T
-/// (2 rows R d); the relative keys and queries of every layer (2 · 2Rd² each)
-/// as the stem; pooler and classifier as the head. Left out: the query
-/// adapter's pass over the R relative rows (below 0.1 % of the step), and the
-/// p2c transposes plora runs as products with an identity (data movement).
+/// disentangled attention's terms (R relative rows: those t tokens reach,
+/// 255 of 2 · 256 for t = 128; shared keys): attention Q K^T and P V
+/// (2 · 2R'td), c2p Q Kr^T (2R'Rd), p2c K Qr^T (2 rows R d); the relative keys
+/// and queries of every layer (2 · 2Rd² each) as the stem; pooler and
+/// classifier as the head. Left out: the query adapter's pass over the R
+/// relative rows (below 0.1 % of the step).
 inline StepWork deberta_work(const DebertaV2Config& c, Index batch, Index seq_len, StepKind kind,
                              const AdapterExtent& adapters = {}) {
   const double n = static_cast<double>(batch), t = static_cast<double>(seq_len), rows = n * t;
   const double d = static_cast<double>(c.hidden_size), layers = static_cast<double>(c.num_hidden_layers);
   const bool c2p = std::ranges::find(c.pos_att_type, "c2p") != c.pos_att_type.end() && c.relative_attention;
   const bool p2c = std::ranges::find(c.pos_att_type, "p2c") != c.pos_att_type.end() && c.relative_attention;
-  const double rel = 2.0 * static_cast<double>(c.position_buckets > 0 ? c.position_buckets : c.max_relative_positions);
+  const double rel = static_cast<double>(reached_relative_rows(disentangled_options(c), seq_len).count);
   const auto attention = [&](double query_rows) {
     return 2.0 * 2.0 * query_rows * t * d + (c2p ? 2.0 * query_rows * rel * d : 0.0) +
            (p2c ? 2.0 * rows * rel * d : 0.0);

@@ -108,6 +108,23 @@ TEST_CASE("log-bucket relative positions equal PyTorch's float32 table (v3-base:
   CHECK(relative_position_bucket(-3, 8, 64) == -3);
 }
 
+TEST_CASE("the relative rows a sequence length reaches: exact distances within the buckets, all rows once clamped") {
+  DisentangledOptions v3;  // v3-base: 256 buckets, 512 positions, 2 x 256 rows
+  // |r| <= 127 is below 256 / 2 buckets: rows 256 - 127 ... 256 + 127.
+  CHECK(reached_relative_rows(v3, 128).first == 129);
+  CHECK(reached_relative_rows(v3, 128).count == 255);
+  CHECK(reached_relative_rows(v3, 1).first == 256);
+  CHECK(reached_relative_rows(v3, 1).count == 1);
+  // 512 tokens reach bucket +-255: every row but row 0 (span - 255 = 1 and 256 + 255 = 511).
+  CHECK(reached_relative_rows(v3, 512).first == 1);
+  CHECK(reached_relative_rows(v3, 512).count == 511);
+  DisentangledOptions small;
+  small.position_buckets = 4;  // span 4, rows 0 ... 7; 40 tokens reach bucket +-4, clamped to row 0 and row 7
+  small.max_relative_positions = 16;
+  CHECK(reached_relative_rows(small, 40).first == 0);
+  CHECK(reached_relative_rows(small, 40).count == 8);
+}
+
 TEST_CASE("DeBERTa-v2 forward equals transformers: logits and per-layer hidden states") {
   for (const std::string name : {"rel", "abs"}) {
     INFO("fixture deberta_", name);

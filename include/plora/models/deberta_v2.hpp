@@ -60,6 +60,24 @@ namespace plora {
 /// Face key as a (rows x cols) matrix, or nullopt when the checkpoint has none.
 using OptionalWeightSource = std::function<std::optional<HostMatrix>(const std::string& hf_key, Index rows, Index cols)>;
 
+/// Every layer's disentangled-attention settings under `config`.
+inline DisentangledOptions disentangled_options(const DebertaV2Config& config) {
+  DisentangledOptions o;
+  o.heads = config.num_attention_heads;
+  o.relative_attention = config.relative_attention;
+  const auto has = [&](const char* t) {
+    return std::find(config.pos_att_type.begin(), config.pos_att_type.end(), t) != config.pos_att_type.end();
+  };
+  o.c2p = has("c2p");
+  o.p2c = has("p2c");
+  o.position_buckets = config.position_buckets;
+  o.max_relative_positions =
+      config.max_relative_positions < 1 ? config.max_position_embeddings : config.max_relative_positions;
+  o.probability_dropout = config.attention_probs_dropout_prob;
+  o.position_dropout = config.hidden_dropout_prob;
+  return o;
+}
+
 /// One post-LN DeBERTa encoder layer (transformers' DebertaV2Layer).
 /// @tparam B  backend
 /// @tparam A  adapter type its sites may carry
@@ -432,22 +450,7 @@ class DebertaV2 : public detail::EncoderModel<B, A, DebertaV2Layer<B, A>> {
   }
   /// transformers splits norm_rel_ebd on '|' and looks for "layer_norm".
   [[nodiscard]] bool normalise_rel() const { return config_.norm_rel_ebd.find("layer_norm") != std::string::npos; }
-  [[nodiscard]] DisentangledOptions attention_options() const {
-    DisentangledOptions o;
-    o.heads = config_.num_attention_heads;
-    o.relative_attention = config_.relative_attention;
-    const auto has = [&](const char* t) {
-      return std::find(config_.pos_att_type.begin(), config_.pos_att_type.end(), t) != config_.pos_att_type.end();
-    };
-    o.c2p = has("c2p");
-    o.p2c = has("p2c");
-    o.position_buckets = config_.position_buckets;
-    o.max_relative_positions =
-        config_.max_relative_positions < 1 ? config_.max_position_embeddings : config_.max_relative_positions;
-    o.probability_dropout = config_.attention_probs_dropout_prob;
-    o.position_dropout = config_.hidden_dropout_prob;
-    return o;
-  }
+  [[nodiscard]] DisentangledOptions attention_options() const { return disentangled_options(config_); }
 
   void validate(const TokenBatch& b) const {
     check<ShapeError>(b.batch > 0 && b.seq_len > 0, "DeBERTa batch: empty (", b.batch, " x ", b.seq_len, ")");

@@ -11,7 +11,9 @@
 // In training, rel passes through its own dropout in every layer first
 // (transformers' pos_dropout, at hidden_dropout_prob).
 // Each gather is one call over all (image, head) blocks: a row's index list
-// depends only on its position in the block (a periodic table). p2c is
+// depends only on its position in the block (a periodic table). Only the rows
+// of rel that the tables reach are projected and multiplied (for 128 tokens
+// and 256 buckets, 255 of the 512): the others never reach a score. p2c is
 // gathered transposed, as transformers does, and added through a block
 // transpose. A forward may compute the queries of each sequence's first token
 // only (Queries::first_token, as for SelfAttention): Q, the scores and c2p
@@ -67,13 +69,35 @@ struct DisentangledOptions {
   [[nodiscard]] Index scale_factor() const { return 1 + (c2p ? 1 : 0) + (p2c ? 1 : 0); }
 };
 
+/// Rows [first, first + count) of the relative embeddings (2 span rows).
+struct RelativeRows {
+  Index first = 0;
+  Index count = 0;
+};
+
+/// The rows of rel that c2p or p2c reach in `tokens`-token sequences: the
+/// indices clamp(span + bucket(r)) and clamp(span - bucket(r)) over every
+/// distance r = query - key in (-tokens, tokens).
+inline RelativeRows reached_relative_rows(const DisentangledOptions& options, Index tokens) {
+  const Index span = options.span(), last = 2 * span - 1;
+  Index low = last, high = 0;
+  for (Index r = 1 - tokens; r < tokens; ++r) {
+    const Index bucket = relative_position_bucket(r, options.position_buckets, options.max_relative_positions);
+    for (const Index row : {std::clamp<Index>(span + bucket, 0, last), std::clamp<Index>(span - bucket, 0, last)}) {
+      low = std::min(low, row);
+      high = std::max(high, row);
+    }
+  }
+  return {low, high - low + 1};
+}
+
 /// Temporaries of the relative-position terms shared by every attention layer
 /// of a model (beside BackwardScratch); each layer uses them only within one call.
 template <Backend B>
 struct DisentangledScratch {
-  detail::Scratch<B> position_scores;         // (batch * heads * tokens, 2 span): Q Kr^T or K Qr^T, or their grads
+  detail::Scratch<B> position_scores;         // (batch * heads * tokens, reached rows): Q Kr^T or K Qr^T, or grads
   detail::Scratch<B> p2c_transposed;          // (batch * heads * tokens, query tokens), or its grad
-  detail::Scratch<B> d_rel_query, d_rel_key;  // (2 span, hidden)
+  detail::Scratch<B> d_rel_query, d_rel_key;  // (reached rows, hidden)
 };
 
 /// @tparam B  backend
@@ -142,7 +166,7 @@ class DisentangledSelfAttention {
     B::fill(scores, 0.0f);
     if (relative()) {
       require_shape(rel, 2 * options_.span(), hidden, query_.name() + " relative embeddings");
-      rel = position_dropout_.forward(rel, dropout);
+      rel = reached_rows(position_dropout_.forward(rel, dropout));
       const View rel_k = rel_k_.rows(rel.rows, hidden), rel_q = rel_q_.rows(rel.rows, hidden);
       if (options_.c2p) rel_key_site().forward(rel_k, rel, saved_rel_k_);
       if (options_.p2c) rel_query_site().forward(rel_q, rel, saved_rel_q_);
@@ -200,6 +224,7 @@ class DisentangledSelfAttention {
               0.0f);  // dS^T Q
 
     if (relative()) {
+      rel = reached_rows(rel);
       const Index rel_rows = rel.rows;
       if (options_.c2p) {
         const ConstView rel_k = rel_k_.rows(rel_rows);
@@ -302,7 +327,9 @@ class DisentangledSelfAttention {
   [[nodiscard]] const typename B::Indices& p2c_table() const {
     return query_tokens_ == tokens_ ? p2c_table_ : p2c_first_table_;
   }
-  /// Relative projections (2 span, hidden): the same block for every image.
+  /// The rows of rel (2 span, hidden) that the gather tables reach.
+  [[nodiscard]] ConstView reached_rows(ConstView rel) const { return rel.row_block(reached_.first, reached_.count); }
+  /// Relative projections (reached rows, hidden): the same block for every image.
   [[nodiscard]] auto rel_of(ConstView m) const {
     return [=, this](Index h) { return PerImage<const float>{m.block(0, h * head_dim(), m.rows, head_dim()), 0}; };
   }
@@ -337,15 +364,19 @@ class DisentangledSelfAttention {
   void ensure_positions(Index tokens) {
     if (table_tokens_ == tokens) return;
     const Index span = options_.span();
-    const auto clamp = [&](Index value) { return static_cast<std::int32_t>(std::clamp<Index>(value, 0, 2 * span - 1)); };
+    reached_ = reached_relative_rows(options_, tokens);
+    // An index into rel (clamped to its 2 span rows) as a row of the reached block.
+    const auto row = [&](Index index) {
+      return static_cast<std::int32_t>(std::clamp<Index>(index, 0, 2 * span - 1) - reached_.first);
+    };
     const auto bucket = [&](Index r) {
       return relative_position_bucket(r, options_.position_buckets, options_.max_relative_positions);
     };
     std::vector<std::int32_t> c2p, p2c, p2c_first;
     for (Index a = 0; a < tokens; ++a) {
-      for (Index b = 0; b < tokens; ++b) c2p.push_back(clamp(bucket(a - b) + span));  // query a, key b
-      for (Index b = 0; b < tokens; ++b) p2c.push_back(clamp(span - bucket(a - b)));   // key a, query b
-      p2c_first.push_back(clamp(span - bucket(a)));                                     // key a, query 0 alone
+      for (Index b = 0; b < tokens; ++b) c2p.push_back(row(bucket(a - b) + span));  // query a, key b
+      for (Index b = 0; b < tokens; ++b) p2c.push_back(row(span - bucket(a - b)));     // key a, query b
+      p2c_first.push_back(row(span - bucket(a)));                                       // key a, query 0 alone
     }
     c2p_table_ = B::make_indices(c2p);
     c2p_first_table_ = B::make_indices(std::span(c2p).first(static_cast<std::size_t>(tokens)));  // query 0's row
@@ -363,13 +394,14 @@ class DisentangledSelfAttention {
   Index query_tokens_ = 0;  // per image whose queries it computed: tokens_ or 1
   Index batch_ = 0;
   detail::Scratch<B> q_, k_, v_;  // (query rows, hidden), (rows, hidden) twice
-  detail::Scratch<B> rel_q_, rel_k_;  // (2 span, hidden)
+  detail::Scratch<B> rel_q_, rel_k_;  // (reached rows, hidden)
   detail::Scratch<B> probs_;      // (batch * heads * query tokens, tokens)
   CopyingDropout<B> probability_dropout_;  // dropout(P) multiplies V in training
   CopyingDropout<B> position_dropout_;     // this layer's dropped copy of rel in training
   // Row-major (position, index) tables for table_tokens_-token sequences:
   // c2p (query, key) and p2c (key, query), and their query-0-only forms.
   Index table_tokens_ = 0;
+  RelativeRows reached_;  // the rows of rel the tables reach
   typename B::Indices c2p_table_, c2p_first_table_, p2c_table_, p2c_first_table_;
   typename Site::Saved saved_q_, saved_k_, saved_v_, saved_rel_q_, saved_rel_k_;
 };
