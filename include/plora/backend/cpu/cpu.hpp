@@ -559,8 +559,8 @@ struct cpu {
   static void check_periodic_table(const Indices& table, Index period, Index cols, Index bound, const char* what) {
     const Index size = static_cast<Index>(table.size());
     // By division: period * cols must not wrap.
-    check<ShapeError>(period > 0 && (cols == 0 ? size == 0 : size % cols == 0 && size / cols == period), what, ": ", size,
-                      " indices are not ", period, " lists of ", cols);
+    check<ShapeError>(period > 0 && (cols == 0 ? size == 0 : size % cols == 0 && size / cols == period), what, ": ",
+                      size, " indices are not ", period, " lists of ", cols);
     check_indices(table, size, bound, what);
   }
 };
