@@ -252,7 +252,7 @@ class DebertaV2 : public detail::EncoderModel<B, A, DebertaV2Layer<B, A>> {
     if (embedding != hidden) embed_proj_ = load("deberta.embeddings.embed_proj.weight", hidden, embedding);
     embedding_norm_ = layernorm("deberta.embeddings.LayerNorm");
 
-    const DisentangledOptions options = attention_options();
+    const DisentangledOptions options = disentangled_options(config_);
     if (options.relative_attention) {
       rel_embeddings_ = load("deberta.encoder.rel_embeddings.weight", 2 * options.span(), hidden);
       if (normalise_rel()) rel_norm_ = layernorm("deberta.encoder.LayerNorm");
@@ -383,7 +383,7 @@ class DebertaV2 : public detail::EncoderModel<B, A, DebertaV2Layer<B, A>> {
     B::upload(key_mask, mask.view());
 
     ConstView rel;
-    if (attention_options().relative_attention) {
+    if (disentangled_options(config_).relative_attention) {
       rel = rel_embeddings_.view();
       if (normalise_rel()) {
         const View normed = rel_normed_.rows(rel.rows, hidden);
@@ -450,7 +450,6 @@ class DebertaV2 : public detail::EncoderModel<B, A, DebertaV2Layer<B, A>> {
   }
   /// transformers splits norm_rel_ebd on '|' and looks for "layer_norm".
   [[nodiscard]] bool normalise_rel() const { return config_.norm_rel_ebd.find("layer_norm") != std::string::npos; }
-  [[nodiscard]] DisentangledOptions attention_options() const { return disentangled_options(config_); }
 
   void validate(const TokenBatch& b) const {
     check<ShapeError>(b.batch > 0 && b.seq_len > 0, "DeBERTa batch: empty (", b.batch, " x ", b.seq_len, ")");

@@ -69,6 +69,10 @@ struct DisentangledOptions {
   [[nodiscard]] Index scale_factor() const { return 1 + (c2p ? 1 : 0) + (p2c ? 1 : 0); }
 };
 
+/// The row of rel (2 span rows) that a c2p or p2c index addresses:
+/// transformers clamps the index into the table.
+inline Index clamp_relative_row(Index index, Index span) { return std::clamp<Index>(index, 0, 2 * span - 1); }
+
 /// Rows [first, first + count) of the relative embeddings (2 span rows).
 struct RelativeRows {
   Index first = 0;
@@ -79,11 +83,11 @@ struct RelativeRows {
 /// indices clamp(span + bucket(r)) and clamp(span - bucket(r)) over every
 /// distance r = query - key in (-tokens, tokens).
 inline RelativeRows reached_relative_rows(const DisentangledOptions& options, Index tokens) {
-  const Index span = options.span(), last = 2 * span - 1;
-  Index low = last, high = 0;
+  const Index span = options.span();
+  Index low = 2 * span - 1, high = 0;
   for (Index r = 1 - tokens; r < tokens; ++r) {
     const Index bucket = relative_position_bucket(r, options.position_buckets, options.max_relative_positions);
-    for (const Index row : {std::clamp<Index>(span + bucket, 0, last), std::clamp<Index>(span - bucket, 0, last)}) {
+    for (const Index row : {clamp_relative_row(span + bucket, span), clamp_relative_row(span - bucket, span)}) {
       low = std::min(low, row);
       high = std::max(high, row);
     }
@@ -365,9 +369,9 @@ class DisentangledSelfAttention {
     if (table_tokens_ == tokens) return;
     const Index span = options_.span();
     reached_ = reached_relative_rows(options_, tokens);
-    // An index into rel (clamped to its 2 span rows) as a row of the reached block.
+    // An index into rel as a row of the reached block.
     const auto row = [&](Index index) {
-      return static_cast<std::int32_t>(std::clamp<Index>(index, 0, 2 * span - 1) - reached_.first);
+      return static_cast<std::int32_t>(clamp_relative_row(index, span) - reached_.first);
     };
     const auto bucket = [&](Index r) {
       return relative_position_bucket(r, options_.position_buckets, options_.max_relative_positions);

@@ -205,7 +205,7 @@ struct cpu {
       return;
     }
 #endif
-    gather_cols_periodic(dst, src, idx, 1);
+    gather_cols_unchecked(dst, src, idx, 1);
   }
   /// dst[:, idx[j]] += alpha * src[:, j] (rows in parallel; within a row indices may repeat)
   static void scatter_add_cols(HostView dst, ConstHostView src, const Indices& idx, float alpha) {
@@ -220,20 +220,14 @@ struct cpu {
       return;
     }
 #endif
-    scatter_add_cols_periodic(dst, src, idx, 1, alpha);
+    scatter_add_cols_unchecked(dst, src, idx, 1, alpha);
   }
   /// dst[r, j] = src[r, table[(r mod period) * dst.cols + j]]: the rows cycle
   /// through the table's `period` index lists (relative-position gathers).
   static void gather_cols_periodic(HostView dst, ConstHostView src, const Indices& table, Index period) {
     check_periodic_table(table, period, dst.cols, src.cols, "cpu::gather_cols_periodic");
     require_shape(dst, src.rows, dst.cols, "cpu::gather_cols_periodic dst");
-    for_rows(dst, [&](Index r) {
-      const std::int32_t* ids = table.data() + (r % period) * dst.cols;
-      // restrict: the rows never overlap, which lets the compiler vectorise the gather.
-      const float* __restrict s = src.data + r * src.ld;
-      float* __restrict d = dst.data + r * dst.ld;
-      for (Index j = 0; j < dst.cols; ++j) d[j] = s[ids[j]];
-    });
+    gather_cols_unchecked(dst, src, table, period);
   }
   /// dst[r, table[(r mod period) * src.cols + j]] += alpha * src[r, j] (rows in
   /// parallel; within a row indices may repeat)
@@ -241,12 +235,7 @@ struct cpu {
                                         float alpha) {
     check_periodic_table(table, period, src.cols, dst.cols, "cpu::scatter_add_cols_periodic");
     require_shape(src, dst.rows, src.cols, "cpu::scatter_add_cols_periodic src");
-    for_rows(dst, [&](Index r) {
-      const std::int32_t* ids = table.data() + (r % period) * src.cols;
-      const float* __restrict s = src.data + r * src.ld;
-      float* __restrict d = dst.data + r * dst.ld;
-      for (Index j = 0; j < src.cols; ++j) d[ids[j]] += alpha * s[j];
-    });
+    scatter_add_cols_unchecked(dst, src, table, period, alpha);
   }
   /// Block b of dst = beta * (block b of dst) + (block b of src)^T, src in
   /// blocks of `block_rows` rows, dst in blocks of src.cols rows (beta = 0
@@ -537,6 +526,25 @@ struct cpu {
     if (op_a == Op::T && op_b == Op::N) cm.noalias() += alpha * am.transpose() * bm;
     if (op_a == Op::T && op_b == Op::T) cm.noalias() += alpha * am.transpose() * bm.transpose();
 #endif
+  }
+  // The column gathers' and scatter-adds' scalar loops, after the caller's checks.
+  static void gather_cols_unchecked(HostView dst, ConstHostView src, const Indices& table, Index period) {
+    for_rows(dst, [&](Index r) {
+      const std::int32_t* ids = table.data() + (r % period) * dst.cols;
+      // restrict: the rows never overlap, which lets the compiler vectorise the gather.
+      const float* __restrict s = src.data + r * src.ld;
+      float* __restrict d = dst.data + r * dst.ld;
+      for (Index j = 0; j < dst.cols; ++j) d[j] = s[ids[j]];
+    });
+  }
+  static void scatter_add_cols_unchecked(HostView dst, ConstHostView src, const Indices& table, Index period,
+                                         float alpha) {
+    for_rows(dst, [&](Index r) {
+      const std::int32_t* ids = table.data() + (r % period) * src.cols;
+      const float* __restrict s = src.data + r * src.ld;
+      float* __restrict d = dst.data + r * dst.ld;
+      for (Index j = 0; j < src.cols; ++j) d[ids[j]] += alpha * s[j];
+    });
   }
   template <class F>
   static void for_rows(ConstHostView x, F&& body) {

@@ -171,24 +171,22 @@ struct cuda {
   }
   /// dst[:, j] = src[:, idx[j]]
   static void gather_cols(View<Device> dst, ConstView<Device> src, const Indices& idx) {
-    gather_cols_periodic(dst, src, idx, 1);
+    check_indices(idx, dst.cols, src.cols, "cuda::gather_cols");
+    require_shape(dst, src.rows, dst.cols, "cuda::gather_cols dst");
+    gather_cols_unchecked(dst, src, idx, 1);
   }
   /// dst[:, idx[j]] += alpha * src[:, j] (repeated indices accumulate)
   static void scatter_add_cols(View<Device> dst, ConstView<Device> src, const Indices& idx, float alpha) {
-    scatter_add_cols_periodic(dst, src, idx, 1, alpha);
+    check_indices(idx, src.cols, dst.cols, "cuda::scatter_add_cols");
+    require_shape(src, dst.rows, src.cols, "cuda::scatter_add_cols src");
+    scatter_add_cols_unchecked(dst, src, idx, 1, alpha);
   }
   /// dst[r, j] = src[r, table[(r mod period) * dst.cols + j]]: the rows cycle
   /// through the table's `period` index lists (relative-position gathers).
   static void gather_cols_periodic(View<Device> dst, ConstView<Device> src, const Indices& table, Index period) {
     check_periodic_table(table, period, dst.cols, src.cols, "cuda::gather_cols_periodic");
     require_shape(dst, src.rows, dst.cols, "cuda::gather_cols_periodic dst");
-    const std::int32_t* ids = table.data();
-    detail::cuda::for_each_element(
-        dst.rows, dst.cols,
-        [=] __device__(Index r, Index j) {
-          dst.data[r * dst.ld + j] = src.data[r * src.ld + ids[r % period * dst.cols + j]];
-        },
-        "cuda::gather_cols_periodic");
+    gather_cols_unchecked(dst, src, table, period);
   }
   /// dst[r, table[(r mod period) * src.cols + j]] += alpha * src[r, j]
   /// (repeated indices accumulate)
@@ -196,13 +194,7 @@ struct cuda {
                                         float alpha) {
     check_periodic_table(table, period, src.cols, dst.cols, "cuda::scatter_add_cols_periodic");
     require_shape(src, dst.rows, src.cols, "cuda::scatter_add_cols_periodic src");
-    const std::int32_t* ids = table.data();
-    detail::cuda::for_each_element(
-        src.rows, src.cols,
-        [=] __device__(Index r, Index j) {
-          atomicAdd(dst.data + r * dst.ld + ids[r % period * src.cols + j], alpha * src.data[r * src.ld + j]);
-        },
-        "cuda::scatter_add_cols_periodic");
+    scatter_add_cols_unchecked(dst, src, table, period, alpha);
   }
   /// Block b of dst = beta * (block b of dst) + (block b of src)^T, src in
   /// blocks of `block_rows` rows, dst in blocks of src.cols rows (beta = 0
@@ -511,6 +503,26 @@ struct cuda {
         stride_c, static_cast<int>(batch), compute_type(), CUBLAS_GEMM_DEFAULT));
   }
 
+  // The column gather and scatter-add kernels, after the caller's checks.
+  static void gather_cols_unchecked(View<Device> dst, ConstView<Device> src, const Indices& table, Index period) {
+    const std::int32_t* ids = table.data();
+    detail::cuda::for_each_element(
+        dst.rows, dst.cols,
+        [=] __device__(Index r, Index j) {
+          dst.data[r * dst.ld + j] = src.data[r * src.ld + ids[r % period * dst.cols + j]];
+        },
+        "cuda::gather_cols");
+  }
+  static void scatter_add_cols_unchecked(View<Device> dst, ConstView<Device> src, const Indices& table, Index period,
+                                         float alpha) {
+    const std::int32_t* ids = table.data();
+    detail::cuda::for_each_element(
+        src.rows, src.cols,
+        [=] __device__(Index r, Index j) {
+          atomicAdd(dst.data + r * dst.ld + ids[r % period * src.cols + j], alpha * src.data[r * src.ld + j]);
+        },
+        "cuda::scatter_add_cols");
+  }
   static void check_indices(const Indices& idx, Index expected_count, Index bound, const char* what) {
     check<ShapeError>(idx.size() == expected_count, what, ": ", idx.size(), " indices for ", expected_count, " slots");
     for (const std::int32_t i : idx.host())
