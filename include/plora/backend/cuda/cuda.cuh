@@ -24,6 +24,30 @@
 
 namespace plora {
 
+namespace detail::cuda {
+// The column gather and scatter-add kernels of plora::cuda, after its checks
+// (free functions: nvcc rejects device lambdas in private members).
+inline void gather_cols(View<Device> dst, ConstView<Device> src, const DeviceIndices& table, Index period) {
+  const std::int32_t* ids = table.data();
+  for_each_element(
+      dst.rows, dst.cols,
+      [=] __device__(Index r, Index j) {
+        dst.data[r * dst.ld + j] = src.data[r * src.ld + ids[r % period * dst.cols + j]];
+      },
+      "cuda::gather_cols");
+}
+inline void scatter_add_cols(View<Device> dst, ConstView<Device> src, const DeviceIndices& table, Index period,
+                             float alpha) {
+  const std::int32_t* ids = table.data();
+  for_each_element(
+      src.rows, src.cols,
+      [=] __device__(Index r, Index j) {
+        atomicAdd(dst.data + r * dst.ld + ids[r % period * src.cols + j], alpha * src.data[r * src.ld + j]);
+      },
+      "cuda::scatter_add_cols");
+}
+}  // namespace detail::cuda
+
 struct cuda {
   using Space = Device;
   using Matrix = DeviceMatrix;
@@ -173,20 +197,20 @@ struct cuda {
   static void gather_cols(View<Device> dst, ConstView<Device> src, const Indices& idx) {
     check_indices(idx, dst.cols, src.cols, "cuda::gather_cols");
     require_shape(dst, src.rows, dst.cols, "cuda::gather_cols dst");
-    gather_cols_unchecked(dst, src, idx, 1);
+    detail::cuda::gather_cols(dst, src, idx, 1);
   }
   /// dst[:, idx[j]] += alpha * src[:, j] (repeated indices accumulate)
   static void scatter_add_cols(View<Device> dst, ConstView<Device> src, const Indices& idx, float alpha) {
     check_indices(idx, src.cols, dst.cols, "cuda::scatter_add_cols");
     require_shape(src, dst.rows, src.cols, "cuda::scatter_add_cols src");
-    scatter_add_cols_unchecked(dst, src, idx, 1, alpha);
+    detail::cuda::scatter_add_cols(dst, src, idx, 1, alpha);
   }
   /// dst[r, j] = src[r, table[(r mod period) * dst.cols + j]]: the rows cycle
   /// through the table's `period` index lists (relative-position gathers).
   static void gather_cols_periodic(View<Device> dst, ConstView<Device> src, const Indices& table, Index period) {
     check_periodic_table(table, period, dst.cols, src.cols, "cuda::gather_cols_periodic");
     require_shape(dst, src.rows, dst.cols, "cuda::gather_cols_periodic dst");
-    gather_cols_unchecked(dst, src, table, period);
+    detail::cuda::gather_cols(dst, src, table, period);
   }
   /// dst[r, table[(r mod period) * src.cols + j]] += alpha * src[r, j]
   /// (repeated indices accumulate)
@@ -194,7 +218,7 @@ struct cuda {
                                         float alpha) {
     check_periodic_table(table, period, src.cols, dst.cols, "cuda::scatter_add_cols_periodic");
     require_shape(src, dst.rows, src.cols, "cuda::scatter_add_cols_periodic src");
-    scatter_add_cols_unchecked(dst, src, table, period, alpha);
+    detail::cuda::scatter_add_cols(dst, src, table, period, alpha);
   }
   /// Block b of dst = beta * (block b of dst) + (block b of src)^T, src in
   /// blocks of `block_rows` rows, dst in blocks of src.cols rows (beta = 0
@@ -503,26 +527,6 @@ struct cuda {
         stride_c, static_cast<int>(batch), compute_type(), CUBLAS_GEMM_DEFAULT));
   }
 
-  // The column gather and scatter-add kernels, after the caller's checks.
-  static void gather_cols_unchecked(View<Device> dst, ConstView<Device> src, const Indices& table, Index period) {
-    const std::int32_t* ids = table.data();
-    detail::cuda::for_each_element(
-        dst.rows, dst.cols,
-        [=] __device__(Index r, Index j) {
-          dst.data[r * dst.ld + j] = src.data[r * src.ld + ids[r % period * dst.cols + j]];
-        },
-        "cuda::gather_cols");
-  }
-  static void scatter_add_cols_unchecked(View<Device> dst, ConstView<Device> src, const Indices& table, Index period,
-                                         float alpha) {
-    const std::int32_t* ids = table.data();
-    detail::cuda::for_each_element(
-        src.rows, src.cols,
-        [=] __device__(Index r, Index j) {
-          atomicAdd(dst.data + r * dst.ld + ids[r % period * src.cols + j], alpha * src.data[r * src.ld + j]);
-        },
-        "cuda::scatter_add_cols");
-  }
   static void check_indices(const Indices& idx, Index expected_count, Index bound, const char* what) {
     check<ShapeError>(idx.size() == expected_count, what, ": ", idx.size(), " indices for ", expected_count, " slots");
     for (const std::int32_t i : idx.host())
