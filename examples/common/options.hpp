@@ -122,6 +122,19 @@ inline bool needs_ratios(const RunOptions& o) {
 /// Whether the run extracts its ratios (rather than reading --ratios or using --ratio).
 inline bool extracts_ratios(const RunOptions& o) { return needs_ratios(o) && !o.ratio && o.ratios_file.empty(); }
 
+/// The items of comma-separated lists, empty ones kept ("a,,b" -> a, "", b).
+inline std::vector<std::string> split_commas(const std::vector<std::string>& lists) {
+  std::vector<std::string> items;
+  for (const std::string& list : lists)
+    for (std::size_t begin = 0;;) {
+      const std::size_t comma = list.find(',', begin);
+      items.push_back(list.substr(begin, comma - begin));
+      if (comma == std::string::npos) break;
+      begin = comma + 1;
+    }
+  return items;
+}
+
 /// Adds the shared options to `app`, writing into `options`.
 inline void add_run_options(CLI::App& app, RunOptions& options) {
   app.option_defaults()->always_capture_default();
@@ -140,10 +153,13 @@ inline void add_run_options(CLI::App& app, RunOptions& options) {
                  "LoRA scaling numerator: LoRA scales by alpha / r, AdaLoRA by alpha / (r + 1e-5)")
       ->check(kPositive)
       ->group(adapter_group);
-  app.add_option("--targets", options.targets,
-                 "Comma-separated target modules, matched like PEFT's target_modules (a site's full name "
-                 "equals the entry or ends with '.' + entry), e.g. query,key,value,output.dense")
-      ->delimiter(',')
+  // Split here, not by CLI11's delimiter, which drops empty items: "query,,value" must reach validate().
+  app.add_option_function<std::vector<std::string>>(
+         "--targets", [&options](const std::vector<std::string>& lists) { options.targets = split_commas(lists); },
+         "Comma-separated target modules, matched like PEFT's target_modules (a site's full name "
+         "equals the entry or ends with '.' + entry), e.g. query,key,value,output.dense")
+      ->type_name("LIST")
+      ->default_str(CLI::detail::join(options.targets, ","))
       ->group(adapter_group);
   app.add_option("--target-rank", options.target_rank,
                  "AdaLoRA only: final average rank per matrix (target_r); 0 = two thirds of --rank")

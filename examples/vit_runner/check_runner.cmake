@@ -7,8 +7,9 @@
 # bad-options     a NaN learning rate (CLI11's validation exit code 105, the
 #                 option named), and a --pretrained-dir holding someone's
 #                 model.safetensors: exit code 1, the file left as it was; an
-#                 option the run would ignore (--tau with --adapter lora) and a
-#                 file as --output: exit code 1 before any work, the cause named
+#                 option the run would ignore (--tau with --adapter lora), a
+#                 file as --output and an empty item in --targets: exit code 1
+#                 before any work, the cause named
 # resume          a 2-epoch demo run uninterrupted, and stopped after step 3
 #                 (mid-epoch) then resumed: byte-identical adapter files and the
 #                 same history in report.json (also --stop-after at the last
@@ -80,6 +81,12 @@ elseif(MODE STREQUAL "bad-options")
   string(FIND "${err}" "--output '${user}/model.safetensors' cannot be made a directory" at)
   if(NOT code EQUAL 1 OR at EQUAL -1 OR EXISTS "${user}/model.safetensors/pretrained")
     message(FATAL_ERROR "a file as --output: exit code ${code}\nstderr:\n${err}")
+  endif()
+  execute_process(COMMAND "${RUNNER}" --targets query,,value --output "${OUT}/run" --quiet RESULT_VARIABLE code
+                  ERROR_VARIABLE err)
+  string(FIND "${err}" "--targets: '' is not a module name" at)
+  if(NOT code EQUAL 1 OR at EQUAL -1)
+    message(FATAL_ERROR "--targets query,,value: exit code ${code}, expected 1 naming --targets\nstderr:\n${err}")
   endif()
 elseif(MODE STREQUAL "resume")
   set(epochs 2)
