@@ -388,6 +388,10 @@ TEST_CASE("checkpoints of another run, model or format are refused before anythi
   Checkpoint backwards = read_checkpoint(path);
   backwards.trainer.epoch = -1;
   unchanged(fresh.trainer, [&](auto& t) { apply_checkpoint(t, backwards); }, "negative position");
+  Checkpoint stepped = read_checkpoint(path);
+  ++stepped.optimizer.step;  // moments of a run one update further: the bias corrections would be off
+  unchanged(fresh.trainer, [&](auto& t) { apply_checkpoint(t, stepped); },
+            "its optimizer has taken 5 steps and its trainer 4, but this run's optimizer is 0 steps ahead");
   Checkpoint overfull = read_checkpoint(path);
   overfull.trainer.window_steps = overfull.trainer.step + 1;  // would skew every logged mean after the resume
   unchanged(fresh.trainer, [&](auto& t) { apply_checkpoint(t, overfull); }, "the logged loss window holds");

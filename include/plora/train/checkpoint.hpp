@@ -151,12 +151,21 @@ Checkpoint make_checkpoint(const T& trainer) {
 /// Loads `checkpoint` into the trainer's model, optimizer, position, tracked
 /// streams and states. Everything is checked before anything is changed: every
 /// model parameter, optimizer buffer, tracked stream and state must be present
-/// and match, and the checkpoint must hold nothing the run lacks.
+/// and match, the optimizer's step count must be as far from the trainer's as
+/// in this run, and the checkpoint must hold nothing the run lacks.
 template <class T>
 void apply_checkpoint(T& trainer, const Checkpoint& checkpoint) {
   using B = typename T::BackendType;
   auto params = trainer.model().parameters();
   trainer.check_restorable(checkpoint.trainer);  // another run's seed or settings: say so before any shape differs
+  // The trainer steps its optimizer once per step, so the two counts keep the
+  // distance they started at; another distance means optimizer state of
+  // another run, whose AdamW bias corrections would be off.
+  const Index ahead = trainer.optimizer().step_count() - trainer.state().step;
+  check<ValueError>(checkpoint.optimizer.step - checkpoint.trainer.step == ahead,
+                    "checkpoint: its optimizer has taken ", checkpoint.optimizer.step, " steps and its trainer ",
+                    checkpoint.trainer.step, ", but this run's optimizer is ", ahead,
+                    " steps ahead of its trainer (optimizer state of another run?)");
   for (const auto& param : params) {
     const auto it = checkpoint.parameters.find(param.name);
     check<ValueError>(it != checkpoint.parameters.end(), "checkpoint: no value for parameter '", param.name, "'");
