@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -188,18 +189,26 @@ TEST_CASE("gradients are clipped before the step and still there after it") {
   }
 }
 
-TEST_CASE("the loss log averages log_every steps") {
+TEST_CASE("the loss log averages log_every steps; callbacks see each entry's mean") {
   ToyModel model(1);
   const ToySource source(1, 2, 3, 4);
   AdamW<cpu> adamw;
   Trainer trainer(model, adamw, {.epochs = 2, .log_every = 2});
   Recorder recorder;
-  const TrainResult result = trainer.fit(source, recorder);
+  struct LogWatcher {
+    std::vector<std::optional<double>> seen;  // ctx.logged_loss at each on_step_end
+    void on_step_end(TrainContext& ctx, float, Index) { seen.push_back(ctx.logged_loss); }
+  } watcher;
+  const TrainResult result = trainer.fit(source, recorder, watcher);
   REQUIRE(result.log.size() == 3);
+  REQUIRE(watcher.seen.size() == 6);
   for (std::size_t k = 0; k < 3; ++k) {
     CHECK(result.log[k].step == 2 * Index(k) + 2);
     const double mean = (double(recorder.losses[2 * k]) + double(recorder.losses[2 * k + 1])) / 2.0;
     CHECK(result.log[k].loss == doctest::Approx(mean).epsilon(1e-12));
+    CHECK_FALSE(watcher.seen[2 * k].has_value());  // steps 1, 3, 5 close no window
+    REQUIRE(watcher.seen[2 * k + 1].has_value());
+    CHECK(*watcher.seen[2 * k + 1] == result.log[k].loss);  // the same double, not a recomputation
   }
   CHECK(result.log[1].epoch == 1);  // step 4 is the first of epoch 1
   CHECK(result.last_loss == recorder.losses.back());

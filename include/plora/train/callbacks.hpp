@@ -25,6 +25,7 @@
 #include <iomanip>
 #include <limits>
 #include <map>
+#include <optional>
 #include <ostream>
 #include <sstream>
 #include <string>
@@ -56,6 +57,9 @@ struct TrainContext {
   float loss = 0.0f;         ///< loss of the current step
   double lr = 0.0;           ///< learning rate of the current step
   double grad_norm = 0.0;    ///< pre-clipping gradient norm (0 when not clipping)
+  /// On a step that closes a log window (TrainerConfig::log_every), its mean
+  /// loss, the value the trainer's log records; empty on the other steps.
+  std::optional<double> logged_loss;
   /// Metrics handed in by hooks; the trainer passes each to every callback's
   /// on_evaluate once the current hook has run, then clears the list.
   std::vector<Metrics> reported;

@@ -199,9 +199,10 @@ class Trainer {
         result.last_loss = ctx.loss;
         state_.window_loss += ctx.loss;
         ++state_.window_steps;
+        ctx.logged_loss.reset();
         if (config_.log_every > 0 && state_.step % config_.log_every == 0) {
-          result.log.push_back(
-              {state_.step, state_.epoch, state_.window_loss / static_cast<double>(state_.window_steps), ctx.lr});
+          ctx.logged_loss = state_.window_loss / static_cast<double>(state_.window_steps);
+          result.log.push_back({state_.step, state_.epoch, *ctx.logged_loss, ctx.lr});
           state_.window_loss = 0.0;
           state_.window_steps = 0;
         }
