@@ -192,7 +192,7 @@ inline std::string mask_plan_digest(const MaskPlan& plan) {
 /// their names, besides --seed (the trainer's own check) and those that only
 /// say how to run it (--threads, --save-every, --stop-after, --output,
 /// --quiet); the masks, whatever gave their ratios; the model and the data
-/// (not where their files lie).
+/// (not where their files lie, but what they hold: the task's digests).
 inline std::map<std::string, std::string> run_settings(const RunOptions& o, const MaskPlan* plan,
                                                        nlohmann::ordered_json task) {
   const auto text = [](const auto& value) { return nlohmann::json(value).dump(); };
@@ -212,6 +212,13 @@ inline std::map<std::string, std::string> run_settings(const RunOptions& o, cons
                                                       {"--probe-epochs", text(o.probe_epochs)}});
   task.erase("checkpoint");  // where the files lie, not what they hold
   if (task.contains("dataset")) task["dataset"].erase("path");
+  // What they hold: the digests on their own, so that a resume on other weights or data says which.
+  const auto take_digest = [&](const char* part, const char* key, const char* setting) {
+    settings[setting] = task.at(part).at(key).get<std::string>();
+    task[part].erase(key);
+  };
+  take_digest("model", "weights_digest", "base weights");
+  take_digest("dataset", "digest", "data");
   settings["task"] = task.dump();
   return settings;
 }

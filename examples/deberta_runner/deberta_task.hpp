@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "plora/core/digest.hpp"
 #include "plora/core/error.hpp"
 #include "plora/core/rng.hpp"
 #include "plora/io/checkpoint_layers.hpp"
@@ -119,6 +120,14 @@ class DebertaTask {
     }
     io::check_no_layers_beyond(weights_, config_.num_hidden_layers,
                                (checkpoint_ / "model.safetensors").string());
+    // The tokenizer shapes every batch as the weights shape every output: one digest for both.
+    weights_digest_ = Digest()
+                          .add(weights_.content_digest())
+                          .add(io::detail::read_file(checkpoint_ / "spm.model", "tokenizer model"))
+                          .hex();
+    Digest data_digest;
+    add_to(add_to(data_digest, task_.train), task_.test);
+    data_digest_ = data_digest.hex();
   }
 
   /// A fresh model: the checkpoint's backbone (and pooler when it has one), a
@@ -173,6 +182,7 @@ class DebertaTask {
     data["test_examples"] = task_.test.size();
     data["classes"] = task_.labels;
     if (!task_.regression()) data["majority_class_accuracy"] = majority_baseline();
+    data["digest"] = data_digest_;
     return {{"checkpoint", checkpoint_.string()},
             {"model",
              {{"type", "deberta-v2"},
@@ -186,7 +196,8 @@ class DebertaTask {
               {"pos_att_type", c.pos_att_type},
               {"num_labels", c.num_labels},
               {"max_length", max_length_},
-              {"head", "new classifier; pooler from the checkpoint when it has one"}}},
+              {"head", "new classifier; pooler from the checkpoint when it has one"},
+              {"weights_digest", weights_digest_}}},
             {"dataset", std::move(data)}};
   }
 
@@ -203,6 +214,7 @@ class DebertaTask {
   std::optional<Source> few_shot_;
   std::pair<Index, std::uint64_t> few_shot_key_{};
   Index base_parameters_ = 0;
+  std::string weights_digest_, data_digest_;  // what the checkpoint (with spm.model) and the examples hold
 };
 
 }  // namespace plora::runner

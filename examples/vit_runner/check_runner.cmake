@@ -14,7 +14,7 @@
 #                 (mid-epoch) then resumed: byte-identical adapter files and the
 #                 same history in report.json (also --stop-after at the last
 #                 step, which ends the run as usual); a resume under another seed,
-#                 --epochs, --tau or masks, or with a --stop-after it has passed,
+#                 --epochs, --tau, masks or base weights, or with a --stop-after it has passed,
 #                 and one without a saved state: exit code 1,
 #                 the cause named; --keep-head on the demo's pretrained 5-class
 #                 head for the 10 digits, and a preprocessor resizing to 9 x 9
@@ -129,6 +129,14 @@ elseif(MODE STREQUAL "resume")
   string(FIND "${stderr}" "cannot resume a run of --tau 0.9 under --tau 0.5" at)
   if(at EQUAL -1)
     message(FATAL_ERROR "--resume --tau 0.5: the option is not named:\n${stderr}")
+  endif()
+  set(resumed_args "${args}")  # a base model pretrained for 2 epochs: the same shapes, other weights
+  set(args --pretrain-epochs 2 --max-train 100 --max-test 50 --batch 25 --quiet --pretrained-dir "${OUT}/pretrained-2")
+  run_vit("${OUT}/resumed" 1 --resume)
+  set(args "${resumed_args}")
+  string(FIND "${stderr}" "cannot resume a run of base weights " at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "--resume on other base weights: the weights are not named:\n${stderr}")
   endif()
   run_vit("${OUT}/resumed" 1 --resume --stop-after 3)
   string(FIND "${stderr}" "--stop-after 3: the resumed run is already at step 3" at)

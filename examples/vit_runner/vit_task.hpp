@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "plora/core/digest.hpp"
 #include "plora/core/error.hpp"
 #include "plora/io/datasets.hpp"
 #include "plora/io/safetensors.hpp"
@@ -41,6 +42,10 @@ class VitTask {
         test_(test_data_, batch, seed, io::ImageBatches::Order::Sequential) {
     io::check_no_layers_beyond(weights_, config_.num_hidden_layers,
                                plora::detail::vit_weights_file(checkpoint_).string());
+    weights_digest_ = weights_.content_digest();
+    Digest data_digest;
+    io::add_to(io::add_to(data_digest, train_data_), test_data_);
+    data_digest_ = data_digest.hex();
     // Asked to keep a head that cannot serve the dataset: say so rather than train a new one unasked.
     if (keep_head_ && !vit_head_matches(weights_, config_.num_labels)) {
       const auto shape_of = [&](const std::string& key) {
@@ -92,6 +97,7 @@ class VitTask {
     data["train_examples"] = train_data_.size();
     data["test_examples"] = test_data_.size();
     data["classes"] = train_data_.class_names;
+    data["digest"] = data_digest_;
     return {{"checkpoint", checkpoint_.string()},
             {"model",
              {{"type", "vit"},
@@ -103,7 +109,8 @@ class VitTask {
               {"patch_size", c.patch_size},
               {"num_channels", c.num_channels},
               {"num_labels", c.num_labels},
-              {"head", keep_head_ ? "checkpoint's when it fits, else new" : "new"}}},
+              {"head", keep_head_ ? "checkpoint's when it fits, else new" : "new"},
+              {"weights_digest", weights_digest_}}},
             {"dataset", std::move(data)}};
   }
 
@@ -120,6 +127,7 @@ class VitTask {
   std::optional<Source> few_shot_;
   std::pair<Index, std::uint64_t> few_shot_key_{};
   Index base_parameters_ = 0;
+  std::string weights_digest_, data_digest_;  // what the checkpoint and the examples hold (Digest)
 };
 
 }  // namespace plora::runner

@@ -285,3 +285,19 @@ TEST_CASE("ImageBatches: deterministic per (seed, epoch), every example once, pa
   CHECK(whole.batches_per_epoch() == 1);
   CHECK(whole.batch(0, 0).size() == 10);
 }
+
+TEST_CASE("dataset digests: equal for equal data, changed by a pixel, a label or a class name") {
+  const auto digest = [](const ImageDataset& d) {
+    Digest digest;
+    return add_to(digest, d).value();
+  };
+  const ImageDataset base = toy(3, 2);
+  CHECK(digest(toy(3, 2)) == digest(base));
+  ImageDataset pixel = base;
+  pixel.pixels(5, 1) += 1.0f;
+  ImageDataset label = base;
+  label.labels[0] = 1;
+  ImageDataset name = base;
+  name.class_names[2] = "other";
+  for (const ImageDataset* changed : {&pixel, &label, &name}) CHECK(digest(*changed) != digest(base));
+}

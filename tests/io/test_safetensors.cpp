@@ -210,6 +210,30 @@ TEST_CASE("writer round trip keeps every bit, shapes and metadata") {
   CHECK(file.metadata() == std::map<std::string, std::string>{{"epoch", "3"}, {"format", "pt"}});
 }
 
+TEST_CASE("content_digest: the same tensors digest alike, any tensor change differs") {
+  TempDir dir;
+  const std::vector<float> values = {1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f};
+  const auto written = [&](std::string_view name, std::string_view second, std::vector<Index> shape,
+                           std::vector<float> v, std::string metadata) {
+    SafetensorsWriter writer;
+    writer.add("a.weight", std::move(shape), v);
+    writer.add("b.bias", {2}, std::vector<float>{0.5f, -0.5f});
+    if (!second.empty()) writer.add(std::string(second), {1}, std::vector<float>{9.0f});
+    writer.set_metadata("note", std::move(metadata));
+    const auto path = dir / name;
+    writer.write(path);
+    return SafetensorsFile::open(path).content_digest();
+  };
+  const std::string base = written("base.safetensors", "", {2, 3}, values, "first");
+  CHECK(base.size() == 16);
+  CHECK(written("metadata.safetensors", "", {2, 3}, values, "second") == base);  // metadata is not content
+  std::vector<float> flipped = values;
+  flipped[5] = std::bit_cast<float>(std::bit_cast<std::uint32_t>(flipped[5]) ^ 1u);  // the last bit of the last value
+  CHECK(written("flipped.safetensors", "", {2, 3}, flipped, "first") != base);
+  CHECK(written("reshaped.safetensors", "", {3, 2}, values, "first") != base);  // the same bytes, another shape
+  CHECK(written("extra.safetensors", "c.extra", {2, 3}, values, "first") != base);
+}
+
 TEST_CASE("writer rejects bad tensors") {
   SafetensorsWriter writer;
   writer.add("x", {2}, std::vector<float>{1, 2});

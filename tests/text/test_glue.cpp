@@ -219,3 +219,19 @@ TEST_CASE("TokenBatches: padded batches, labels, order a pure function of (seed,
   CHECK(whole.batches_per_epoch() == 1);
   CHECK(whole.batch(0, 0).batch == 10);
 }
+
+TEST_CASE("text example digests: equal for equal examples, changed by a text, a label or a target") {
+  const std::vector<TextExample> base = {{"a film", "", 1, 0.0f}, {"a play", "a book", 0, 2.5f}};
+  const auto digest = [](const std::vector<TextExample>& examples) {
+    Digest digest;
+    return add_to(digest, examples).value();
+  };
+  CHECK(digest(std::vector<TextExample>(base)) == digest(base));
+  std::vector<TextExample> text = base, label = base, target = base, split = base;
+  text[1].b = "a boot";
+  label[0].label = 0;
+  target[1].target = 2.25f;
+  split[1].a = "a playa";  // the same characters split otherwise between a and b
+  split[1].b = " book";
+  for (const auto* changed : {&text, &label, &target, &split}) CHECK(digest(*changed) != digest(base));
+}

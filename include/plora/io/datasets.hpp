@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "plora/core/digest.hpp"
 #include "plora/core/error.hpp"
 #include "plora/core/host_matrix.hpp"
 #include "plora/core/rng.hpp"
@@ -44,6 +45,16 @@ struct ImageDataset {
   std::vector<std::string> class_names;
   [[nodiscard]] Index size() const { return static_cast<Index>(labels.size()); }
 };
+
+/// Adds everything a batch of `data` can depend on to `digest`: the image
+/// geometry, the classes, the labels and the pixels.
+inline Digest& add_to(Digest& digest, const ImageDataset& data) {
+  digest.add(data.channels).add(data.height).add(data.width).add(data.num_classes);
+  digest.add(data.class_names.size());
+  for (const std::string& name : data.class_names) digest.add(name);
+  digest.add(std::as_bytes(std::span(data.labels)));
+  return digest.add(std::as_bytes(std::span(data.pixels.values())));
+}
 
 /// Throws ValueError naming `what` unless `data` is non-empty and consistent
 /// (pixel rows = labels, row length = C*H*W, labels in range).

@@ -17,10 +17,12 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "plora/core/digest.hpp"
 #include "plora/core/error.hpp"
 #include "plora/core/rng.hpp"
 #include "plora/io/detail/input_file.hpp"
@@ -95,6 +97,13 @@ struct TextExample {
   std::int32_t label = 0;
   float target = 0.0f;
 };
+
+/// Adds the examples (texts, labels, targets, in order) to `digest`.
+inline Digest& add_to(Digest& digest, std::span<const TextExample> examples) {
+  digest.add(examples.size());
+  for (const TextExample& e : examples) digest.add(e.a).add(e.b).add(e.label).add(e.target);
+  return digest;
+}
 
 /// The file of a split in a task's directory as GLUE / SuperGLUE ship it:
 /// `train.tsv`, `dev.tsv` (MNLI: `dev_matched.tsv` / `dev_mismatched.tsv`);

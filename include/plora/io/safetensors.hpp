@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "plora/core/digest.hpp"
 #include "plora/core/error.hpp"
 #include "plora/core/finite.hpp"
 #include "plora/core/host_matrix.hpp"
@@ -112,6 +113,19 @@ class SafetensorsFile {
   [[nodiscard]] const TensorInfo& info(std::string_view name) const { return entry(name).info; }
   /// The `__metadata__` map (empty when the file has none).
   [[nodiscard]] const std::map<std::string, std::string>& metadata() const { return metadata_; }
+
+  /// A Digest of every tensor's name, dtype, shape and stored bytes, in name
+  /// order: files that hold the same tensors digest alike, whatever their
+  /// header's order or metadata.
+  [[nodiscard]] std::string content_digest() const {
+    Digest digest;
+    for (const auto& [name, e] : entries_) {
+      digest.add(name).add(e.info.dtype).add(e.info.shape.size());
+      for (const Index extent : e.info.shape) digest.add(extent);
+      digest.add(buffer_.subspan(e.begin, e.end - e.begin));
+    }
+    return digest.hex();
+  }
 
   /// An F32 / F16 / BF16 / F64 tensor as fp32, shape [d0, ..., dk] viewed as
   /// (d0 * ... * d(k-1)) x dk; 1-D tensors are 1 x n, 0-d tensors 1 x 1.

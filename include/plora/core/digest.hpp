@@ -1,0 +1,59 @@
+#pragma once
+// Digest: a 64-bit fingerprint of data two runs must share (a checkpoint's
+// tensors, a data set's examples). FNV-1a's xor-multiply step, fed 8 bytes at
+// a time so that it covers a model's weights in tens of milliseconds. Every
+// step is a bijection of the state for a given word, so inputs of one length
+// that differ in a single word never collide. Not cryptographic: it tells
+// apart data that differs, not data made to collide. Words are read in the
+// machine's byte order, so a digest is comparable on machines of one
+// endianness.
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+namespace plora {
+
+class Digest {
+ public:
+  /// Adds a byte string, its length first (so "ab" + "c" and "a" + "bc" differ).
+  Digest& add(std::span<const std::byte> bytes) {
+    add_word(bytes.size());
+    std::size_t i = 0;
+    for (; i + sizeof(std::uint64_t) <= bytes.size(); i += sizeof(std::uint64_t)) {
+      std::uint64_t word;
+      std::memcpy(&word, bytes.data() + i, sizeof word);
+      add_word(word);
+    }
+    if (i < bytes.size()) {
+      std::uint64_t tail = 0;
+      std::memcpy(&tail, bytes.data() + i, bytes.size() - i);
+      add_word(tail);
+    }
+    return *this;
+  }
+  Digest& add(std::string_view text) { return add(std::as_bytes(std::span(text.data(), text.size()))); }
+  /// A number's bytes (bit-exact: 0.0f and -0.0f differ).
+  template <class T>
+  requires std::is_arithmetic_v<T> Digest& add(T value) {
+    return add(std::as_bytes(std::span(&value, 1)));
+  }
+
+  [[nodiscard]] std::uint64_t value() const { return state_; }
+  /// 16 lowercase hex digits.
+  [[nodiscard]] std::string hex() const {
+    std::string out(16, '0');
+    for (int i = 15, shift = 0; i >= 0; --i, shift += 4) out[std::size_t(i)] = "0123456789abcdef"[(state_ >> shift) & 0xf];
+    return out;
+  }
+
+ private:
+  void add_word(std::uint64_t word) { state_ = (state_ ^ word) * 0x100000001b3ull; }
+
+  std::uint64_t state_ = 0xcbf29ce484222325ull;
+};
+
+}  // namespace plora
