@@ -29,7 +29,6 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
-#include <iomanip>
 #include <map>
 #include <optional>
 #include <ostream>
@@ -44,6 +43,7 @@
 #include "common/report.hpp"
 #include "common/svg.hpp"
 #include "plora/adapters/adapters.hpp"
+#include "plora/core/digest.hpp"
 #include "plora/core/rng.hpp"
 #include "plora/io/ratios_json.hpp"
 #include "plora/io/safetensors.hpp"
@@ -172,19 +172,12 @@ inline MaskPlan plan_for(const RunOptions& o, const RatioReport& report) {
   return plan_masks(report, PartialMask{}, o.seed);
 }
 
-/// A digest of every site's kept rows and columns (hex FNV-1a): equal plans, equal digests.
+/// A Digest of every site's kept rows and columns: equal plans, equal digests.
 inline std::string mask_plan_digest(const MaskPlan& plan) {
-  std::string text;
-  for (const auto& [name, planned] : plan) {
-    text += name + " rows";
-    for (const std::int32_t row : planned.mask.rows) text += ' ' + std::to_string(row);
-    text += " cols";
-    for (const std::int32_t col : planned.mask.cols) text += ' ' + std::to_string(col);
-    text += '\n';
-  }
-  std::ostringstream hex;
-  hex << std::hex << std::setw(16) << std::setfill('0') << fnv1a(text);
-  return hex.str();
+  Digest digest;
+  for (const auto& [name, planned] : plan)
+    digest.add(name).add(std::as_bytes(std::span(planned.mask.rows))).add(std::as_bytes(std::span(planned.mask.cols)));
+  return digest.hex();
 }
 
 /// What a resumed run must share with the interrupted one (TrainerConfig::
