@@ -1,9 +1,12 @@
 // The runners' RunHistory (examples/common/pipeline.hpp): the history a
-// resumed run restores from its training state, and the states it refuses.
+// resumed run restores from its training state, and the states it refuses;
+// and how the shared options parse --targets (examples/common/options.hpp).
 #include <doctest/doctest.h>
 
+#include <CLI/CLI.hpp>
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "common/pipeline.hpp"
@@ -80,4 +83,27 @@ TEST_CASE("a run history no run could have written is refused, naming what is wr
   CHECK_THROWS_WITH_AS(history.check_state(four), doctest::Contains("4 evaluations, more than this run's 3 epochs"),
                        ValueError);
   CHECK_NOTHROW(history.check_state(partway().export_state()));
+}
+
+TEST_CASE("--targets: comma lists split with empty items kept, repeated options joined, the default otherwise") {
+  const auto parsed = [](std::vector<std::string> args) {
+    CLI::App app;
+    runner::RunOptions options;
+    runner::add_run_options(app, options);
+    args.insert(args.begin(), "runner");
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    app.parse(static_cast<int>(argv.size()), argv.data());
+    return options.targets;
+  };
+  using Targets = std::vector<std::string>;
+  CHECK(parsed({}) == Targets{"query", "value"});
+  CHECK(parsed({"--targets", "query,key,output.dense"}) == Targets{"query", "key", "output.dense"});
+  CHECK(parsed({"--targets", "query", "--targets", "key,value"}) == Targets{"query", "key", "value"});
+  CHECK(parsed({"--targets", "query,,value"}) == Targets{"query", "", "value"});  // validate() refuses it
+  CHECK(parsed({"--targets", "query,"}) == Targets{"query", ""});
+  runner::RunOptions options;
+  options.targets = runner::split_commas({"query,,value"});
+  CHECK_THROWS_WITH_AS(runner::validate(options), "--targets: '' is not a module name (a list like query,value)",
+                       ValueError);
 }
