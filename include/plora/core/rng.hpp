@@ -7,6 +7,8 @@
 #include <numbers>
 #include <string_view>
 
+#include "plora/core/digest.hpp"
+
 // Lets the same counter-based generator run inside CUDA kernels.
 #if defined(__CUDACC__)
 #define PLORA_HOST_DEVICE __host__ __device__
@@ -86,13 +88,6 @@ class RandomStream {
   std::uint64_t stream_ = 0;
   std::uint64_t offset_ = 0;
 };
-
-/// FNV-1a, 64 bit: a hash of a byte string that is the same on every platform and run.
-inline std::uint64_t fnv1a(std::string_view bytes) {
-  std::uint64_t hash = 0xcbf29ce484222325ull;
-  for (const char c : bytes) hash = (hash ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-  return hash;
-}
 
 /// A stable 64-bit stream id from a name, so e.g. each adapter site gets its
 /// own stream from its PEFT-style name.
