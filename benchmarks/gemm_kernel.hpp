@@ -1,6 +1,7 @@
 #pragma once
-// Which GEMM kernel a CPU benchmark process runs: Eigen's own, or OpenBLAS
-// (PLORA_USE_OPENBLAS) with the core it picked. OpenBLAS 0.3.21 does not
+// Which GEMM kernel a CPU benchmark process runs: Eigen's own, MKL
+// (PLORA_USE_MKL) with its version, or OpenBLAS (PLORA_USE_OPENBLAS) with the
+// core it picked. OpenBLAS 0.3.21 does not
 // recognise every CPU and silently falls back to a slow generic core, so
 // every benchmark prints this and stores it in its results. Also the measured
 // SGEMM peak the CPU models' achieved rate is compared with.
@@ -18,7 +19,9 @@
 #include "models/bench_support.hpp"
 #include "plora/backend/cpu/cpu.hpp"
 
-#ifdef PLORA_USE_CBLAS
+#if defined(PLORA_USE_MKL)
+#include <mkl_service.h>
+#elif defined(PLORA_USE_CBLAS)
 extern "C" char* openblas_get_corename();
 extern "C" char* openblas_get_config();
 extern "C" int openblas_get_num_threads();
@@ -32,7 +35,12 @@ inline std::string environment_value(const char* name) {
 }
 
 inline std::string gemm_kernel_description() {
-#ifdef PLORA_USE_CBLAS
+#if defined(PLORA_USE_MKL)
+  char version[256] = {};
+  mkl_get_version_string(version, sizeof version);
+  return std::string("MKL cblas_sgemm (sequential): ") + version +
+         ", MKL_ENABLE_INSTRUCTIONS=" + environment_value("MKL_ENABLE_INSTRUCTIONS");
+#elif defined(PLORA_USE_CBLAS)
   return std::string("OpenBLAS cblas_sgemm: core ") + openblas_get_corename() + ", config '" + openblas_get_config() +
          "', threads " + std::to_string(openblas_get_num_threads()) +
          ", OPENBLAS_CORETYPE=" + environment_value("OPENBLAS_CORETYPE");

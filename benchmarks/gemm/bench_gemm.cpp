@@ -3,7 +3,7 @@
 // (1576 x 768 x 768), MLP up (1576 x 3072 x 768) and MLP down
 // (1576 x 768 x 3072). Its GFLOP/s is the practical peak the model benchmarks
 // compare their GEMM work against. Eigen's own kernel unless the build has
-// PLORA_USE_OPENBLAS=ON (cblas_sgemm); the kernel that ran is printed and
+// PLORA_USE_OPENBLAS=ON or PLORA_USE_MKL=ON (cblas_sgemm); the kernel that ran is printed and
 // stored in the benchmark context ("gemm_kernel"). fma_peak measures the
 // arithmetic ceiling above both: the cores' fused multiply-add rate.
 #include <benchmark/benchmark.h>

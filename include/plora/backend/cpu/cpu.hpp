@@ -2,7 +2,8 @@
 // plora::cpu — the Backend on the host. GEMMs with a rank-sized extent
 // (<= 16: LoRA's) through the packing-free kernels of rank_gemm.hpp, others
 // through Eigen 3.4, or straight through cblas_sgemm when PLORA_USE_CBLAS is
-// defined (CMake's PLORA_USE_OPENBLAS); SVD through Eigen. Row-wise kernels are loops the
+// defined (CMake's PLORA_USE_OPENBLAS, or PLORA_USE_MKL, which also defines
+// PLORA_USE_MKL); SVD through Eigen. Row-wise kernels are loops the
 // compiler vectorises (erf/exp through Eigen's packet math), split over rows
 // with OpenMP when the matrix is large enough.
 // Eigen never appears in a signature: callers see only plora views.
@@ -25,7 +26,9 @@
 #include "plora/core/host_matrix.hpp"
 #include "plora/core/rng.hpp"
 
-#ifdef PLORA_USE_CBLAS
+#if defined(PLORA_USE_MKL)
+#include <mkl_cblas.h>
+#elif defined(PLORA_USE_CBLAS)
 #include <cblas.h>
 #endif
 #ifdef _OPENMP
@@ -64,16 +67,21 @@ inline Index gemm_row_blocks(Index m, Index n, Index k) {
   (void)m, (void)n, (void)k;
   return 1;
 }
+#ifdef PLORA_USE_MKL
+using BlasInt = MKL_INT;
+#else
+using BlasInt = blasint;
+#endif
 inline CBLAS_TRANSPOSE cblas_op(Op op) { return op == Op::N ? CblasNoTrans : CblasTrans; }
-inline blasint blas_int(Index v) {
-  check<ShapeError>(v <= std::numeric_limits<blasint>::max(), "cpu::gemm: extent ", v, " exceeds the BLAS integer");
-  return static_cast<blasint>(v);
+inline BlasInt blas_int(Index v) {
+  check<ShapeError>(v <= std::numeric_limits<BlasInt>::max(), "cpu::gemm: extent ", v, " exceeds the BLAS integer");
+  return static_cast<BlasInt>(v);
 }
 #endif
 
 /// Rows a rank GEMM must stream for its packing-free kernel to run: OpenBLAS
-/// is faster on a few hundred rows (Partial's token tiles), slower on whole
-/// activations; Eigen's kernel is slower at every size (docs/benchmarks.md §2).
+/// and MKL are faster on a few hundred rows (Partial's token tiles), slower on
+/// whole activations; Eigen's kernel is slower at every size (docs/benchmarks.md §2, §10).
 #ifdef PLORA_USE_CBLAS
 constexpr Index kRankGemmMinRows = 256;
 #else
@@ -495,13 +503,16 @@ struct cpu {
     }
     if (rank_gemm::gemm(c, a, op_a, b, op_b, alpha, beta, kRankGemmMinRows)) return;
 #ifdef PLORA_USE_CBLAS
-    // One thread pool for everything: OpenBLAS's own threads would spin
-    // against the OpenMP team of the row-wise kernels, so OpenBLAS runs
-    // single-threaded and a large GEMM is split into row blocks of c over
-    // the OpenMP threads (a block of op(a)'s rows is a pointer offset: rows
-    // of a, or columns when op_a = T).
+    // One thread pool for everything: a BLAS's own threads would spin
+    // against the OpenMP team of the row-wise kernels, so the BLAS runs
+    // single-threaded (MKL's sequential library; OpenBLAS told once) and a
+    // large GEMM is split into row blocks of c over the OpenMP threads (a
+    // block of op(a)'s rows is a pointer offset: rows of a, or columns when
+    // op_a = T).
+#ifndef PLORA_USE_MKL
     static const bool openblas_single_threaded = (openblas_set_num_threads(1), true);
     (void)openblas_single_threaded;
+#endif
     const Index k = op_cols(a, op_a);
     const auto rows_block = [&](Index first, Index count) {
       const float* a_block = a.data + (op_a == Op::N ? first * a.ld : first);
