@@ -99,7 +99,7 @@ template <class A>
 void deberta_case(benchmark::State& state, Mode mode, cuda::MathMode math = cuda::MathMode::Fp32) {
   run_case(state, math, [&] {
     const DebertaV2Config config = deberta_v3_base_config();
-    DebertaV2<cuda, A> model(config, hf_init_every_key);
+    DebertaV2<cuda, A> model(config, hf_init);
     const TokenBatch batch = random_tokens(config, kDebertaBatch, kSeqLen);
     if (mode != Mode::Forward) {
       if constexpr (std::same_as<A, Lora<cuda>>) attach_adapters(model, std::span(kDebertaTargets), make_lora<cuda>);

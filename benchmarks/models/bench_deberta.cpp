@@ -103,7 +103,7 @@ void deberta_case(benchmark::State& state, Mode mode) {
   start_case();
   sgemm_peak_gflops();  // measured once per process, before the case's model exists
   const DebertaV2Config config = deberta_v3_base_config();
-  DebertaV2<cpu, A> model(config, hf_init_every_key);
+  DebertaV2<cpu, A> model(config, hf_init);
   const TokenBatch batch = random_tokens(config, kBatch, kSeqLen);
   if (mode != Mode::Forward) {
     if constexpr (std::same_as<A, Lora<cpu>>) attach_adapters(model, std::span(kTargets), make_lora<cpu>);

@@ -38,12 +38,6 @@ inline HostMatrix hf_init(const std::string& key, Index rows, Index cols) {
   return m;
 }
 
-/// hf_init as DeBERTa's weight source, which may answer "absent" for a key:
-/// every key is present here.
-inline std::optional<HostMatrix> hf_init_every_key(const std::string& key, Index rows, Index cols) {
-  return hf_init(key, rows, cols);
-}
-
 /// Random images in [-1, 1] (the range of ViT's normalised pixels) and labels.
 inline ImageBatch random_images(const ViTConfig& config, Index batch, std::uint64_t seed) {
   ImageBatch out{HostMatrix(batch, config.num_channels * config.image_size * config.image_size), {}};

@@ -134,9 +134,9 @@ class DebertaTask {
   /// new N(0, 0.02) classifier for the task's labels.
   template <Adapter A>
   DebertaV2<B, A> load_model() {
-    const OptionalWeightSource file = deberta_v2_weight_source(weights_, /*keep_classifier=*/false);
+    const WeightSource file = deberta_v2_weight_source(weights_, Head::New);
     base_parameters_ = 0;
-    const OptionalWeightSource source = [&](const std::string& key, Index rows, Index cols) {
+    const WeightSource source = [&](const std::string& key, Index rows, Index cols) {
       base_parameters_ += rows * cols;
       return file(key, rows, cols);
     };

@@ -389,7 +389,7 @@ nlohmann::ordered_json pretrain_licenses_deberta(const std::filesystem::path& di
   auto& embeddings = weights.at("deberta.embeddings.word_embeddings.weight").values;
   embeddings = corpus_embeddings<B>(tokenizer, corpus, config.hidden_size, kEmbeddingWindow, std::move(embeddings));
   DebertaV2<B, FullDelta<B>> model(config, [&](const std::string& key, Index rows, Index cols) {
-    return std::optional<HostMatrix>(hub_tensor(weights, "DeBERTa", key, rows, cols));
+    return hub_tensor(weights, "DeBERTa", key, rows, cols);
   });
 
   const Index train_size = static_cast<Index>(train.size()), test_size = static_cast<Index>(test.size());

@@ -62,15 +62,17 @@ class VitTask {
 
   template <Adapter A>
   Vit<B, A> load_model() {
-    // vit_weight_source keeps the file's head only when it has `labels` rows; 0 never matches.
-    const Index labels = keep_head_ ? config_.num_labels : 0;
-    const WeightSource file = vit_weight_source(weights_, labels, seed_);
+    // --keep-head was checked against the dataset's classes when the task was built.
+    const WeightSource file = vit_weight_source(weights_, keep_head_ ? Head::FromCheckpoint : Head::New);
     base_parameters_ = 0;
     return in_context<ValueError>("checkpoint '" + checkpoint_.string() + "'", [&] {
-      return Vit<B, A>(config_, [&](const std::string& key, Index rows, Index cols) {
-        base_parameters_ += rows * cols;
-        return file(key, rows, cols);
-      });
+      return Vit<B, A>(
+          config_,
+          [&](const std::string& key, Index rows, Index cols) {
+            base_parameters_ += rows * cols;
+            return file(key, rows, cols);
+          },
+          seed_);
     });
   }
 

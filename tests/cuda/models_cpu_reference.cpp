@@ -30,11 +30,12 @@ VitFixture load_vit_fixture() {
   fx.config = load_vit_checkpoint_config(dir);
   const ViTConfig& c = fx.config;
   const io::SafetensorsFile file = io::SafetensorsFile::open(dir / "model.safetensors");
-  const WeightSource source = vit_weight_source(file, c.num_labels);
+  const WeightSource source = vit_weight_source(file);
   // Building the CPU model records exactly the tensors the constructor asks for.
   Vit<cpu, Lora<cpu>> model(c, [&](const std::string& key, Index rows, Index cols) {
-    HostMatrix m = source(key, rows, cols);
-    fx.weights.insert_or_assign(key, m);
+    std::optional<HostMatrix> m = source(key, rows, cols);
+    check<IoError>(m.has_value(), "the ViT fixture has no tensor '", key, "'");  // its classifier included
+    fx.weights.insert_or_assign(key, *m);
     return m;
   });
 

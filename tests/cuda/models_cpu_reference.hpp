@@ -308,7 +308,7 @@ Vit<B, A> build_vit(const VitFixture& fixture) {
 /// The head the checkpoint lacks (pooler) is drawn from seed 5 on the host.
 template <Backend B, Adapter A>
 DebertaV2<B, A> build_deberta(const DebertaFixture& fixture) {
-  const OptionalWeightSource source = [&fixture](const std::string& key, Index, Index) -> std::optional<HostMatrix> {
+  const WeightSource source = [&fixture](const std::string& key, Index, Index) -> std::optional<HostMatrix> {
     const auto found = fixture.weights.find(key);
     if (found == fixture.weights.end()) return std::nullopt;
     return found->second;

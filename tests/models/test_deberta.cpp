@@ -179,11 +179,11 @@ TEST_CASE("a checkpoint directory (config.json + model.safetensors) loads the sa
 
 TEST_CASE("deberta_v2_weight_source reads Hub keys from the file, a new task's classifier from nowhere") {
   const Fixture fx("rel");
-  const OptionalWeightSource with_head = deberta_v2_weight_source(fx.file);
-  const OptionalWeightSource new_head = deberta_v2_weight_source(fx.file, /*keep_classifier=*/false);
+  const WeightSource with_head = deberta_v2_weight_source(fx.file);
+  const WeightSource new_head = deberta_v2_weight_source(fx.file, Head::New);
   const std::string embeddings = "deberta.embeddings.word_embeddings.weight";
   const HostMatrix stored = fx.file.load(embeddings);
-  for (const OptionalWeightSource* source : {&with_head, &new_head}) {
+  for (const WeightSource* source : {&with_head, &new_head}) {
     const auto loaded = (*source)(embeddings, stored.rows(), stored.cols());
     REQUIRE(loaded.has_value());
     CHECK(max_abs_diff(loaded->view(), stored.view()) == 0.0);

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <cstdlib>
 #include <filesystem>
 #include <set>
@@ -464,6 +465,40 @@ TEST_CASE("a checkpoint for another number of labels gets a new head, the backbo
     for (Index col = 0; col < 64; ++col) sum_squares += double(head.weight()(r, col)) * head.weight()(r, col);
   // 320 draws of N(0, 0.02^2): the sample std is within 15% of 0.02 with overwhelming probability.
   CHECK(std::sqrt(sum_squares / 320.0) == doctest::Approx(0.02).epsilon(0.15));
+  // Drawn from stream (seed, "classifier.weight") in row-major order, so a seed reproduces it.
+  RandomStream draw(7, stream_id("classifier.weight"));
+  bool reproduced = true;
+  for (Index r = 0; r < 5; ++r)
+    for (Index col = 0; col < 64; ++col) reproduced = reproduced && head.weight()(r, col) == 0.02f * draw.normal();
+  CHECK(reproduced);
+}
+
+TEST_CASE("vit_weight_source hands over the file's classifier or none, and always the backbone") {
+  const io::SafetensorsFile file = io::SafetensorsFile::open(kData / "vit_a" / "model.safetensors");
+  const WeightSource kept = vit_weight_source(file), fresh = vit_weight_source(file, Head::New);
+  const std::string norm = "vit.layernorm.weight";
+  for (const WeightSource* source : {&kept, &fresh}) {
+    const std::optional<HostMatrix> loaded = (*source)(norm, 1, 64);
+    REQUIRE(loaded.has_value());
+    CHECK(max_abs_diff(loaded->view(), file.load(norm, 1, 64).view()) == 0.0);
+    CHECK_THROWS_WITH_AS((*source)("vit.no_such_tensor", 1, 1), doctest::Contains("vit.no_such_tensor"), IoError);
+  }
+  const std::optional<HostMatrix> head = kept("classifier.weight", 10, 64);
+  REQUIRE(head.has_value());
+  CHECK(max_abs_diff(head->view(), file.load("classifier.weight", 10, 64).view()) == 0.0);
+  CHECK_FALSE(fresh("classifier.weight", 10, 64).has_value());
+  CHECK_FALSE(fresh("classifier.bias", 1, 10).has_value());
+
+  // A source without a backbone tensor: the model names it; without the head: the model draws one.
+  const ViTConfig config = load_vit_checkpoint_config(kData / "vit_a");
+  const WeightSource no_norm = [&](const std::string& key, Index rows, Index cols) -> std::optional<HostMatrix> {
+    if (key == norm) return std::nullopt;
+    return kept(key, rows, cols);
+  };
+  CHECK_THROWS_WITH_AS(LoraVit(config, no_norm), doctest::Contains("'vit.layernorm.weight'"), IoError);
+  LoraVit drawn(config, fresh, 7);
+  CHECK(max_abs_diff(drawn.classifier().weight(), file.load("classifier.weight", 10, 64).view()) > 0.0);
+  CHECK(max_abs(drawn.classifier().bias()) == 0.0);
 }
 
 TEST_CASE("bad checkpoints and configs fail with errors naming the key") {

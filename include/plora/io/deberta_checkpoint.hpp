@@ -19,20 +19,20 @@
 
 namespace plora {
 
-/// The OptionalWeightSource of a DeBERTa safetensors file: Hub keys
-/// (deberta.*) mapped to the file's prefix convention; a key the file lacks
-/// gives nullopt, so the model draws it (pooler, classifier). With
-/// `keep_classifier` false, classifier.* are drawn even when the file has them
-/// (a new task's head). A shape that disagrees with the requested one or a
-/// NaN / Inf entry throws (ShapeError / NumericError naming the tensor).
-inline OptionalWeightSource deberta_v2_weight_source(const io::SafetensorsFile& weights, bool keep_classifier = true) {
+/// The WeightSource of a DeBERTa safetensors file: Hub keys (deberta.*)
+/// mapped to the file's prefix convention; a key the file lacks gives
+/// nullopt, so the model draws it (pooler, classifier) or names it (a
+/// backbone tensor). With Head::New, classifier.* are drawn even when the file
+/// has them (a new task's head; a pooler the file has is kept). A shape that
+/// disagrees with the requested one or a NaN / Inf entry throws (ShapeError /
+/// NumericError naming the tensor).
+inline WeightSource deberta_v2_weight_source(const io::SafetensorsFile& weights, Head head = Head::FromCheckpoint) {
   const std::string prefix = "deberta.";
   const bool bare = !weights.contains(prefix + "embeddings.word_embeddings.weight") &&
                     weights.contains("embeddings.word_embeddings.weight");
-  return [&weights, prefix, bare, keep_classifier](const std::string& key, Index rows,
-                                                   Index cols) -> std::optional<HostMatrix> {
+  return [&weights, prefix, bare, head](const std::string& key, Index rows, Index cols) -> std::optional<HostMatrix> {
     const std::string stored = bare && key.starts_with(prefix) ? key.substr(prefix.size()) : key;
-    if ((!keep_classifier && key.starts_with("classifier.")) || !weights.contains(stored)) return std::nullopt;
+    if ((head == Head::New && key.starts_with("classifier.")) || !weights.contains(stored)) return std::nullopt;
     return weights.load_finite(stored, rows, cols);
   };
 }

@@ -1,18 +1,17 @@
 #pragma once
 // Loading a Hugging Face ViT checkpoint (config.json + model.safetensors) into
 // Vit<B, A>. Keys may carry the "vit." prefix of ViTForImageClassification or
-// none (ViTModel); tensors the model does not use (pooler.*) are ignored. The
-// classifier is created anew, N(0, 0.02) weight and zero bias from stream
-// (seed, key), when the file has none or one for a different number of labels
-// (fine-tuning an ImageNet checkpoint on CIFAR-10); METHOD.md §2 step 1 then
-// fits it with a linear probe before ratios are extracted.
+// none (ViTModel); tensors the model does not use (pooler.*) are ignored.
+// load_vit keeps the file's classifier only when it has the config's number
+// of labels; otherwise the model draws a new one (fine-tuning an ImageNet
+// checkpoint on CIFAR-10), which METHOD.md §2 step 1 then fits with a linear
+// probe before ratios are extracted.
 #include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
 
 #include "plora/core/error.hpp"
-#include "plora/core/rng.hpp"
 #include "plora/io/checkpoint_layers.hpp"
 #include "plora/io/hf_config.hpp"
 #include "plora/io/safetensors.hpp"
@@ -28,7 +27,7 @@ inline std::filesystem::path vit_weights_file(const std::filesystem::path& path)
 }
 }  // namespace detail
 
-/// Whether `weights` holds a classifier for `num_labels` classes (else load_vit creates one).
+/// Whether `weights` holds a classifier for `num_labels` classes (else load_vit draws one).
 inline bool vit_head_matches(const io::SafetensorsFile& weights, Index num_labels) {
   for (const std::string key : {"classifier.weight", "classifier.bias"}) {
     if (!weights.contains(key)) return false;
@@ -39,23 +38,16 @@ inline bool vit_head_matches(const io::SafetensorsFile& weights, Index num_label
 }
 
 /// The WeightSource of a ViT safetensors file: Hub keys mapped to the file's
-/// prefix convention; classifier.* drawn anew unless vit_head_matches(). A
-/// missing backbone key, a shape that disagrees with the requested one or a
-/// NaN / Inf entry throws (IoError / ShapeError / NumericError naming the file
-/// and the tensor).
-inline WeightSource vit_weight_source(const io::SafetensorsFile& weights, Index num_labels, std::uint64_t seed = 0) {
+/// prefix convention. classifier.* come from the file with Head::FromCheckpoint
+/// where it has them; otherwise (and always with Head::New) the source has
+/// none and the model draws them. A missing backbone key, a shape that
+/// disagrees with the requested one or a NaN / Inf entry throws (IoError /
+/// ShapeError / NumericError naming the file and the tensor).
+inline WeightSource vit_weight_source(const io::SafetensorsFile& weights, Head head = Head::FromCheckpoint) {
   const std::string prefix = "vit.";
   const bool bare = !weights.contains(prefix + "embeddings.cls_token") && weights.contains("embeddings.cls_token");
-  const bool head = vit_head_matches(weights, num_labels);
-  return [&weights, prefix, bare, head, seed](const std::string& key, Index rows, Index cols) {
-    if (key.starts_with("classifier.") && !head) {
-      HostMatrix fresh(rows, cols);
-      if (key.ends_with(".weight")) {
-        RandomStream rng(seed, stream_id(key));
-        for (float& v : fresh.values()) v = 0.02f * rng.normal();
-      }
-      return fresh;
-    }
+  return [&weights, prefix, bare, head](const std::string& key, Index rows, Index cols) -> std::optional<HostMatrix> {
+    if (key.starts_with("classifier.") && (head == Head::New || !weights.contains(key))) return std::nullopt;
     return weights.load_finite(bare && key.starts_with(prefix) ? key.substr(prefix.size()) : key, rows, cols);
   };
 }
@@ -63,13 +55,14 @@ inline WeightSource vit_weight_source(const io::SafetensorsFile& weights, Index 
 /// A ViT from a model.safetensors file (or a directory holding one) for `config`.
 /// @tparam B  backend
 /// @tparam A  adapter type the model's sites may carry
-/// @param seed  seeds a new classifier (see vit_weight_source)
+/// @param seed  seeds a new classifier and the model's dropout
 template <Backend B, Adapter A>
 Vit<B, A> load_vit(const std::filesystem::path& path, const ViTConfig& config, std::uint64_t seed = 0) {
   const std::filesystem::path file = detail::vit_weights_file(path);
   const io::SafetensorsFile weights = io::SafetensorsFile::open(file);
   io::check_no_layers_beyond(weights, config.num_hidden_layers, file.string());
-  return Vit<B, A>(config, vit_weight_source(weights, config.num_labels, seed), seed);
+  const Head head = vit_head_matches(weights, config.num_labels) ? Head::FromCheckpoint : Head::New;
+  return Vit<B, A>(config, vit_weight_source(weights, head), seed);
 }
 
 /// The config.json of a checkpoint directory, with num_labels replaced (and

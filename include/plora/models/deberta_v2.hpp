@@ -26,7 +26,6 @@
 // Site names are the PEFT module paths: "deberta.encoder.layer.3.attention.self.query_proj".
 #include <algorithm>
 #include <array>
-#include <functional>
 #include <limits>
 #include <optional>
 #include <string>
@@ -45,6 +44,7 @@
 #include "plora/models/deberta_v2_config.hpp"
 #include "plora/models/detail/encoder_model.hpp"
 #include "plora/models/detail/layer_stack.hpp"
+#include "plora/models/weight_source.hpp"
 #include "plora/nn/backward_scratch.hpp"
 #include "plora/nn/cross_entropy.hpp"
 #include "plora/nn/disentangled_attention.hpp"
@@ -55,10 +55,6 @@
 #include "plora/nn/trainable_linear.hpp"
 
 namespace plora {
-
-/// Where a DeBERTa model's weights come from: the tensor stored under a Hugging
-/// Face key as a (rows x cols) matrix, or nullopt when the checkpoint has none.
-using OptionalWeightSource = std::function<std::optional<HostMatrix>(const std::string& hf_key, Index rows, Index cols)>;
 
 /// Every layer's disentangled-attention settings under `config`.
 inline DisentangledOptions disentangled_options(const DebertaV2Config& config) {
@@ -211,21 +207,12 @@ class DebertaV2 : public detail::EncoderModel<B, A, DebertaV2Layer<B, A>> {
   /// (IoError naming the key otherwise); pooler.dense and classifier are drawn
   /// like transformers' init (N(0, 0.02) weights, zero biases) from stream
   /// (seed, key) when absent. Throws ValueError for an unsupported config.
-  DebertaV2(const DebertaV2Config& config, const OptionalWeightSource& weights, std::uint64_t seed = 0)
+  DebertaV2(const DebertaV2Config& config, const WeightSource& weights, std::uint64_t seed = 0)
       : Encoder("DeBERTa", kLayerPrefix, RandomStream(seed, stream_id("deberta.dropout"))),
         config_(validated(config)) {
     const Index hidden = config_.hidden_size, embedding = embedding_size(), inner = config_.intermediate_size;
-    const auto host = [&](const std::string& key, Index rows, Index cols) {
-      std::optional<HostMatrix> m = weights(key, rows, cols);
-      if (m)
-        check<ShapeError>(m->rows() == rows && m->cols() == cols, "DeBERTa weight '", key, "': expected ", rows, " x ",
-                          cols, " for this config, got ", m->rows(), " x ", m->cols());
-      return m;
-    };
     const auto load = [&](const std::string& key, Index rows, Index cols) {
-      std::optional<HostMatrix> m = host(key, rows, cols);
-      check<IoError>(m.has_value(), "DeBERTa checkpoint has no tensor '", key, "' (needed by this config)");
-      return to_backend<B>(m->view());
+      return detail::required_weight<B>(weights, "DeBERTa", key, rows, cols);
     };
     const auto layernorm = [&](const std::string& key) {
       return LayerNorm<B>(key, load(key + ".weight", 1, hidden), load(key + ".bias", 1, hidden), config_.layer_norm_eps);
@@ -234,14 +221,7 @@ class DebertaV2 : public detail::EncoderModel<B, A, DebertaV2Layer<B, A>> {
       return Site(key, load(key + ".weight", out, in), load(key + ".bias", 1, out));
     };
     const auto head = [&](const std::string& key, Index out, Index in) {
-      std::optional<HostMatrix> w = host(key + ".weight", out, in), b = host(key + ".bias", 1, out);
-      if (!w) {
-        w = HostMatrix(out, in);
-        RandomStream rng(seed, stream_id(key));
-        for (float& v : w->values()) v = 0.02f * rng.normal();
-      }
-      if (!b) b = HostMatrix(1, out);
-      return TrainableLinear<B>(key, to_backend<B>(w->view()), to_backend<B>(b->view()));
+      return detail::linear_head<B>(weights, "DeBERTa", key, out, in, RandomStream(seed, stream_id(key)));
     };
 
     word_embeddings_ = load("deberta.embeddings.word_embeddings.weight", config_.vocab_size, embedding);

@@ -21,7 +21,6 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -37,6 +36,7 @@
 #include "plora/models/detail/encoder_model.hpp"
 #include "plora/models/detail/layer_stack.hpp"
 #include "plora/models/vit_config.hpp"
+#include "plora/models/weight_source.hpp"
 #include "plora/nn/attention.hpp"
 #include "plora/nn/backward_scratch.hpp"
 #include "plora/nn/cross_entropy.hpp"
@@ -48,11 +48,6 @@
 #include "plora/nn/vit_embeddings.hpp"
 
 namespace plora {
-
-/// Where a model's frozen weights come from: the tensor stored under a
-/// Hugging Face key, as a (rows x cols) row-major matrix (conv weights and
-/// [1, n, d] embeddings reshaped, 1-D vectors as 1 x n). Throws if it has none.
-using WeightSource = std::function<HostMatrix(const std::string& hf_key, Index rows, Index cols)>;
 
 /// One pre-LN ViT encoder layer (transformers' ViTLayer).
 /// @tparam B  backend
@@ -171,17 +166,16 @@ class Vit : public detail::EncoderModel<B, A, VitLayer<B, A>> {
 
   /// Builds the model from `weights` under the Hub keys ("vit.embeddings...",
   /// "vit.encoder.layer.<i>...", "vit.layernorm...", "classifier...").
+  /// Every backbone tensor must be present (IoError naming the key otherwise);
+  /// a classifier the source lacks is drawn like transformers' init (N(0,
+  /// 0.02) weight from stream (seed, "classifier.weight"), zero bias).
   /// Throws ValueError for an unsupported config and ShapeError naming the key
-  /// whose tensor disagrees with it.
-  /// `seed` seeds dropout_stream().
+  /// whose tensor disagrees with it. `seed` also seeds dropout_stream().
   Vit(const ViTConfig& config, const WeightSource& weights, std::uint64_t seed = 0)
       : Encoder("ViT", kLayerPrefix, RandomStream(seed, stream_id("vit.dropout"))), config_(validated(config)) {
     const Index hidden = config_.hidden_size, inner = config_.intermediate_size;
     const auto load = [&](const std::string& key, Index rows, Index cols) {
-      const HostMatrix m = weights(key, rows, cols);
-      check<ShapeError>(m.rows() == rows && m.cols() == cols, "ViT weight '", key, "': expected ", rows, " x ", cols,
-                        " for this config, got ", m.rows(), " x ", m.cols());
-      return to_backend<B>(m.view());
+      return detail::required_weight<B>(weights, "ViT", key, rows, cols);
     };
     // Tensors load one statement at a time, in checkpoint order, so the first
     // bad key is the one reported (argument evaluation order is unspecified).
@@ -222,9 +216,9 @@ class Vit : public detail::EncoderModel<B, A, VitLayer<B, A>> {
                            Mlp<B, A>(std::move(intermediate), std::move(output)), config_.hidden_dropout_prob);
     }
     final_norm_ = layernorm("vit.layernorm");
-    Matrix head_weight = load("classifier.weight", config_.num_labels, hidden);
-    Matrix head_bias = load("classifier.bias", 1, config_.num_labels);
-    classifier_ = TrainableLinear<B>("classifier", std::move(head_weight), std::move(head_bias));
+    // Streams are named by the weight's key here (DeBERTa's by the module's), as ViT's new heads always were.
+    classifier_ = detail::linear_head<B>(weights, "ViT", "classifier", config_.num_labels, hidden,
+                                         RandomStream(seed, stream_id("classifier.weight")));
     embedding_dropout_ = Dropout<B>(config_.hidden_dropout_prob);
     this->size_hidden_states();
   }
