@@ -2,8 +2,8 @@
 // plora::cpu — the Backend on the host. GEMMs with a rank-sized extent
 // (<= 16: LoRA's) through the packing-free kernels of rank_gemm.hpp, others
 // through Eigen 3.4, or straight through cblas_sgemm when PLORA_USE_CBLAS is
-// defined (CMake's PLORA_USE_OPENBLAS, or PLORA_USE_MKL, which also defines
-// PLORA_USE_MKL); SVD through Eigen. Row-wise kernels are loops the
+// defined (by CMake's PLORA_USE_OPENBLAS or PLORA_USE_MKL; the latter also
+// defines the macro PLORA_USE_MKL); SVD through Eigen. Row-wise kernels are loops the
 // compiler vectorises (erf/exp through Eigen's packet math), split over rows
 // with OpenMP when the matrix is large enough.
 // Eigen never appears in a signature: callers see only plora views.
