@@ -376,6 +376,31 @@ TEST_CASE("layernorm forward normalises and backward matches finite differences"
   CHECK(relative_error(dbeta.view(), finite_difference(beta.view(), loss).view()) < 2e-3);
 }
 
+TEST_CASE("layernorm forward on wide rows matches a double-precision reference") {
+  // 771 columns: packet reductions with a tail; values in [2, 4] so the
+  // mean is not zero.
+  const Index rows = 5, cols = 771;
+  const HostMatrix x = random_matrix(rows, cols, 21, 2.0f, 4.0f);
+  const HostMatrix gamma = random_matrix(1, cols, 22, 0.5f, 1.5f), beta = random_matrix(1, cols, 23);
+  HostMatrix y(rows, cols), stats(rows, 2);
+  cpu::layernorm_forward(y.view(), stats.view(), x.view(), gamma.view(), beta.view(), 1e-12f);
+  double worst = 0;
+  for (Index r = 0; r < rows; ++r) {
+    double mean = 0, var = 0;
+    for (Index c = 0; c < cols; ++c) mean += x(r, c);
+    mean /= cols;
+    for (Index c = 0; c < cols; ++c) var += (x(r, c) - mean) * (x(r, c) - mean);
+    const double rstd = 1.0 / std::sqrt(var / cols + 1e-12);
+    CHECK(stats(r, 0) == doctest::Approx(mean).epsilon(1e-6));
+    CHECK(stats(r, 1) == doctest::Approx(rstd).epsilon(1e-5));
+    for (Index c = 0; c < cols; ++c)
+      worst = std::max(worst, std::abs(y(r, c) - ((x(r, c) - mean) * rstd * gamma(0, c) + beta(0, c))));
+  }
+  // |x - mean| rstd <= ~1.8 here; float sums over 771 terms keep the mean and
+  // variance within ~1e-6 relative, so each output within a few 1e-6.
+  CHECK(worst < 2e-5);
+}
+
 TEST_CASE("softmax rows sum to one and backward matches finite differences") {
   HostMatrix x = random_matrix(3, 5, 15, -4.0f, 4.0f);
   const HostMatrix weights = random_matrix(3, 5, 16);
@@ -394,6 +419,31 @@ TEST_CASE("softmax rows sum to one and backward matches finite differences") {
     return weighted_sum(out.view(), weights.view());
   });
   CHECK(relative_error(dx.view(), numeric.view()) < 2e-3);
+}
+
+TEST_CASE("softmax gives masked scores exactly zero, in whole packets and in a row's tail") {
+  // 37 columns: two 16-wide blocks and a 5-wide tail. Masked keys carry -inf
+  // or the float minimum (an additive padding mask); any probability above 0
+  // would let padding leak into attention. A score 87.6 below the maximum has
+  // exp = 9.0e-39, below FLT_MIN: flushed to 0 too (a vectorised exp returns
+  // a denormal there, which would differ from backend to backend).
+  const Index cols = 37;
+  HostMatrix x = random_matrix(2, cols, 17, -4.0f, 4.0f);
+  const std::vector<Index> masked = {0, 15, 16, 33, 36};
+  for (Index r = 0; r < 2; ++r) {
+    for (const Index c : masked)
+      x(r, c) = r == 0 ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::lowest();
+    x(r, 1) = 4.0f;  // the row's maximum
+    x(r, 20) = 4.0f - 87.6f;
+  }
+  cpu::softmax_rows(x.view());
+  for (Index r = 0; r < 2; ++r) {
+    double sum = 0;
+    for (Index c = 0; c < cols; ++c) sum += x(r, c);
+    CHECK(sum == doctest::Approx(1.0).epsilon(1e-6));
+    for (const Index c : masked) CHECK(x(r, c) == 0.0f);
+    CHECK(x(r, 20) == 0.0f);
+  }
 }
 
 TEST_CASE("cross entropy: loss value, gradient, and out-of-range labels") {

@@ -52,6 +52,28 @@ inline Index op_cols(ConstHostView v, Op op) { return op == Op::N ? v.cols : v.r
 inline Eigen::Map<Eigen::ArrayXf> row_array(float* data, Index n) { return {data, n}; }
 inline Eigen::Map<const Eigen::ArrayXf> row_array(const float* data, Index n) { return {data, n}; }
 
+/// Sixteen floats: one AVX-512 packet, two AVX ones.
+using Block = Eigen::Array<float, 16, 1>;
+constexpr Index kBlock = 16;
+/// body(block) for the n floats at `row`, 16 at a time through an unaligned
+/// fixed-size map; the last n mod 16 through a copy padded with `pad`. Every
+/// element takes the packet path: on a dynamic-size map Eigen runs the
+/// unaligned head and the tail with scalar calls (scalar expf on up to 30 of
+/// each 197-wide row of attention scores).
+template <class F>
+EIGEN_ALWAYS_INLINE void for_blocks(float* row, Index n, float pad, F&& body) {
+  Index c = 0;
+  for (; c + kBlock <= n; c += kBlock) {
+    Eigen::Map<Block> block(row + c);
+    body(block);
+  }
+  if (c == n) return;
+  Block tail = Block::Constant(pad);
+  std::copy(row + c, row + n, tail.data());
+  body(tail);
+  std::copy_n(tail.data(), n - c, row + c);
+}
+
 constexpr float kInvSqrt2 = 0.70710678118654752f;
 constexpr float kInvSqrt2Pi = 0.3989422804014327f;
 
@@ -289,25 +311,24 @@ struct cpu {
   }
 
   /// y = (x - mean) * rstd * gamma + beta per row (biased variance, like
-  /// PyTorch); saves (mean, rstd) per row in `stats` (rows x 2).
+  /// PyTorch); saves (mean, rstd) per row in `stats` (rows x 2). The row sums
+  /// are Eigen's packet reductions: vectorised, where a plain loop's float
+  /// sum must stay scalar to keep its order.
   static void layernorm_forward(HostView y, HostView stats, ConstHostView x, ConstHostView gamma, ConstHostView beta,
                                 float eps) {
+    using detail::cpu::row_array;
     require_shape(x, y.rows, y.cols, "cpu::layernorm_forward x");
     require_shape(stats, y.rows, 2, "cpu::layernorm_forward stats");
     require_shape(gamma, 1, y.cols, "cpu::layernorm_forward gamma");
     require_shape(beta, 1, y.cols, "cpu::layernorm_forward beta");
     const Index n = y.cols;
+    const auto g = row_array(gamma.data, n), b = row_array(beta.data, n);
     for_rows(y, [&](Index r) {
-      const float* __restrict xr = x.data + r * x.ld;
-      float* __restrict yr = y.data + r * y.ld;
-      float mean = 0.0f;
-      for (Index c = 0; c < n; ++c) mean += xr[c];
-      mean /= static_cast<float>(n);
-      float var = 0.0f;
-      for (Index c = 0; c < n; ++c) var += (xr[c] - mean) * (xr[c] - mean);
-      var /= static_cast<float>(n);
+      const auto xr = row_array(x.data + r * x.ld, n);
+      const float mean = xr.sum() / static_cast<float>(n);
+      const float var = (xr - mean).square().sum() / static_cast<float>(n);
       const float rstd = 1.0f / std::sqrt(var + eps);
-      for (Index c = 0; c < n; ++c) yr[c] = (xr[c] - mean) * rstd * gamma.data[c] + beta.data[c];
+      row_array(y.data + r * y.ld, n) = (xr - mean) * (rstd * g) + b;
       stats.data[r * stats.ld] = mean;
       stats.data[r * stats.ld + 1] = rstd;
     });
@@ -315,32 +336,26 @@ struct cpu {
   /// dx = LN'(x)^T dy; dgamma, dbeta accumulate (+=) unless empty (frozen LN).
   static void layernorm_backward(HostView dx, HostView dgamma, HostView dbeta, ConstHostView dy, ConstHostView x,
                                  ConstHostView stats, ConstHostView gamma) {
+    using detail::cpu::row_array;
     require_shape(x, dx.rows, dx.cols, "cpu::layernorm_backward x");
     require_shape(dy, dx.rows, dx.cols, "cpu::layernorm_backward dy");
     require_shape(stats, dx.rows, 2, "cpu::layernorm_backward stats");
     const Index n = dx.cols;
     const bool param_grads = !dgamma.empty();
+    const auto gamma_row = row_array(gamma.data, n);
     const auto row = [&](Index r) {
-      const float* __restrict xr = x.data + r * x.ld;
-      const float* __restrict dyr = dy.data + r * dy.ld;
-      float* __restrict dxr = dx.data + r * dx.ld;
+      const auto xr = row_array(x.data + r * x.ld, n);
+      const auto dyr = row_array(dy.data + r * dy.ld, n);
       const float mean = stats.data[r * stats.ld], rstd = stats.data[r * stats.ld + 1];
-      float sum_g = 0.0f, sum_g_xhat = 0.0f;
-      for (Index c = 0; c < n; ++c) {
-        const float xhat = (xr[c] - mean) * rstd;
-        const float g = dyr[c] * gamma.data[c];
-        sum_g += g;
-        sum_g_xhat += g * xhat;
-        if (param_grads) {
-          dgamma.data[c] += dyr[c] * xhat;
-          dbeta.data[c] += dyr[c];
-        }
-      }
+      const auto xhat = (xr - mean) * rstd;
+      const auto g = dyr * gamma_row;
       const float inv_n = 1.0f / static_cast<float>(n);
-      for (Index c = 0; c < n; ++c) {
-        const float xhat = (xr[c] - mean) * rstd;
-        dxr[c] = rstd * (dyr[c] * gamma.data[c] - inv_n * (sum_g + xhat * sum_g_xhat));
+      const float sum_g = g.sum(), sum_g_xhat = (g * xhat).sum();
+      if (param_grads) {
+        row_array(dgamma.data, n) += dyr * xhat;
+        row_array(dbeta.data, n) += dyr;
       }
+      row_array(dx.data + r * dx.ld, n) = rstd * (g - inv_n * (sum_g + xhat * sum_g_xhat));
     };
     // dgamma/dbeta accumulate over rows: a trainable LayerNorm runs serially.
     if (param_grads) {
@@ -355,17 +370,25 @@ struct cpu {
   /// of -inf or the float minimum) a denormal instead of 0, so exponentials
   /// below FLT_MIN are flushed to exactly 0.
   static void softmax_rows(HostView x) {
-    using detail::cpu::row_array;
+    using namespace detail::cpu;
     constexpr float kFloatMin = std::numeric_limits<float>::min();
+    constexpr float kInfinity = std::numeric_limits<float>::infinity();
     for_rows(x, [&](Index r) {
       float* row = x.data + r * x.ld;
-      auto xr = row_array(row, x.cols);
-      xr -= xr.maxCoeff();
-      xr = xr.exp();
-      // A plain loop, not select(): Eigen 3.4's select() is not vectorised and
-      // pulled exp back to scalar expf.
-      for (Index c = 0; c < x.cols; ++c) row[c] = row[c] < kFloatMin ? 0.0f : row[c];
-      xr *= 1.0f / xr.sum();
+      Block maxima = Block::Constant(-kInfinity);
+      for_blocks(row, x.cols, -kInfinity, [&](const auto& block) { maxima = maxima.max(block); });
+      const float max = maxima.maxCoeff();
+      // The padding, -inf, adds exp(-inf) = 0. Exponentials below FLT_MIN are
+      // summed before the flush, which leaves the sum as is: it is >= 1 (the
+      // maximum's exp(0)), so they are far below its rounding.
+      Block sums = Block::Zero();
+      for_blocks(row, x.cols, -kInfinity, [&](auto& block) {
+        block = (block - max).exp();
+        sums += block;
+      });
+      const float inv_sum = 1.0f / sums.sum();
+      // A plain loop, not select(): Eigen 3.4's select() is not vectorised.
+      for (Index c = 0; c < x.cols; ++c) row[c] = row[c] < kFloatMin ? 0.0f : row[c] * inv_sum;
     });
   }
   /// dx = y * (dy - sum(dy * y)) per row, y the softmax output.
