@@ -1,10 +1,10 @@
 // The row-wise kernels of a ViT-B/16 forward and backward (batch 8, 197
 // tokens, 12 heads): what a layer spends besides its GEMMs. Softmax over the
 // attention scores (8 * 12 * 197 rows of 197), LayerNorm over the hidden
-// states (1576 x 768), GELU over the MLP's inner activations (1576 x 3072),
-// and the bias preset of a linear layer's output. Each reports its memory
-// traffic as bytes per second (the rows are read and written once each, the
-// lower bound of any kernel doing the same work).
+// states (1576 x 768) and GELU over the MLP's inner activations
+// (1576 x 3072). Each reports its memory traffic as bytes per second (the
+// rows are read and written once each, the lower bound of any kernel doing
+// the same work).
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -133,18 +133,6 @@ void gelu_backward(benchmark::State& state) {
   expect_close(dx(3, 5), dy(3, 5) * slope, 1e-5, "gelu backward");
   count_bytes(state, 3.0 * sizeof(float) * static_cast<double>(x.size()));
 }
-
-/// The bias preset of the MLP's up projection: one write of its output.
-void bias_preset(benchmark::State& state) {
-  const HostMatrix bias = random_host(1, kInner, 9);
-  HostMatrix y(kRows, kInner);
-  for (auto _ : state) {
-    cpu::fill_rows(y.view(), bias.view());
-    benchmark::DoNotOptimize(y.data());
-  }
-  expect_close(y(kRows - 1, 11), bias(0, 11), 0.0, "bias preset");
-  count_bytes(state, sizeof(float) * static_cast<double>(y.size()));
-}
 }  // namespace
 
 BENCHMARK(softmax_forward)->UseRealTime()->Unit(benchmark::kMicrosecond);
@@ -153,6 +141,5 @@ BENCHMARK(layernorm_forward)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(layernorm_backward)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(gelu_forward)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(gelu_backward)->UseRealTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK(bias_preset)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 int main(int argc, char** argv) { return plora::bench::run_benchmarks(argc, argv); }

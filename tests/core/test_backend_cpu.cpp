@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -467,15 +468,41 @@ TEST_CASE("cross entropy: loss value, gradient, and out-of-range labels") {
   CHECK_THROWS_AS(cpu::cross_entropy(dlogits.view(), logits.view(), bad), ValueError);
 }
 
+TEST_CASE("linear: x wT + bias on every row, on every GEMM path") {
+  // (rows, out, in): the BLAS row split (large enough to be threaded), a
+  // rank-sized output (the packing-free kernels), and an empty inner size.
+  const auto shapes = {std::array<Index, 3>{300, 200, 100}, std::array<Index, 3>{40, 8, 24},
+                       std::array<Index, 3>{5, 6, 0}};
+  for (const auto& [rows, out, in] : shapes) {
+    CAPTURE(rows);
+    const HostMatrix x = random_matrix(rows, in, 41), w = random_matrix(out, in, 42), bias = random_matrix(1, out, 43);
+    // Stale values in y must not leak into the result.
+    HostMatrix y = random_matrix(rows, out, 44), unbiased = random_matrix(rows, out, 45);
+    cpu::linear(y.view(), x.view(), w.view(), bias.view());
+    cpu::linear(unbiased.view(), x.view(), w.view(), {});
+    double worst = 0, worst_unbiased = 0;
+    for (Index r = 0; r < rows; ++r)
+      for (Index c = 0; c < out; ++c) {
+        double product = 0;
+        for (Index k = 0; k < in; ++k) product += double(x(r, k)) * w(c, k);
+        worst = std::max(worst, std::abs(y(r, c) - (product + bias(0, c))));
+        worst_unbiased = std::max(worst_unbiased, std::abs(unbiased(r, c) - product));
+      }
+    // fp32 sums of <= 100 products of values in [-1, 1]: well below 1e-4.
+    CHECK(worst < 1e-4);
+    CHECK(worst_unbiased < 1e-4);
+  }
+  HostMatrix y(3, 4);
+  const HostMatrix x = random_matrix(3, 2, 46), w = random_matrix(4, 2, 47);
+  CHECK_THROWS_AS(cpu::linear(y.view(), x.view(), w.view(), random_matrix(1, 3, 48).view()), ShapeError);
+  CHECK_THROWS_AS(cpu::linear(y.view(), x.view(), random_matrix(4, 3, 49).view(), {}), ShapeError);
+}
+
 TEST_CASE("row vectors, column sums, scaling and reductions") {
   HostMatrix x = random_matrix(3, 4, 18);
   const HostMatrix x0 = x, bias = random_matrix(1, 4, 19);
   cpu::add_row_vector(x.view(), bias.view());
   CHECK(x(2, 3) == x0(2, 3) + bias(0, 3));
-  HostMatrix y(3, 4);
-  cpu::fill_rows(y.view(), bias.view());
-  for (Index r = 0; r < 3; ++r) CHECK(max_abs_diff(y.view().row_block(r, 1), bias.view()) == 0.0);
-  CHECK_THROWS_AS(cpu::fill_rows(y.view(), x0.view()), ShapeError);
   HostMatrix sums = bias;
   cpu::column_sums(sums.view(), x0.view(), 1.0f);
   CHECK(sums(0, 1) == doctest::Approx(bias(0, 1) + x0(0, 1) + x0(1, 1) + x0(2, 1)));

@@ -18,7 +18,7 @@ void axpy(HostView y, float alpha, ConstHostView x) { cpu::axpy(y, alpha, x); }
 void scale(HostView x, float alpha) { cpu::scale(x, alpha); }
 void mul(HostView y, ConstHostView x) { cpu::mul(y, x); }
 void add_row_vector(HostView x, ConstHostView bias) { cpu::add_row_vector(x, bias); }
-void fill_rows(HostView y, ConstHostView row) { cpu::fill_rows(y, row); }
+void linear(HostView y, ConstHostView x, ConstHostView w, ConstHostView bias) { cpu::linear(y, x, w, bias); }
 void scale_cols(HostView x, ConstHostView s) { cpu::scale_cols(x, s); }
 void column_sums(HostView out, ConstHostView x, float beta) { cpu::column_sums(out, x, beta); }
 void gather_rows(HostView dst, ConstHostView src, Ids idx) { cpu::gather_rows(dst, src, cpu::make_indices(idx)); }

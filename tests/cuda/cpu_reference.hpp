@@ -20,7 +20,7 @@ void axpy(HostView y, float alpha, ConstHostView x);
 void scale(HostView x, float alpha);
 void mul(HostView y, ConstHostView x);
 void add_row_vector(HostView x, ConstHostView bias);
-void fill_rows(HostView y, ConstHostView row);
+void linear(HostView y, ConstHostView x, ConstHostView w, ConstHostView bias);
 void scale_cols(HostView x, ConstHostView s);
 void column_sums(HostView out, ConstHostView x, float beta);
 void gather_rows(HostView dst, ConstHostView src, Ids idx);

@@ -196,10 +196,11 @@ TEST_CASE("copy, fill and the elementwise, row-vector and column ops match cpu" 
   cuda::add_row_vector(y.d(), bias.d());
   ref::add_row_vector(y.h(), bias.h());
   CHECK(y.error() < 1e-6);
-  Twin z(37, 300, 16);
-  cuda::fill_rows(z.d(), bias.d());
-  ref::fill_rows(z.h(), bias.h());
-  CHECK(z.error() == 0.0);
+  // linear: the bias on every row of a product that overwrites z (fp32 sums of 40 terms).
+  Twin z(37, 300, 16), input(37, 40, 17), weight(300, 40, 18);
+  cuda::linear(z.d(), input.d(), weight.d(), bias.d());
+  ref::linear(z.h(), input.h(), weight.h(), bias.h());
+  CHECK(z.error() < 1e-5);
   cuda::scale_cols(y.d(), bias.d());
   ref::scale_cols(y.h(), bias.h());
   CHECK(y.error() < 1e-6);

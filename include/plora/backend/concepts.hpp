@@ -54,12 +54,12 @@ concept Backend = requires {
   B::copy(v, cv);
   B::fill(v, f);
   B::gemm(v, cv, Op::N, cv, Op::T, f, f);
+  B::linear(v, cv, cv, cv);
   B::gemm_strided_batched(v, cv, Op::N, cv, Op::T, f, f, Index{1}, Index{0}, Index{0}, Index{0});
   B::axpy(v, f, cv);
   B::scale(v, f);
   B::mul(v, cv);
   B::add_row_vector(v, cv);
-  B::fill_rows(v, cv);
   B::scale_cols(v, cv);
   B::column_sums(v, cv, f);
   B::gather_rows(v, cv, idx);

@@ -80,12 +80,10 @@ class LinearSite {
   [[nodiscard]] std::optional<Matrix>& weight_grad() { return weight_grad_; }
 
   /// y (T x out) = x (T x in) W^T + b (+ adapter); a FoldableAdapter's ΔW
-  /// joins W in the one GEMM. The bias presets y and the GEMM adds to it:
-  /// one write pass instead of zeroing y and adding the bias after.
+  /// joins W in the one GEMM. The backend's linear() picks how the bias joins
+  /// the product.
   void forward(View y, ConstView x, Saved& saved) {
-    const bool biased = !bias_.view().empty();
-    if (biased) B::fill_rows(y, bias_.view());
-    B::gemm(y, x, Op::N, gemm_weight(), Op::T, 1.0f, biased ? 1.0f : 0.0f);
+    B::linear(y, x, gemm_weight(), bias_.view());
     if (adapter_ && !folds()) adapter_->forward(y, x, saved.adapter);
   }
 

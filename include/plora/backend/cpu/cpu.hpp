@@ -101,6 +101,18 @@ inline BlasInt blas_int(Index v) {
 }
 #endif
 
+/// Whether a linear layer's bias is added after its product rather than
+/// preset for a beta = 1 product. MKL's beta = 0 product writes c without
+/// touching it first, so adding the bias after saves reading c back
+/// (ViT-B/16 forward 1.3-2.9 % faster). OpenBLAS zero-fills c before a
+/// beta = 0 product, and Eigen's kernel adds to c, so there the preset
+/// takes the zero fill's place (docs/benchmarks.md §10, session 20).
+#ifdef PLORA_USE_MKL
+constexpr bool kBiasAfterProduct = true;
+#else
+constexpr bool kBiasAfterProduct = false;
+#endif
+
 /// Rows a rank GEMM must stream for its packing-free kernel to run: OpenBLAS
 /// and MKL are faster on a few hundred rows (Partial's token tiles), slower on
 /// whole activations; Eigen's kernel is slower at every size (docs/benchmarks.md §2, §10).
@@ -153,6 +165,16 @@ struct cpu {
     detail::cpu::parallel_for(batch, one);
   }
 
+  /// y = x wᵀ + bias on every row (bias 1 x y.cols, or empty for none): a
+  /// linear layer's forward. Each thread joins the bias to its own row block
+  /// of the product, presetting it or adding it after, whichever is faster
+  /// for the GEMM kernel (kBiasAfterProduct).
+  static void linear(HostView y, ConstHostView x, ConstHostView w, ConstHostView bias) {
+    check_gemm_shapes(y, x, Op::N, w, Op::T);
+    if (!bias.empty()) require_shape(bias, 1, y.cols, "cpu::linear bias");
+    gemm_unchecked(y, x, Op::N, w, Op::T, 1.0f, 0.0f, bias);
+  }
+
   // ---- elementwise --------------------------------------------------------
   /// y += alpha * x
   static void axpy(HostView y, float alpha, ConstHostView x) {
@@ -186,12 +208,6 @@ struct cpu {
       const float* __restrict br = bias.data;
       for (Index c = 0; c < x.cols; ++c) xr[c] += br[c];
     });
-  }
-  /// y[r, :] = row for every r (row is 1 x cols): presets a GEMM's c to the
-  /// bias, so the GEMM adds with beta = 1 instead of zeroing c first
-  static void fill_rows(HostView y, ConstHostView row) {
-    require_shape(row, 1, y.cols, "cpu::fill_rows row");
-    for_rows(y, [&](Index r) { std::copy_n(row.data, y.cols, y.data + r * y.ld); });
   }
   /// x[:, c] *= s[c] (s is 1 x cols)
   static void scale_cols(HostView x, ConstHostView s) {
@@ -516,15 +532,20 @@ struct cpu {
                       "cpu::gemm: op(a) is ", op_rows(a, op_a), " x ", op_cols(a, op_a), ", op(b) is ",
                       op_rows(b, op_b), " x ", op_cols(b, op_b), ", c is ", c.rows, " x ", c.cols);
   }
-  static void gemm_unchecked(HostView c, ConstHostView a, Op op_a, ConstHostView b, Op op_b, float alpha,
-                             float beta) {
+  /// c = alpha op(a) op(b) + beta c; a non-empty `bias` (1 x c.cols, only
+  /// with beta = 0) is then added to every row.
+  static void gemm_unchecked(HostView c, ConstHostView a, Op op_a, ConstHostView b, Op op_b, float alpha, float beta,
+                             ConstHostView bias = {}) {
     using namespace detail::cpu;
     if (c.empty()) return;
     if (a.empty() || b.empty()) {  // k = 0: no product, only the beta scaling
-      scale_or_zero(c, beta);
+      preset(c, beta, bias);
       return;
     }
-    if (rank_gemm::gemm(c, a, op_a, b, op_b, alpha, beta, kRankGemmMinRows)) return;
+    if (rank_gemm::gemm(c, a, op_a, b, op_b, alpha, beta, kRankGemmMinRows)) {
+      if (!bias.empty()) add_row_vector(c, bias);
+      return;
+    }
 #ifdef PLORA_USE_CBLAS
     // One thread pool for everything: a BLAS's own threads would spin
     // against the OpenMP team of the row-wise kernels, so the BLAS runs
@@ -538,11 +559,15 @@ struct cpu {
 #endif
     const Index k = op_cols(a, op_a);
     const auto rows_block = [&](Index first, Index count) {
+      const HostView block = c.row_block(first, count);
+      const bool bias_first = !bias.empty() && !kBiasAfterProduct;
+      if (bias_first) preset(block, 0.0f, bias);
       const float* a_block = a.data + (op_a == Op::N ? first * a.ld : first);
       // BLAS never reads c when beta = 0, so no zero-fill is needed.
       cblas_sgemm(CblasRowMajor, cblas_op(op_a), cblas_op(op_b), blas_int(count), blas_int(c.cols), blas_int(k),
                   alpha, a_block, blas_int(std::max<Index>(a.ld, 1)), b.data, blas_int(std::max<Index>(b.ld, 1)),
-                  beta, c.data + first * c.ld, blas_int(std::max<Index>(c.ld, 1)));
+                  bias_first ? 1.0f : beta, block.data, blas_int(std::max<Index>(c.ld, 1)));
+      if (!bias.empty() && kBiasAfterProduct) add_row_vector(block, bias);
     };
     const Index blocks = gemm_row_blocks(c.rows, c.cols, k);
     const Index block_rows = (c.rows + blocks - 1) / blocks;
@@ -551,7 +576,7 @@ struct cpu {
       if (first < c.rows) rows_block(first, std::min(block_rows, c.rows - first));
     });
 #else
-    scale_or_zero(c, beta);
+    preset(c, beta, bias);
     auto cm = map(c);
     const auto am = map(a);
     const auto bm = map(b);
@@ -584,10 +609,15 @@ struct cpu {
   static void for_rows(ConstHostView x, F&& body) {
     detail::cpu::parallel_rows(x.rows, x.cols, body);
   }
-  /// c *= beta, with beta = 0 writing zeros (never 0 * NaN from stale memory).
-  static void scale_or_zero(HostView c, float beta) {
+  /// c *= beta, with beta = 0 writing the bias on every row, or zeros
+  /// without one (never 0 * NaN from stale memory).
+  static void preset(HostView c, float beta, ConstHostView bias) {
     if (beta == 0.0f) {
-      fill(c, 0.0f);
+      if (bias.empty()) {
+        fill(c, 0.0f);
+      } else {
+        for_rows(c, [&](Index r) { std::copy_n(bias.data, c.cols, c.data + r * c.ld); });
+      }
     } else if (beta != 1.0f) {
       scale(c, beta);
     }
