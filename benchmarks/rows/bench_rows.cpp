@@ -35,6 +35,12 @@ void expect_close(double got, double want, double tolerance, const std::string& 
     throw std::logic_error(what + ": got " + std::to_string(got) + ", expected " + std::to_string(want));
 }
 
+double row_sum(const HostMatrix& m, Index row) {
+  double sum = 0.0;
+  for (Index c = 0; c < m.cols(); ++c) sum += m(row, c);
+  return sum;
+}
+
 void count_bytes(benchmark::State& state, double bytes) {
   state.counters["bytes"] = benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate);
 }
@@ -45,13 +51,10 @@ void softmax_forward(benchmark::State& state) {
   cpu::softmax_rows(probs.view());
   // Row sums are 1 within k * 2^-24 rounding; entry 0 against a double-precision softmax.
   for (const Index r : {Index{0}, probs.rows() - 1}) {
-    double sum = 0.0, denominator = 0.0, max = -1e30;
+    double denominator = 0.0, max = -1e30;
     for (Index c = 0; c < kTokens; ++c) max = std::max(max, static_cast<double>(scores(r, c)));
-    for (Index c = 0; c < kTokens; ++c) {
-      sum += probs(r, c);
-      denominator += std::exp(scores(r, c) - max);
-    }
-    expect_close(sum, 1.0, 1e-5, "softmax row sum");
+    for (Index c = 0; c < kTokens; ++c) denominator += std::exp(scores(r, c) - max);
+    expect_close(row_sum(probs, r), 1.0, 1e-5, "softmax row sum");
     expect_close(probs(r, 0), std::exp(scores(r, 0) - max) / denominator, 1e-6, "softmax entry");
   }
   // In place, so each pass normalises the last one's output: the same work
@@ -73,9 +76,7 @@ void softmax_backward(benchmark::State& state) {
     benchmark::DoNotOptimize(d_scores.data());
   }
   // Every row of dx = y (dy - <dy, y>) sums to 0 (as sum y = 1).
-  double sum = 0.0;
-  for (Index c = 0; c < kTokens; ++c) sum += d_scores(0, c);
-  expect_close(sum, 0.0, 1e-5, "softmax backward row sum");
+  expect_close(row_sum(d_scores, 0), 0.0, 1e-5, "softmax backward row sum");
   count_bytes(state, 3.0 * sizeof(float) * static_cast<double>(probs.size()));
 }
 
@@ -87,9 +88,7 @@ void layernorm_forward(benchmark::State& state) {
     cpu::layernorm_forward(y.view(), stats.view(), x.view(), gamma.view(), beta.view(), 1e-12f);
     benchmark::DoNotOptimize(y.data());
   }
-  double mean = 0.0;
-  for (Index c = 0; c < kHidden; ++c) mean += x(7, c);
-  expect_close(stats(7, 0), mean / kHidden, 1e-5, "layernorm mean");
+  expect_close(stats(7, 0), row_sum(x, 7) / kHidden, 1e-5, "layernorm mean");
   count_bytes(state, 2.0 * sizeof(float) * static_cast<double>(x.size()));
 }
 
@@ -103,9 +102,7 @@ void layernorm_backward(benchmark::State& state) {
     benchmark::DoNotOptimize(dx.data());
   }
   // dx is orthogonal to the ones vector: LayerNorm's output ignores a shift of x.
-  double sum = 0.0;
-  for (Index c = 0; c < kHidden; ++c) sum += dx(7, c);
-  expect_close(sum, 0.0, 1e-3, "layernorm backward row sum");
+  expect_close(row_sum(dx, 7), 0.0, 1e-3, "layernorm backward row sum");
   count_bytes(state, 3.0 * sizeof(float) * static_cast<double>(x.size()));
 }
 
