@@ -2,9 +2,9 @@
 // tokens, 12 heads): what a layer spends besides its GEMMs. Softmax over the
 // attention scores (8 * 12 * 197 rows of 197), LayerNorm over the hidden
 // states (1576 x 768) and GELU over the MLP's inner activations
-// (1576 x 3072). Each reports its memory traffic as bytes per second (the
-// rows are read and written once each, the lower bound of any kernel doing
-// the same work).
+// (1576 x 3072). Each reports its memory traffic as bytes per second, with
+// every operand read or written once: the lower bound of any kernel doing the
+// same work.
 #include <benchmark/benchmark.h>
 
 #include <cmath>
