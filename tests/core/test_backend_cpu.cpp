@@ -420,6 +420,10 @@ TEST_CASE("softmax rows sum to one and backward matches finite differences") {
     return weighted_sum(out.view(), weights.view());
   });
   CHECK(relative_error(dx.view(), numeric.view()) < 2e-3);
+  // In place (dx = dy), as attention's backward runs it: the same values.
+  HostMatrix in_place = weights;
+  cpu::softmax_rows_backward(in_place.view(), y.view(), in_place.view());
+  CHECK(max_abs_diff(in_place.view(), dx.view()) == 0.0);
 }
 
 TEST_CASE("softmax gives masked scores exactly zero, in whole packets and in a row's tail") {
@@ -447,6 +451,42 @@ TEST_CASE("softmax gives masked scores exactly zero, in whole packets and in a r
   }
 }
 
+TEST_CASE("attention backward matches finite differences, every query or the first token's") {
+  // Loss: sum of context ⊙ W, so d_context = W. Central differences with
+  // h = 1e-2 on scores of magnitude <= ~2: truncation O(h^2) ~ 1e-4 relative,
+  // float rounding of the loss (~1e-6) / h ~ 1e-4.
+  const Index batch = 2, heads = 2, d = 3, tokens = 5;
+  const float scale = 0.6f;
+  HostMatrix k = random_matrix(batch * tokens, heads * d, 70), v = random_matrix(batch * tokens, heads * d, 71);
+  for (const Index queries : {tokens, Index{1}}) {
+    CAPTURE(queries);
+    HostMatrix q = random_matrix(batch * queries, heads * d, 72);
+    const HostMatrix weights = random_matrix(batch * queries, heads * d, 73);
+    HostMatrix probs(batch * heads * queries, tokens), context(batch * queries, heads * d);
+    const auto loss = [&] {
+      cpu::attention(probs.view(), context.view(), q.view(), k.view(), v.view(), {}, heads, scale);
+      return weighted_sum(context.view(), weights.view());
+    };
+    (void)loss();
+    // Stale values in every output and in the work space.
+    HostMatrix dq = random_matrix(q.rows(), q.cols(), 74), dk = random_matrix(k.rows(), k.cols(), 75),
+               dv = random_matrix(v.rows(), v.cols(), 76), d_scores = random_matrix(probs.rows(), tokens, 77);
+    cpu::attention_backward(dq.view(), dk.view(), dv.view(), d_scores.view(), weights.view(), probs.view(), q.view(),
+                            k.view(), v.view(), heads, scale);
+    CHECK(relative_error(dq.view(), finite_difference(q.view(), loss).view()) < 2e-3);
+    CHECK(relative_error(dk.view(), finite_difference(k.view(), loss).view()) < 2e-3);
+    CHECK(relative_error(dv.view(), finite_difference(v.view(), loss).view()) < 2e-3);
+  }
+  HostMatrix q(batch * tokens, heads * d), probs(batch * heads * tokens, tokens), d_scores(probs.rows(), tokens);
+  HostMatrix dq = q, dk = k, dv = v;
+  CHECK_THROWS_AS(cpu::attention_backward(dq.view(), dk.view(), dv.view(), d_scores.view().row_block(0, 4), q.view(),
+                                          probs.view(), q.view(), k.view(), v.view(), heads, scale),
+                  ShapeError);
+  CHECK_THROWS_AS(cpu::attention_backward(dq.view().col_block(0, 5), dk.view(), dv.view(), d_scores.view(), q.view(),
+                                          probs.view(), q.view(), k.view(), v.view(), heads, scale),
+                  ShapeError);
+}
+
 TEST_CASE("cross entropy: loss value, gradient, and out-of-range labels") {
   HostMatrix logits = random_matrix(4, 3, 17, -2.0f, 2.0f);
   const auto labels = cpu::make_indices(std::vector<std::int32_t>{0, 2, 1, 2});
@@ -468,7 +508,7 @@ TEST_CASE("cross entropy: loss value, gradient, and out-of-range labels") {
   CHECK_THROWS_AS(cpu::cross_entropy(dlogits.view(), logits.view(), bad), ValueError);
 }
 
-TEST_CASE("linear: x wT + bias on every row, on every GEMM path") {
+TEST_CASE("linear: x wT + bias (+ residual, then GELU) on every row, on every GEMM path") {
   // (rows, out, in): the BLAS row split (large enough to be threaded), a
   // rank-sized output (the packing-free kernels), and an empty inner size.
   const auto shapes = {std::array<Index, 3>{300, 200, 100}, std::array<Index, 3>{40, 8, 24},
@@ -476,26 +516,110 @@ TEST_CASE("linear: x wT + bias on every row, on every GEMM path") {
   for (const auto& [rows, out, in] : shapes) {
     CAPTURE(rows);
     const HostMatrix x = random_matrix(rows, in, 41), w = random_matrix(out, in, 42), bias = random_matrix(1, out, 43);
-    // Stale values in y must not leak into the result.
+    const HostMatrix residual = random_matrix(rows, out, 46);
+    // Stale values in the outputs must not leak into the results.
     HostMatrix y = random_matrix(rows, out, 44), unbiased = random_matrix(rows, out, 45);
+    HostMatrix with_residual = random_matrix(rows, out, 47), residual_only = random_matrix(rows, out, 48);
+    HostMatrix pre = random_matrix(rows, out, 49), act = random_matrix(rows, out, 50);
     cpu::linear(y.view(), x.view(), w.view(), bias.view());
     cpu::linear(unbiased.view(), x.view(), w.view(), {});
-    double worst = 0, worst_unbiased = 0;
+    cpu::linear(with_residual.view(), x.view(), w.view(), bias.view(), residual.view());
+    cpu::linear(residual_only.view(), x.view(), w.view(), {}, residual.view());
+    cpu::linear_gelu(pre.view(), act.view(), x.view(), w.view(), bias.view());
+    std::array<double, 6> worst{};  // y, unbiased, with_residual, residual_only, pre, act
     for (Index r = 0; r < rows; ++r)
       for (Index c = 0; c < out; ++c) {
         double product = 0;
         for (Index k = 0; k < in; ++k) product += double(x(r, k)) * w(c, k);
-        worst = std::max(worst, std::abs(y(r, c) - (product + bias(0, c))));
-        worst_unbiased = std::max(worst_unbiased, std::abs(unbiased(r, c) - product));
+        const double biased = product + bias(0, c);
+        const double errors[] = {y(r, c) - biased,
+                                 unbiased(r, c) - product,
+                                 with_residual(r, c) - (biased + residual(r, c)),
+                                 residual_only(r, c) - (product + residual(r, c)),
+                                 pre(r, c) - biased,
+                                 act(r, c) - 0.5 * biased * (1.0 + std::erf(biased / std::sqrt(2.0)))};
+        for (std::size_t i = 0; i < worst.size(); ++i) worst[i] = std::max(worst[i], std::abs(errors[i]));
       }
-    // fp32 sums of <= 100 products of values in [-1, 1]: well below 1e-4.
-    CHECK(worst < 1e-4);
-    CHECK(worst_unbiased < 1e-4);
+    // fp32 sums of <= 100 products of values in [-1, 1] plus two terms: well
+    // below 1e-4; GELU adds its erf's 5e-7 (|x| <= ~10 here) and gelu' <= 1.13
+    // times the input's error.
+    for (std::size_t i = 0; i < worst.size(); ++i) {
+      CAPTURE(i);
+      CHECK(worst[i] < 1e-4);
+    }
   }
-  HostMatrix y(3, 4);
+  HostMatrix y(3, 4), act(3, 4);
   const HostMatrix x = random_matrix(3, 2, 46), w = random_matrix(4, 2, 47);
   CHECK_THROWS_AS(cpu::linear(y.view(), x.view(), w.view(), random_matrix(1, 3, 48).view()), ShapeError);
   CHECK_THROWS_AS(cpu::linear(y.view(), x.view(), random_matrix(4, 3, 49).view(), {}), ShapeError);
+  CHECK_THROWS_AS(cpu::linear(y.view(), x.view(), w.view(), {}, random_matrix(3, 5, 50).view()), ShapeError);
+  CHECK_THROWS_AS(cpu::linear_gelu(y.view(), HostMatrix(2, 4).view(), x.view(), w.view(), {}), ShapeError);
+  CHECK_THROWS_AS(cpu::linear_gelu(y.view(), act.view(), x.view(), w.view(), random_matrix(1, 5, 51).view()),
+                  ShapeError);
+}
+
+TEST_CASE("attention: softmax(scale Q Kt + mask) V per sequence and head, every query or the first token's") {
+  const Index batch = 3, heads = 4, d = 5, tokens = 19;
+  const float scale = 0.4f;
+  const HostMatrix k = random_matrix(batch * tokens, heads * d, 60, -2.0f, 2.0f);
+  const HostMatrix v = random_matrix(batch * tokens, heads * d, 61);
+  HostMatrix mask = random_matrix(batch, tokens, 62, -3.0f, 0.0f);
+  mask(1, 4) = -std::numeric_limits<float>::infinity();  // a padded key: probability exactly 0
+  mask(2, 0) = std::numeric_limits<float>::lowest();
+  for (const Index queries : {tokens, Index{1}}) {
+    for (const bool masked : {false, true}) {
+      CAPTURE(queries);
+      CAPTURE(masked);
+      const HostMatrix q = random_matrix(batch * queries, heads * d, 63, -2.0f, 2.0f);
+      // Stale outputs must not leak into the results.
+      HostMatrix probs = random_matrix(batch * heads * queries, tokens, 64);
+      HostMatrix context = random_matrix(batch * queries, heads * d, 65);
+      cpu::attention(probs.view(), context.view(), q.view(), k.view(), v.view(), masked ? mask.view() : ConstHostView{},
+                     heads, scale);
+      double worst_probs = 0, worst_context = 0;
+      for (Index n = 0; n < batch; ++n)
+        for (Index h = 0; h < heads; ++h)
+          for (Index i = 0; i < queries; ++i) {
+            std::vector<double> p(static_cast<std::size_t>(tokens));
+            double sum = 0;
+            for (Index j = 0; j < tokens; ++j) {
+              double score = 0;
+              for (Index c = 0; c < d; ++c) score += double(q(n * queries + i, h * d + c)) * k(n * tokens + j, h * d + c);
+              score = scale * score + (masked ? double(mask(n, j)) : 0.0);
+              p[std::size_t(j)] = std::isinf(score) || score < -1e30 ? 0.0 : std::exp(score);
+              sum += p[std::size_t(j)];
+            }
+            const Index row = (n * heads + h) * queries + i;
+            for (Index j = 0; j < tokens; ++j) {
+              p[std::size_t(j)] /= sum;
+              worst_probs = std::max(worst_probs, std::abs(probs(row, j) - p[std::size_t(j)]));
+              if (p[std::size_t(j)] == 0.0) CHECK(probs(row, j) == 0.0f);
+            }
+            for (Index c = 0; c < d; ++c) {
+              double expected = 0;
+              for (Index j = 0; j < tokens; ++j) expected += p[std::size_t(j)] * v(n * tokens + j, h * d + c);
+              worst_context = std::max(worst_context, std::abs(context(n * queries + i, h * d + c) - expected));
+            }
+          }
+      // Scores: fp32 sums of 5 products (|score| <= 8): ~1e-6 absolute; exp
+      // and the normalisation add a few ulp of probabilities <= 1.
+      CHECK(worst_probs < 1e-5);
+      CHECK(worst_context < 1e-5);
+    }
+  }
+  HostMatrix probs(batch * heads * tokens, tokens), context(batch * tokens, heads * d);
+  const HostMatrix q = random_matrix(batch * tokens, heads * d, 66);
+  CHECK_THROWS_AS(cpu::attention(probs.view(), context.view(), q.view(), k.view(), v.view(), {}, 3, scale),
+                  ShapeError);  // 20 columns do not split into 3 heads
+  CHECK_THROWS_AS(cpu::attention(probs.view(), context.view(), q.view(), k.view().row_block(0, 50), v.view(), {}, heads,
+                                 scale),
+                  ShapeError);  // 50 key rows are not whole sequences
+  CHECK_THROWS_AS(cpu::attention(probs.view().row_block(0, 10), context.view(), q.view(), k.view(), v.view(), {}, heads,
+                                 scale),
+                  ShapeError);
+  CHECK_THROWS_AS(cpu::attention(probs.view(), context.view(), q.view(), k.view(), v.view(),
+                                 random_matrix(batch, tokens + 1, 67).view(), heads, scale),
+                  ShapeError);
 }
 
 TEST_CASE("row vectors, column sums, scaling and reductions") {

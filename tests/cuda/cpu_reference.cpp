@@ -18,7 +18,21 @@ void axpy(HostView y, float alpha, ConstHostView x) { cpu::axpy(y, alpha, x); }
 void scale(HostView x, float alpha) { cpu::scale(x, alpha); }
 void mul(HostView y, ConstHostView x) { cpu::mul(y, x); }
 void add_row_vector(HostView x, ConstHostView bias) { cpu::add_row_vector(x, bias); }
-void linear(HostView y, ConstHostView x, ConstHostView w, ConstHostView bias) { cpu::linear(y, x, w, bias); }
+void linear(HostView y, ConstHostView x, ConstHostView w, ConstHostView bias, ConstHostView residual) {
+  cpu::linear(y, x, w, bias, residual);
+}
+void linear_gelu(HostView pre, HostView act, ConstHostView x, ConstHostView w, ConstHostView bias) {
+  cpu::linear_gelu(pre, act, x, w, bias);
+}
+void attention(HostView probs, HostView context, ConstHostView q, ConstHostView k, ConstHostView v,
+               ConstHostView mask, Index heads, float scale) {
+  cpu::attention(probs, context, q, k, v, mask, heads, scale);
+}
+void attention_backward(HostView d_query, HostView d_key, HostView d_value, HostView d_scores, ConstHostView d_context,
+                        ConstHostView probs, ConstHostView q, ConstHostView k, ConstHostView v, Index heads,
+                        float scale) {
+  cpu::attention_backward(d_query, d_key, d_value, d_scores, d_context, probs, q, k, v, heads, scale);
+}
 void scale_cols(HostView x, ConstHostView s) { cpu::scale_cols(x, s); }
 void column_sums(HostView out, ConstHostView x, float beta) { cpu::column_sums(out, x, beta); }
 void gather_rows(HostView dst, ConstHostView src, Ids idx) { cpu::gather_rows(dst, src, cpu::make_indices(idx)); }

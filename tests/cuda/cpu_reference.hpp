@@ -20,7 +20,13 @@ void axpy(HostView y, float alpha, ConstHostView x);
 void scale(HostView x, float alpha);
 void mul(HostView y, ConstHostView x);
 void add_row_vector(HostView x, ConstHostView bias);
-void linear(HostView y, ConstHostView x, ConstHostView w, ConstHostView bias);
+void linear(HostView y, ConstHostView x, ConstHostView w, ConstHostView bias, ConstHostView residual = {});
+void linear_gelu(HostView pre, HostView act, ConstHostView x, ConstHostView w, ConstHostView bias);
+void attention(HostView probs, HostView context, ConstHostView q, ConstHostView k, ConstHostView v,
+               ConstHostView mask, Index heads, float scale);
+void attention_backward(HostView d_query, HostView d_key, HostView d_value, HostView d_scores, ConstHostView d_context,
+                        ConstHostView probs, ConstHostView q, ConstHostView k, ConstHostView v, Index heads,
+                        float scale);
 void scale_cols(HostView x, ConstHostView s);
 void column_sums(HostView out, ConstHostView x, float beta);
 void gather_rows(HostView dst, ConstHostView src, Ids idx);

@@ -201,6 +201,15 @@ TEST_CASE("copy, fill and the elementwise, row-vector and column ops match cpu" 
   cuda::linear(z.d(), input.d(), weight.d(), bias.d());
   ref::linear(z.h(), input.h(), weight.h(), bias.h());
   CHECK(z.error() < 1e-5);
+  // With a residual (x), and with the GELU after.
+  cuda::linear(z.d(), input.d(), weight.d(), bias.d(), x.d());
+  ref::linear(z.h(), input.h(), weight.h(), bias.h(), x.h());
+  CHECK(z.error() < 1e-5);
+  Twin activation(37, 300, 19);
+  cuda::linear_gelu(z.d(), activation.d(), input.d(), weight.d(), bias.d());
+  ref::linear_gelu(z.h(), activation.h(), input.h(), weight.h(), bias.h());
+  CHECK(z.error() < 1e-5);
+  CHECK(activation.error() < 1e-5);
   cuda::scale_cols(y.d(), bias.d());
   ref::scale_cols(y.h(), bias.h());
   CHECK(y.error() < 1e-6);
@@ -319,6 +328,35 @@ TEST_CASE("softmax rows and their backward match cpu" * doctest::skip(no_gpu()))
   cuda::softmax_rows_backward(dx.d(), x.d(), dy.d());
   ref::softmax_rows_backward(dx.h(), x.h(), dy.h());
   CHECK(dx.error() < 1e-5);
+}
+
+TEST_CASE("attention and its backward match cpu, every query or the first token's, with and without a mask" *
+          doctest::skip(no_gpu())) {
+  const Index batch = 3, heads = 4, d = 8, tokens = 21;
+  Twin k(batch * tokens, heads * d, 50), v(batch * tokens, heads * d, 51), mask(batch, tokens, 52, -4.0f, 0.0f);
+  for (const Index queries : {tokens, Index{1}}) {
+    CAPTURE(queries);
+    Twin q(batch * queries, heads * d, 53), probs(batch * heads * queries, tokens, 54),
+        context(batch * queries, heads * d, 55);
+    for (const bool masked : {false, true}) {
+      const ConstView<Device> device_mask = masked ? mask.d() : ConstView<Device>{};
+      cuda::attention(probs.d(), context.d(), q.d(), k.d(), v.d(), device_mask, heads, 0.35f);
+      ref::attention(probs.h(), context.h(), q.h(), k.h(), v.h(), masked ? mask.h() : ConstHostView{}, heads, 0.35f);
+      // Scores are fp32 sums of 8 products; probabilities and their sums of 21 terms within a few ulp.
+      CHECK(probs.error() < 1e-5);
+      CHECK(context.error() < 1e-5);
+    }
+    // The backward from the same probabilities: sums of <= 21 products each.
+    Twin d_context(batch * queries, heads * d, 56), d_scores(batch * heads * queries, tokens, 57);
+    Twin dq(batch * queries, heads * d, 58), dk(batch * tokens, heads * d, 59), dv(batch * tokens, heads * d, 60);
+    cuda::attention_backward(dq.d(), dk.d(), dv.d(), d_scores.d(), d_context.d(), probs.d(), q.d(), k.d(), v.d(), heads,
+                             0.35f);
+    ref::attention_backward(dq.h(), dk.h(), dv.h(), d_scores.h(), d_context.h(), probs.h(), q.h(), k.h(), v.h(), heads,
+                            0.35f);
+    CHECK(dq.error() < 1e-5);
+    CHECK(dk.error() < 1e-5);
+    CHECK(dv.error() < 1e-5);
+  }
 }
 
 TEST_CASE("cross entropy matches cpu and rejects bad labels" * doctest::skip(no_gpu())) {

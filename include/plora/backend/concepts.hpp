@@ -54,8 +54,11 @@ concept Backend = requires {
   B::copy(v, cv);
   B::fill(v, f);
   B::gemm(v, cv, Op::N, cv, Op::T, f, f);
-  B::linear(v, cv, cv, cv);
+  B::linear(v, cv, cv, cv, cv);
+  B::linear_gelu(v, v, cv, cv, cv);
   B::gemm_strided_batched(v, cv, Op::N, cv, Op::T, f, f, Index{1}, Index{0}, Index{0}, Index{0});
+  B::attention(v, v, cv, cv, cv, cv, Index{1}, f);
+  B::attention_backward(v, v, v, v, cv, cv, cv, cv, cv, Index{1}, f);
   B::axpy(v, f, cv);
   B::scale(v, f);
   B::mul(v, cv);

@@ -4,8 +4,12 @@
 //   Q, K, V = x Wq^T + bq, ...                          (rows, hidden), rows = batch * tokens
 //   P_(n,h) = softmax(Q_(n,h) K_(n,h)^T / sqrt(d) + mask_n)   (tokens, tokens) per image n, head h
 //   out     = concat_h(dropout(P_(n,h)) V_(n,h)) Wo^T + bo   (dropout in training only)
-// Head h of image n is the column block [h d, (h + 1) d) of rows [n T, (n + 1) T):
-// a strided view, so the per-head products are batched GEMMs on views, no copies.
+// Head h of image n is the column block [h d, (h + 1) d) of rows [n T, (n + 1) T)
+// (backend/attention_heads.hpp): a strided view, so the per-head products are
+// batched GEMMs on views, no copies. Without dropout on P, the forward's
+// scores, softmax and P V are one backend op (B::attention), and so is their
+// backward (B::attention_backward); the CPU runs them per (image, head) with
+// that pair's scores in cache.
 // A forward may compute the queries of each sequence's first token only (a
 // classifier on token 0 reads nothing else): Q and P shrink to one row per
 // (image, head) while K and V still come from every token.
@@ -13,6 +17,7 @@
 #include <string>
 #include <utility>
 
+#include "plora/backend/attention_heads.hpp"
 #include "plora/backend/scratch.hpp"
 #include "plora/backend/concepts.hpp"
 #include "plora/core/error.hpp"
@@ -68,9 +73,10 @@ class SelfAttention {
   /// token's queries, (batch, out) for the first token's. `mask` is empty or
   /// (batch x tokens) of additive key scores (0 to attend, a large negative
   /// value for padding), added to every head's scores of that image. With a
-  /// `dropout` stream (training) P's dropout draws from it.
+  /// `dropout` stream (training) P's dropout draws from it. A non-empty
+  /// `residual` (like out) is added to out with the output site's bias.
   void forward(View out, ConstView x, Index tokens, ConstView mask = {}, RandomStream* dropout = nullptr,
-               Queries queries = Queries::every_token) {
+               Queries queries = Queries::every_token, ConstView residual = {}) {
     check<ShapeError>(tokens > 0 && x.rows % tokens == 0, query_.name(), ": ", x.rows,
                       " input rows are not a whole number of ", tokens, "-token sequences");
     tokens_ = tokens;
@@ -87,15 +93,20 @@ class SelfAttention {
     value_.forward(v, x, saved_value_);
 
     const View probs = probs_.rows(query_rows * heads_, tokens);
-    per_head(scores_of(probs), queries_of(cv(q)), Op::N, keys_of(cv(k)), Op::T, scale(), 0.0f);  // Q K^T / sqrt(d)
-    if (!mask.empty())
-      for (Index n = 0; n < batch_; ++n)
-        B::add_row_vector(probs.row_block(n * heads_ * query_tokens_, heads_ * query_tokens_), mask.row_block(n, 1));
-    B::softmax_rows(probs);
-    const ConstView weights = probability_dropout_.forward(probs, dropout);
     const View context = context_.rows(query_rows, hidden);
-    per_head(queries_of(context), scores_of(weights), Op::N, keys_of(cv(v)), Op::N, 1.0f, 0.0f);  // P V
-    output_.forward(out, context, saved_output_);
+    if (probability_dropout_.active(dropout)) {
+      per_head(scores_of(probs), queries_of(cv(q)), Op::N, keys_of(cv(k)), Op::T, scale());  // Q K^T / sqrt(d)
+      if (!mask.empty())
+        for (Index n = 0; n < batch_; ++n)
+          B::add_row_vector(probs.row_block(n * heads_ * query_tokens_, heads_ * query_tokens_), mask.row_block(n, 1));
+      B::softmax_rows(probs);
+      const ConstView weights = probability_dropout_.forward(probs, dropout);
+      per_head(queries_of(context), scores_of(weights), Op::N, keys_of(cv(v)), Op::N, 1.0f);  // P V
+    } else {  // the same in one backend op, which may keep each head's scores in cache
+      B::attention(probs, context, q, k, v, mask, heads_, scale());
+      (void)probability_dropout_.forward(probs, nullptr);  // records that nothing was dropped
+    }
+    output_.forward(out, context, saved_output_, residual);
   }
 
   /// dx (rows, in) from dout (as the forward's out) and the forward input x;
@@ -109,20 +120,22 @@ class SelfAttention {
     const View d_context = scratch.d_context.rows(query_rows, hidden);
     output_.backward(d_context, dout, context_.rows(query_rows), saved_output_);
 
-    const View d_probs = scratch.d_probs.rows(query_rows * heads_, tokens_);
-    const View d_value = scratch.d_value.rows(rows, hidden);
-    per_head(scores_of(d_probs), queries_of(cv(d_context)), Op::N, keys_of(v_.rows(rows)), Op::T, 1.0f,
-             0.0f);  // dC V^T
-    per_head(keys_of(d_value), scores_of(probability_dropout_.output(probs)), Op::T, queries_of(cv(d_context)), Op::N,
-             1.0f, 0.0f);  // P^T dC
-    probability_dropout_.backward(d_probs);
     const View d_scores = scratch.d_scores.rows(query_rows * heads_, tokens_);
-    B::softmax_rows_backward(d_scores, probs, d_probs);
+    const View d_value = scratch.d_value.rows(rows, hidden);
     const View d_query = scratch.d_query.rows(query_rows, hidden), d_key = scratch.d_key.rows(rows, hidden);
-    per_head(queries_of(d_query), scores_of(cv(d_scores)), Op::N, keys_of(k_.rows(rows)), Op::N, scale(),
-             0.0f);  // dS K
-    per_head(keys_of(d_key), scores_of(cv(d_scores)), Op::T, queries_of(q_.rows(query_rows)), Op::N, scale(),
-             0.0f);  // dS^T Q
+    if (probability_dropout_.applied()) {  // d_scores holds dP, then dS
+      per_head(scores_of(d_scores), queries_of(cv(d_context)), Op::N, keys_of(v_.rows(rows)), Op::T, 1.0f);  // dC V^T
+      per_head(keys_of(d_value), scores_of(probability_dropout_.output(probs)), Op::T, queries_of(cv(d_context)),
+               Op::N, 1.0f);  // P^T dC
+      probability_dropout_.backward(d_scores);
+      B::softmax_rows_backward(d_scores, probs, d_scores);
+      per_head(queries_of(d_query), scores_of(cv(d_scores)), Op::N, keys_of(k_.rows(rows)), Op::N, scale());  // dS K
+      per_head(keys_of(d_key), scores_of(cv(d_scores)), Op::T, queries_of(q_.rows(query_rows)), Op::N,
+               scale());  // dS^T Q
+    } else {  // the same in one backend op, as in the forward
+      B::attention_backward(d_query, d_key, d_value, d_scores, d_context, probs, q_.rows(query_rows), k_.rows(rows),
+                            v_.rows(rows), heads_, scale());
+    }
 
     // The three projections read the same x: their input gradients sum in dx
     // (the query's only on its rows when it saw the first tokens alone).
@@ -149,56 +162,32 @@ class SelfAttention {
   }
 
  private:
-  // One (image, head) operand and the element offsets to the next image and head.
   template <class T>
-  struct Blocks {
-    MatrixView<T, typename B::Space> first;
-    Index image_stride;
-    Index head_stride;
-  };
-  /// Activations of `per_image` rows per image: head h of image n is the
-  /// (per_image x d) block at (n per_image, h d).
-  template <class T>
-  [[nodiscard]] Blocks<T> heads_of(MatrixView<T, typename B::Space> m, Index per_image) const {
-    return {m.block(0, 0, per_image, head_dim()), per_image * m.ld, head_dim()};
-  }
+  using Blocks = detail::HeadBlocks<T, typename B::Space>;
   /// Q-side activations (queries, context): query_tokens_ rows per image.
   template <class T>
   [[nodiscard]] Blocks<T> queries_of(MatrixView<T, typename B::Space> m) const {
-    return heads_of(m, query_tokens_);
+    return detail::activation_heads(m, query_tokens_, head_dim());
   }
   /// K-side activations (keys, values): every token's row.
   template <class T>
   [[nodiscard]] Blocks<T> keys_of(MatrixView<T, typename B::Space> m) const {
-    return heads_of(m, tokens_);
+    return detail::activation_heads(m, tokens_, head_dim());
   }
-  /// Scores (batch * heads * Tq, tokens), Tq = query_tokens_: (n, h) is the
-  /// (Tq x tokens) block at row (n heads + h) Tq.
+  /// Scores (batch * heads * query_tokens_, tokens).
   template <class T>
   [[nodiscard]] Blocks<T> scores_of(MatrixView<T, typename B::Space> m) const {
-    return {m.block(0, 0, query_tokens_, tokens_), heads_ * query_tokens_ * m.ld, query_tokens_ * m.ld};
+    return detail::score_heads(m, heads_, query_tokens_);
   }
   /// The rows of an input-side matrix (rows, in) whose queries the forward computed.
   template <class T>
   [[nodiscard]] MatrixView<T, typename B::Space> query_rows_of(MatrixView<T, typename B::Space> m) const {
     return m.every_nth_row(tokens_ / query_tokens_);
   }
-
-  /// c_(n,h) = alpha op(a_(n,h)) op(b_(n,h)) + beta c_(n,h) for every image n and
-  /// head h: one strided-batched GEMM per head over the images, or per image over
-  /// the heads, whichever makes fewer calls.
-  void per_head(Blocks<float> c, Blocks<const float> a, Op op_a, Blocks<const float> b, Op op_b, float alpha,
-                float beta) const {
-    const bool over_images = batch_ >= heads_;
-    const Index outer = over_images ? heads_ : batch_, inner = over_images ? batch_ : heads_;
-    const auto at = [&](const auto& x, Index o) {
-      const Index offset = o * (over_images ? x.head_stride : x.image_stride);
-      return decltype(x.first){x.first.data + offset, x.first.rows, x.first.cols, x.first.ld};
-    };
-    const auto step = [&](const auto& x) { return over_images ? x.image_stride : x.head_stride; };
-    for (Index o = 0; o < outer; ++o)
-      B::gemm_strided_batched(at(c, o), at(a, o), op_a, at(b, o), op_b, alpha, beta, inner, step(c), step(a),
-                              step(b));
+  /// c_(n,h) = alpha op(a_(n,h)) op(b_(n,h)) for every image n and head h:
+  /// the training path with dropout on P.
+  void per_head(Blocks<float> c, Blocks<const float> a, Op op_a, Blocks<const float> b, Op op_b, float alpha) const {
+    detail::per_head_gemm<B>(c, a, op_a, b, op_b, alpha, 0.0f, batch_, heads_);
   }
 
   static ConstView cv(ConstView m) { return m; }

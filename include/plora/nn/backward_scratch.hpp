@@ -15,7 +15,7 @@ struct BackwardScratch {
   detail::Scratch<B> d_normed;  // d(LayerNorm output) (tokens, hidden)
   detail::Scratch<B> d_hidden;  // d(residual stream) inside a layer (tokens, hidden)
   detail::Scratch<B> d_query, d_key, d_value, d_context;  // (tokens, hidden)
-  detail::Scratch<B> d_probs, d_scores;                   // (batch * heads * tokens, tokens)
+  detail::Scratch<B> d_scores;  // d(attention probabilities), then d(scores) (batch * heads * tokens, tokens)
   detail::Scratch<B> d_activation, d_preactivation;       // MLP (tokens, intermediate)
   detail::Scratch<B> d_branch;  // a residual branch's grad behind its dropout (tokens, hidden)
 };

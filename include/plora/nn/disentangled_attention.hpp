@@ -27,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "plora/backend/attention_heads.hpp"
 #include "plora/backend/scratch.hpp"
 #include "plora/backend/concepts.hpp"
 #include "plora/core/error.hpp"
@@ -211,15 +212,14 @@ class DisentangledSelfAttention {
                       batch_ * tokens_);
     const ConstView probs = probs_.rows(query_rows * heads);
     const ConstView q = q_.rows(query_rows), k = k_.rows(rows), v = v_.rows(rows);
-    const View d_probs = common.d_probs.rows(query_rows * heads, tokens);
+    const View d_scores = common.d_scores.rows(query_rows * heads, tokens);  // dP, then dS
     const View d_value = common.d_value.rows(rows, hidden);
-    for_heads(blocks_of(d_probs, tq), heads_of(d_context, tq), Op::N, heads_of(v, tokens), Op::T, 1.0f,
+    for_heads(blocks_of(d_scores, tq), heads_of(d_context, tq), Op::N, heads_of(v, tokens), Op::T, 1.0f,
               0.0f);  // dC V^T
     for_heads(heads_of(d_value, tokens), blocks_of(probability_dropout_.output(probs), tq), Op::T,
               heads_of(d_context, tq), Op::N, 1.0f, 0.0f);  // P^T dC
-    probability_dropout_.backward(d_probs);
-    const View d_scores = common.d_scores.rows(query_rows * heads, tokens);
-    B::softmax_rows_backward(d_scores, probs, d_probs);
+    probability_dropout_.backward(d_scores);
+    B::softmax_rows_backward(d_scores, probs, d_scores);
     B::scale(d_scores, inv_scale());  // gradient of the pre-scale sum
     const View d_query = common.d_query.rows(query_rows, hidden), d_key = common.d_key.rows(rows, hidden);
     for_heads(heads_of(d_query, tq), blocks_of(cv(d_scores), tq), Op::N, heads_of(k, tokens), Op::N, 1.0f,
@@ -287,12 +287,8 @@ class DisentangledSelfAttention {
   }
 
  private:
-  // One operand per head: its (n = 0) block and the element stride to the next image.
   template <class T>
-  struct PerImage {
-    MatrixView<T, typename B::Space> first;
-    Index stride;
-  };
+  using Blocks = detail::HeadBlocks<T, typename B::Space>;
 
   [[nodiscard]] bool relative() const { return options_.relative_attention && (options_.c2p || options_.p2c); }
   Site& rel_key_site() { return pos_key_ ? *pos_key_ : key_; }
@@ -302,21 +298,16 @@ class DisentangledSelfAttention {
     return 1.0f / std::sqrt(static_cast<float>(head_dim()) * static_cast<float>(options_.scale_factor()));
   }
 
-  /// Activations of `per_image` rows per image (every token's, or the
-  /// queries'): head h of image n is the (per_image x d) block at (n per_image, h d).
+  /// Activations of `per_image` rows per image (every token's, or the queries').
   template <class T>
-  [[nodiscard]] auto heads_of(MatrixView<T, typename B::Space> m, Index per_image) const {
-    return [=, this](Index h) {
-      return PerImage<T>{m.block(0, h * head_dim(), per_image, head_dim()), per_image * m.ld};
-    };
+  [[nodiscard]] Blocks<T> heads_of(MatrixView<T, typename B::Space> m, Index per_image) const {
+    return detail::activation_heads(m, per_image, head_dim());
   }
   /// Per-(image, head) blocks of `per_block` rows (batch * heads * per_block,
   /// cols), rows ordered (image, head, token): scores, position scores.
   template <class T>
-  [[nodiscard]] auto blocks_of(MatrixView<T, typename B::Space> m, Index per_block) const {
-    return [=, this](Index h) {
-      return PerImage<T>{m.block(h * per_block, 0, per_block, m.cols), options_.heads * per_block * m.ld};
-    };
+  [[nodiscard]] Blocks<T> blocks_of(MatrixView<T, typename B::Space> m, Index per_block) const {
+    return detail::score_heads(m, options_.heads, per_block);
   }
   /// The rows of an input-side matrix (rows, hidden) whose queries the forward computed.
   template <class T>
@@ -334,20 +325,14 @@ class DisentangledSelfAttention {
   /// The rows of rel (2 span, hidden) that the gather tables reach.
   [[nodiscard]] ConstView reached_rows(ConstView rel) const { return rel.row_block(reached_.first, reached_.count); }
   /// Relative projections (reached rows, hidden): the same block for every image.
-  [[nodiscard]] auto rel_of(ConstView m) const {
-    return [=, this](Index h) { return PerImage<const float>{m.block(0, h * head_dim(), m.rows, head_dim()), 0}; };
+  [[nodiscard]] Blocks<const float> rel_of(ConstView m) const {
+    return {m.block(0, 0, m.rows, head_dim()), 0, head_dim()};
   }
 
   /// c(n, h) = alpha op(a(n, h)) op(b(n, h)) + beta c(n, h) for all images and heads.
-  template <class C, class X, class Y>
-  void for_heads(C c, X a, Op op_a, Y b, Op op_b, float alpha, float beta) const {
-    for (Index h = 0; h < options_.heads; ++h) {
-      const auto ch = c(h);
-      const auto ah = a(h);
-      const auto bh = b(h);
-      B::gemm_strided_batched(ch.first, ah.first, op_a, bh.first, op_b, alpha, beta, batch_, ch.stride, ah.stride,
-                              bh.stride);
-    }
+  template <class X, class Y>
+  void for_heads(Blocks<float> c, X a, Op op_a, Y b, Op op_b, float alpha, float beta) const {
+    detail::per_head_gemm<B>(c, a, op_a, b, op_b, alpha, beta, batch_, options_.heads);
   }
 
   /// d_rel[:, head h] += sum over images n of d_pos(n, h)^T act(n, h), both of

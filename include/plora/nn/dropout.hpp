@@ -87,6 +87,8 @@ class CopyingDropout {
     return copy;
   }
   [[nodiscard]] float probability() const { return dropout_.probability(); }
+  /// Whether a forward with this stream drops anything.
+  [[nodiscard]] bool active(const RandomStream* stream) const { return dropout_.active(stream); }
   /// Whether the last forward dropped anything (and returned the copy).
   [[nodiscard]] bool applied() const { return dropout_.applied(); }
   /// What the last forward returned for this x.

@@ -79,12 +79,22 @@ class LinearSite {
   }
   [[nodiscard]] std::optional<Matrix>& weight_grad() { return weight_grad_; }
 
-  /// y (T x out) = x (T x in) W^T + b (+ adapter); a FoldableAdapter's ΔW
-  /// joins W in the one GEMM. The backend's linear() picks how the bias joins
-  /// the product.
-  void forward(View y, ConstView x, Saved& saved) {
-    B::linear(y, x, gemm_weight(), bias_.view());
+  /// y (T x out) = x (T x in) W^T + b (+ adapter) (+ residual, like y, when
+  /// not empty: the residual connection after the layer, joined in the same
+  /// pass as the bias); a FoldableAdapter's ΔW joins W in the one GEMM.
+  void forward(View y, ConstView x, Saved& saved, ConstView residual = {}) {
+    B::linear(y, x, gemm_weight(), bias_.view(), residual);
     if (adapter_ && !folds()) adapter_->forward(y, x, saved.adapter);
+  }
+  /// pre = forward(x), act = gelu(pre): with no adapter output to add in
+  /// between, the backend's fused linear_gelu.
+  void forward_gelu(View pre, View act, ConstView x, Saved& saved) {
+    if (adapter_ && !folds()) {
+      forward(pre, x, saved);
+      B::gelu_forward(act, pre);
+    } else {
+      B::linear_gelu(pre, act, x, gemm_weight(), bias_.view());
+    }
   }
 
   /// dx (T x in) = dy W (+ adapter's), or dx += that with InputGrad::add;

@@ -30,14 +30,14 @@ class Mlp {
   [[nodiscard]] Site& intermediate() { return intermediate_; }
   [[nodiscard]] Site& output() { return output_; }
 
-  /// out (rows, out) = output(gelu(intermediate(x))), x (rows, in); keeps the
-  /// pre-activation (GELU's input) and the activation (the output site's input).
-  void forward(View out, ConstView x) {
+  /// out (rows, out) = output(gelu(intermediate(x))) (+ residual, like out,
+  /// when not empty), x (rows, in); keeps the pre-activation (GELU's input)
+  /// and the activation (the output site's input).
+  void forward(View out, ConstView x, ConstView residual = {}) {
     const Index inner = intermediate_.out_features();
     const View pre = pre_.rows(x.rows, inner), act = act_.rows(x.rows, inner);
-    intermediate_.forward(pre, x, saved_intermediate_);
-    B::gelu_forward(act, pre);
-    output_.forward(out, act, saved_output_);
+    intermediate_.forward_gelu(pre, act, x, saved_intermediate_);
+    output_.forward(out, act, saved_output_, residual);
   }
 
   /// dx (rows, in) from dout (rows, out) and the forward input x; an empty dx

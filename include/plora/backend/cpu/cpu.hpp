@@ -16,8 +16,10 @@
 #include <limits>
 #include <numbers>
 #include <span>
+#include <type_traits>
 #include <vector>
 
+#include "plora/backend/attention_heads.hpp"
 #include "plora/backend/concepts.hpp"
 #include "plora/backend/cpu/indices.hpp"
 #include "plora/backend/cpu/parallel.hpp"
@@ -121,6 +123,61 @@ constexpr Index kRankGemmMinRows = 256;
 #else
 constexpr Index kRankGemmMinRows = 0;
 #endif
+
+/// y = x/2 (1 + erf(x/√2)) on n floats (Eigen's vectorised erf: within 5e-7
+/// absolute of std::erf).
+inline void gelu_row(float* y, const float* x, Index n) {
+  const auto xr = row_array(x, n);
+  row_array(y, n) = 0.5f * xr * (1.0f + (xr * kInvSqrt2).erf());
+}
+
+struct NoFinish {
+  void operator()(Index) const {}
+};
+/// What a product's rows take besides the product: a linear layer's bias
+/// and residual (either may be empty; only with beta = 0), then finish(r)
+/// on each finished row r in the thread that wrote it, while the row is in
+/// cache (a fused epilogue).
+template <class Finish = NoFinish>
+struct RowEpilogue {
+  ConstHostView bias, residual;
+  Finish finish{};
+
+  static constexpr bool kFinishes = !std::is_same_v<Finish, NoFinish>;
+  [[nodiscard]] bool has_terms() const { return !bias.empty() || !residual.empty(); }
+  /// Row r of c = bias + residual row r (zeros without either).
+  void write_terms(HostView c, Index r) const {
+    float* __restrict row = c.data + r * c.ld;
+    if (bias.empty() && residual.empty()) {
+      std::fill_n(row, c.cols, 0.0f);
+    } else if (residual.empty()) {
+      std::copy_n(bias.data, c.cols, row);
+    } else {
+      const float* __restrict res = residual.data + r * residual.ld;
+      if (bias.empty()) {
+        std::copy_n(res, c.cols, row);
+      } else {
+        for (Index j = 0; j < c.cols; ++j) row[j] = bias.data[j] + res[j];
+      }
+    }
+  }
+  /// Row r of c += bias + residual row r.
+  void add_terms(HostView c, Index r) const {
+    float* __restrict row = c.data + r * c.ld;
+    const float* __restrict b = bias.data;
+    if (residual.empty()) {
+      if (!bias.empty())
+        for (Index j = 0; j < c.cols; ++j) row[j] += b[j];
+      return;
+    }
+    const float* __restrict res = residual.data + r * residual.ld;
+    if (bias.empty()) {
+      for (Index j = 0; j < c.cols; ++j) row[j] += res[j];
+    } else {
+      for (Index j = 0; j < c.cols; ++j) row[j] += b[j] + res[j];
+    }
+  }
+};
 }  // namespace detail::cpu
 
 struct cpu {
@@ -165,14 +222,72 @@ struct cpu {
     detail::cpu::parallel_for(batch, one);
   }
 
-  /// y = x wᵀ + bias on every row (bias 1 x y.cols, or empty for none): a
-  /// linear layer's forward. Each thread joins the bias to its own row block
-  /// of the product, presetting it or adding it after, whichever is faster
-  /// for the GEMM kernel (kBiasAfterProduct).
-  static void linear(HostView y, ConstHostView x, ConstHostView w, ConstHostView bias) {
-    check_gemm_shapes(y, x, Op::N, w, Op::T);
-    if (!bias.empty()) require_shape(bias, 1, y.cols, "cpu::linear bias");
-    gemm_unchecked(y, x, Op::N, w, Op::T, 1.0f, 0.0f, bias);
+  /// y = x wᵀ + bias + residual (bias 1 x y.cols, residual like y and not
+  /// overlapping it; either may be empty): a linear layer's forward, with the residual connection
+  /// that may follow it. Each thread joins both to its own row block of the
+  /// product, presetting them or adding them after, whichever is faster for
+  /// the GEMM kernel (kBiasAfterProduct).
+  static void linear(HostView y, ConstHostView x, ConstHostView w, ConstHostView bias, ConstHostView residual = {}) {
+    check_linear_shapes(y, x, w, bias, residual);
+    gemm_unchecked(y, x, Op::N, w, Op::T, 1.0f, 0.0f, detail::cpu::RowEpilogue<>{bias, residual});
+  }
+  /// pre = x wᵀ + bias, act = gelu(pre): a linear layer and its activation,
+  /// the GELU on each row of the product while the row is in cache.
+  static void linear_gelu(HostView pre, HostView act, ConstHostView x, ConstHostView w, ConstHostView bias) {
+    check_linear_shapes(pre, x, w, bias, {});
+    require_shape(act, pre.rows, pre.cols, "cpu::linear_gelu act");
+    const auto gelu = [&](Index r) { detail::cpu::gelu_row(act.data + r * act.ld, pre.data + r * pre.ld, pre.cols); };
+    gemm_unchecked(pre, x, Op::N, w, Op::T, 1.0f, 0.0f, detail::cpu::RowEpilogue<decltype(gelu)>{bias, {}, gelu});
+  }
+
+  /// Softmax attention of `batch` sequences over `heads` heads, head h the
+  /// columns [h d, (h + 1) d) (d = q.cols / heads); for sequence n and head h
+  ///   probs_(n,h)   = softmax(scale q_(n,h) k_(n,h)ᵀ + mask row n)  (Tq x T)
+  ///   context_(n,h) = probs_(n,h) v_(n,h)                            (Tq x d)
+  /// q, context: (batch Tq, heads d); k, v: (batch T, heads d); probs:
+  /// (batch heads Tq, T), rows ordered (n, h, query); mask: empty or (batch, T).
+  /// One thread runs a whole (n, h) pair, so its scores stay in cache from
+  /// the product through the softmax to the product with v.
+  static void attention(HostView probs, HostView context, ConstHostView q, ConstHostView k, ConstHostView v,
+                        ConstHostView mask, Index heads, float scale) {
+    const detail::AttentionShape shape =
+        detail::attention_shape<Host>(probs, context, q, k, v, mask, heads, "cpu::attention");
+    const Index d = shape.head_dim, queries = shape.queries, tokens = shape.tokens;
+    detail::cpu::parallel_for(shape.batch * heads, [&](Index pair) {
+      const Index n = pair / heads, h = pair % heads;
+      const HostView scores = probs.row_block(pair * queries, queries);
+      const ConstHostView qh = q.block(n * queries, h * d, queries, d), kh = k.block(n * tokens, h * d, tokens, d);
+      gemm_unchecked(scores, qh, Op::N, kh, Op::T, scale, 0.0f);
+      if (!mask.empty()) add_row_vector(scores, mask.row_block(n, 1));
+      softmax_rows(scores);
+      gemm_unchecked(context.block(n * queries, h * d, queries, d), scores, Op::N,
+                     v.block(n * tokens, h * d, tokens, d), Op::N, 1.0f, 0.0f);
+    });
+  }
+
+  /// attention()'s backward from d_context (like q) and the forward's probs,
+  /// q, k, v: per sequence n and head h (dS = softmax'(dP), dP = dC Vᵀ)
+  ///   d_value = Pᵀ dC,  d_query = scale dS K,  d_key = scale dSᵀ Q,
+  /// written, not accumulated. d_scores (like probs) is the work space of dP
+  /// and dS. One thread runs a whole (n, h) pair, as in the forward.
+  static void attention_backward(HostView d_query, HostView d_key, HostView d_value, HostView d_scores,
+                                 ConstHostView d_context, ConstHostView probs, ConstHostView q, ConstHostView k,
+                                 ConstHostView v, Index heads, float scale) {
+    const detail::AttentionShape shape = detail::attention_backward_shape<Host>(
+        d_query, d_key, d_value, d_scores, d_context, probs, q, k, v, heads, "cpu::attention_backward");
+    const Index d = shape.head_dim, queries = shape.queries, tokens = shape.tokens;
+    detail::cpu::parallel_for(shape.batch * heads, [&](Index pair) {
+      const Index n = pair / heads, h = pair % heads;
+      const auto query_side = [&](auto m) { return m.block(n * queries, h * d, queries, d); };
+      const auto key_side = [&](auto m) { return m.block(n * tokens, h * d, tokens, d); };
+      const HostView ds = d_scores.row_block(pair * queries, queries);
+      const ConstHostView p = probs.row_block(pair * queries, queries), dc = query_side(d_context);
+      gemm_unchecked(ds, dc, Op::N, key_side(v), Op::T, 1.0f, 0.0f);  // dP
+      gemm_unchecked(key_side(d_value), p, Op::T, dc, Op::N, 1.0f, 0.0f);
+      softmax_rows_backward(ds, p, ds);
+      gemm_unchecked(query_side(d_query), ds, Op::N, key_side(k), Op::N, scale, 0.0f);
+      gemm_unchecked(key_side(d_key), ds, Op::T, query_side(q), Op::N, scale, 0.0f);
+    });
   }
 
   // ---- elementwise --------------------------------------------------------
@@ -303,15 +418,10 @@ struct cpu {
   }
 
   // ---- activations and normalisation --------------------------------------
-  /// y = gelu(x) = x/2 (1 + erf(x/√2)), the exact erf form (Eigen's vectorised
-  /// erf: within 5e-7 absolute of std::erf).
+  /// y = gelu(x) = x/2 (1 + erf(x/√2)), the exact erf form.
   static void gelu_forward(HostView y, ConstHostView x) {
-    using namespace detail::cpu;
     require_shape(x, y.rows, y.cols, "cpu::gelu_forward x");
-    for_rows(y, [&](Index r) {
-      const auto xr = row_array(x.data + r * x.ld, y.cols);
-      row_array(y.data + r * y.ld, y.cols) = 0.5f * xr * (1.0f + (xr * kInvSqrt2).erf());
-    });
+    for_rows(y, [&](Index r) { detail::cpu::gelu_row(y.data + r * y.ld, x.data + r * x.ld, y.cols); });
   }
   /// dx = dy * gelu'(x), gelu'(x) = (1 + erf(x/√2))/2 + x φ(x)
   static void gelu_backward(HostView dx, ConstHostView dy, ConstHostView x) {
@@ -405,7 +515,8 @@ struct cpu {
       for (Index c = 0; c < x.cols; ++c) row[c] = row[c] < kFloatMin ? 0.0f : row[c] * inv_sum;
     });
   }
-  /// dx = y * (dy - sum(dy * y)) per row, y the softmax output.
+  /// dx = y * (dy - sum(dy * y)) per row, y the softmax output; dx may be dy
+  /// (in place: each row's sum is taken before the row is written).
   static void softmax_rows_backward(HostView dx, ConstHostView y, ConstHostView dy) {
     using detail::cpu::row_array;
     require_shape(y, dx.rows, dx.cols, "cpu::softmax_rows_backward y");
@@ -530,18 +641,38 @@ struct cpu {
                       "cpu::gemm: op(a) is ", op_rows(a, op_a), " x ", op_cols(a, op_a), ", op(b) is ",
                       op_rows(b, op_b), " x ", op_cols(b, op_b), ", c is ", c.rows, " x ", c.cols);
   }
-  /// c = alpha op(a) op(b) + beta c; a non-empty `bias` (1 x c.cols, only
-  /// with beta = 0) is then added to every row.
+  static void check_linear_shapes(ConstHostView y, ConstHostView x, ConstHostView w, ConstHostView bias,
+                                  ConstHostView residual) {
+    check_gemm_shapes(y, x, Op::N, w, Op::T);
+    if (!bias.empty()) require_shape(bias, 1, y.cols, "cpu::linear bias");
+    if (!residual.empty()) require_shape(residual, y.rows, y.cols, "cpu::linear residual");
+  }
+  /// c = alpha op(a) op(b) + beta c, then the epilogue's terms (only with
+  /// beta = 0) and finish on every row.
+  template <class Finish = detail::cpu::NoFinish>
   static void gemm_unchecked(HostView c, ConstHostView a, Op op_a, ConstHostView b, Op op_b, float alpha, float beta,
-                             ConstHostView bias = {}) {
+                             const detail::cpu::RowEpilogue<Finish>& epilogue = {}) {
     using namespace detail::cpu;
     if (c.empty()) return;
+    // The terms are preset before a beta = 1 product or added to its rows after.
+    const bool terms = epilogue.has_terms();
+    const auto finish_rows = [&](Index first, Index count, bool add_terms) {
+      for (Index r = first; r < first + count; ++r) {
+        if (add_terms) epilogue.add_terms(c, r);
+        epilogue.finish(r);
+      }
+    };
+    // Eigen's kernel, the rank kernels and k = 0 finish the rows in a pass of their own.
+    const auto finish_all = [&](bool add_terms) {
+      if (add_terms || RowEpilogue<Finish>::kFinishes) for_rows(c, [&](Index r) { finish_rows(r, 1, add_terms); });
+    };
     if (a.empty() || b.empty()) {  // k = 0: no product, only the beta scaling
-      preset(c, beta, bias);
+      preset(c, beta, epilogue);
+      finish_all(false);
       return;
     }
     if (rank_gemm::gemm(c, a, op_a, b, op_b, alpha, beta, kRankGemmMinRows)) {
-      if (!bias.empty()) add_row_vector(c, bias);
+      finish_all(terms);
       return;
     }
 #ifdef PLORA_USE_CBLAS
@@ -556,16 +687,17 @@ struct cpu {
     (void)openblas_single_threaded;
 #endif
     const Index k = op_cols(a, op_a);
+    const bool terms_first = terms && !kBiasAfterProduct;
     const auto rows_block = [&](Index first, Index count) {
       const HostView block = c.row_block(first, count);
-      const bool bias_first = !bias.empty() && !kBiasAfterProduct;
-      if (bias_first) preset(block, 0.0f, bias);
+      if (terms_first)
+        for (Index r = first; r < first + count; ++r) epilogue.write_terms(c, r);
       const float* a_block = a.data + (op_a == Op::N ? first * a.ld : first);
       // BLAS never reads c when beta = 0, so no zero-fill is needed.
       cblas_sgemm(CblasRowMajor, cblas_op(op_a), cblas_op(op_b), blas_int(count), blas_int(c.cols), blas_int(k),
                   alpha, a_block, blas_int(std::max<Index>(a.ld, 1)), b.data, blas_int(std::max<Index>(b.ld, 1)),
-                  bias_first ? 1.0f : beta, block.data, blas_int(std::max<Index>(c.ld, 1)));
-      if (!bias.empty() && kBiasAfterProduct) add_row_vector(block, bias);
+                  terms_first ? 1.0f : beta, block.data, blas_int(std::max<Index>(c.ld, 1)));
+      finish_rows(first, count, terms && !terms_first);
     };
     const Index blocks = gemm_row_blocks(c.rows, c.cols, k);
     const Index block_rows = (c.rows + blocks - 1) / blocks;
@@ -574,7 +706,7 @@ struct cpu {
       if (first < c.rows) rows_block(first, std::min(block_rows, c.rows - first));
     });
 #else
-    preset(c, beta, bias);
+    preset(c, beta, epilogue);
     auto cm = map(c);
     const auto am = map(a);
     const auto bm = map(b);
@@ -582,6 +714,7 @@ struct cpu {
     if (op_a == Op::N && op_b == Op::T) cm.noalias() += alpha * am * bm.transpose();
     if (op_a == Op::T && op_b == Op::N) cm.noalias() += alpha * am.transpose() * bm;
     if (op_a == Op::T && op_b == Op::T) cm.noalias() += alpha * am.transpose() * bm.transpose();
+    finish_all(false);
 #endif
   }
   // The column gathers' and scatter-adds' scalar loops, after the caller's checks.
@@ -607,15 +740,12 @@ struct cpu {
   static void for_rows(ConstHostView x, F&& body) {
     detail::cpu::parallel_rows(x.rows, x.cols, body);
   }
-  /// c *= beta, with beta = 0 writing the bias on every row, or zeros
-  /// without one (never 0 * NaN from stale memory).
-  static void preset(HostView c, float beta, ConstHostView bias) {
+  /// c *= beta, with beta = 0 writing the epilogue's terms on every row, or
+  /// zeros without them (never 0 * NaN from stale memory).
+  template <class Finish>
+  static void preset(HostView c, float beta, const detail::cpu::RowEpilogue<Finish>& epilogue) {
     if (beta == 0.0f) {
-      if (bias.empty()) {
-        fill(c, 0.0f);
-      } else {
-        for_rows(c, [&](Index r) { std::copy_n(bias.data, c.cols, c.data + r * c.ld); });
-      }
+      for_rows(c, [&](Index r) { epilogue.write_terms(c, r); });
     } else if (beta != 1.0f) {
       scale(c, beta);
     }

@@ -17,6 +17,7 @@
 #include <span>
 #include <string>
 
+#include "plora/backend/attention_heads.hpp"
 #include "plora/backend/concepts.hpp"
 #include "plora/backend/cuda/kernels.cuh"
 #include "plora/core/error.hpp"
@@ -124,19 +125,82 @@ struct cuda {
     gemm_batched(c, a, op_a, b, op_b, alpha, beta, batch, stride_c, stride_a, stride_b, "cuda::gemm_strided_batched");
   }
 
-  /// y = x wᵀ + bias on every row (bias 1 x y.cols, or empty for none): a
-  /// linear layer's forward. The bias presets y and the product adds to it
-  /// (beta = 1). (The CPU backend adds it after the product instead, faster
-  /// there; which order is faster on a GPU is not measured.)
-  static void linear(View<Device> y, ConstView<Device> x, ConstView<Device> w, ConstView<Device> bias) {
-    if (bias.empty()) {
+  /// Softmax attention of `batch` sequences over `heads` heads (as
+  /// cpu::attention): probs_(n,h) = softmax(scale q_(n,h) k_(n,h)ᵀ + mask row
+  /// n), context_(n,h) = probs_(n,h) v_(n,h). Strided-batched GEMMs, the
+  /// mask's elementwise add and one softmax kernel.
+  static void attention(View<Device> probs, View<Device> context, ConstView<Device> q, ConstView<Device> k,
+                        ConstView<Device> v, ConstView<Device> mask, Index heads, float scale) {
+    using namespace detail;
+    const AttentionShape s = attention_shape<Device>(probs, context, q, k, v, mask, heads, "cuda::attention");
+    const Index d = s.head_dim;
+    per_head_gemm<cuda>(score_heads(probs, heads, s.queries), activation_heads(q, s.queries, d), Op::N,
+                        activation_heads(k, s.tokens, d), Op::T, scale, 0.0f, s.batch, heads);
+    if (!mask.empty()) {
+      const Index rows_per_sequence = heads * s.queries;
+      detail::cuda::for_each_element(
+          probs.rows, probs.cols,
+          [=] __device__(Index r, Index c) {
+            probs.data[r * probs.ld + c] += mask.data[r / rows_per_sequence * mask.ld + c];
+          },
+          "cuda::attention mask");
+    }
+    softmax_rows(probs);
+    per_head_gemm<cuda>(activation_heads(context, s.queries, d), score_heads(ConstView<Device>(probs), heads, s.queries),
+                        Op::N, activation_heads(v, s.tokens, d), Op::N, 1.0f, 0.0f, s.batch, heads);
+  }
+  /// attention()'s backward (as cpu::attention_backward): d_value = Pᵀ dC,
+  /// d_query = scale dS K, d_key = scale dSᵀ Q with dS = softmax'(dC Vᵀ),
+  /// written; d_scores (like probs) holds dP, then dS.
+  static void attention_backward(View<Device> d_query, View<Device> d_key, View<Device> d_value,
+                                 View<Device> d_scores, ConstView<Device> d_context, ConstView<Device> probs,
+                                 ConstView<Device> q, ConstView<Device> k, ConstView<Device> v, Index heads,
+                                 float scale) {
+    using namespace detail;
+    const AttentionShape s = attention_backward_shape<Device>(d_query, d_key, d_value, d_scores, d_context, probs, q,
+                                                              k, v, heads, "cuda::attention_backward");
+    const Index d = s.head_dim, queries = s.queries, tokens = s.tokens;
+    const auto ds = score_heads(d_scores, heads, queries);
+    const auto cds = score_heads(ConstView<Device>(d_scores), heads, queries), p = score_heads(probs, heads, queries);
+    const auto dc = activation_heads(d_context, queries, d);
+    per_head_gemm<cuda>(ds, dc, Op::N, activation_heads(v, tokens, d), Op::T, 1.0f, 0.0f, s.batch, heads);
+    per_head_gemm<cuda>(activation_heads(d_value, tokens, d), p, Op::T, dc, Op::N, 1.0f, 0.0f, s.batch, heads);
+    softmax_rows_backward(d_scores, probs, d_scores);
+    per_head_gemm<cuda>(activation_heads(d_query, queries, d), cds, Op::N, activation_heads(k, tokens, d), Op::N, scale,
+                        0.0f, s.batch, heads);
+    per_head_gemm<cuda>(activation_heads(d_key, tokens, d), cds, Op::T, activation_heads(q, queries, d), Op::N, scale,
+                        0.0f, s.batch, heads);
+  }
+
+  /// y = x wᵀ + bias + residual (bias 1 x y.cols, residual like y and not
+  /// overlapping it; either may be empty): a linear layer's forward with the
+  /// residual connection that may follow it. Bias and residual preset y and
+  /// the product adds to it (beta = 1). (The CPU backend adds them after the
+  /// product instead, faster there; which order is faster on a GPU is not
+  /// measured.)
+  static void linear(View<Device> y, ConstView<Device> x, ConstView<Device> w, ConstView<Device> bias,
+                     ConstView<Device> residual = {}) {
+    if (!bias.empty()) require_shape(bias, 1, y.cols, "cuda::linear bias");
+    if (!residual.empty()) require_shape(residual, y.rows, y.cols, "cuda::linear residual");
+    const bool has_bias = !bias.empty(), has_residual = !residual.empty();
+    if (!has_bias && !has_residual) {
       gemm(y, x, Op::N, w, Op::T, 1.0f, 0.0f);
       return;
     }
-    require_shape(bias, 1, y.cols, "cuda::linear bias");
     detail::cuda::for_each_element(
-        y.rows, y.cols, [=] __device__(Index r, Index c) { y.data[r * y.ld + c] = bias.data[c]; }, "cuda::linear");
+        y.rows, y.cols,
+        [=] __device__(Index r, Index c) {
+          y.data[r * y.ld + c] =
+              (has_bias ? bias.data[c] : 0.0f) + (has_residual ? residual.data[r * residual.ld + c] : 0.0f);
+        },
+        "cuda::linear");
     gemm(y, x, Op::N, w, Op::T, 1.0f, 1.0f);
+  }
+  /// pre = x wᵀ + bias, act = gelu(pre): a linear layer and its activation.
+  static void linear_gelu(View<Device> pre, View<Device> act, ConstView<Device> x, ConstView<Device> w,
+                          ConstView<Device> bias) {
+    linear(pre, x, w, bias);
+    gelu_forward(act, pre);
   }
 
   // ---- elementwise --------------------------------------------------------
@@ -315,7 +379,8 @@ struct cuda {
     if (x.cols == 0) return;
     detail::cuda::launch_per_row(x.rows, "cuda::softmax_rows", detail::cuda::softmax_rows_kernel<>, x);
   }
-  /// dx = y * (dy - sum(dy * y)) per row, y the softmax output.
+  /// dx = y * (dy - sum(dy * y)) per row, y the softmax output; dx may be dy
+  /// (in place: each row's sum is taken before the row is written).
   static void softmax_rows_backward(View<Device> dx, ConstView<Device> y, ConstView<Device> dy) {
     require_shape(y, dx.rows, dx.cols, "cuda::softmax_rows_backward y");
     require_shape(dy, dx.rows, dx.cols, "cuda::softmax_rows_backward dy");
