@@ -84,9 +84,9 @@ HeadBlocks<T, Space> score_heads(MatrixView<T, Space> m, Index heads, Index quer
 /// n < batch and head h < heads: one strided-batched GEMM per head over the
 /// sequences, or per sequence over the heads, whichever makes fewer calls.
 /// (a and b may be blocks of mutable or const views.)
-template <class B, class A, class Bb>
-void per_head_gemm(HeadBlocks<float, typename B::Space> c, A a, Op op_a, Bb b, Op op_b, float alpha, float beta,
-                   Index batch, Index heads) {
+template <class B, class OperandA, class OperandB>
+void per_head_gemm(HeadBlocks<float, typename B::Space> c, OperandA a, Op op_a, OperandB b, Op op_b, float alpha,
+                   float beta, Index batch, Index heads) {
   const bool over_sequences = batch >= heads;
   const Index calls = over_sequences ? heads : batch, count = over_sequences ? batch : heads;
   const auto at = [&](const auto& x, Index call) {

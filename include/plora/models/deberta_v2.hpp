@@ -127,17 +127,12 @@ class DebertaV2Layer {
     const View context = context_.rows(out_rows, hidden), z1 = z1_.rows(out_rows, hidden);
     const View a = a_.rows(out_rows, hidden), z2 = z2_.rows(out_rows, hidden);
     attention_.forward(context, x, rel, mask, tokens, scratch, dropout, queries);
-    // z1 = x + dropout(attention output), z2 = a + dropout(mlp): a residual
-    // joins its branch's output projection unless a dropout comes in between.
     const ConstView x_rows = x.every_nth_row(token_step_);
-    const bool attention_drops = attention_dropout_.active(dropout), mlp_drops = output_dropout_.active(dropout);
-    attention_output_.forward(z1, context, saved_output_, attention_drops ? ConstView{} : x_rows);
-    attention_dropout_.forward(z1, dropout);
-    if (attention_drops) B::axpy(z1, 1.0f, x_rows);
+    attention_output_.forward(z1, context, saved_output_, attention_dropout_.residual_to_fuse(x_rows, dropout));
+    attention_dropout_.forward_and_add(z1, dropout, x_rows);  // z1 = x + dropout(attention output)
     attention_norm_.forward(a, z1);
-    mlp_.forward(z2, a, mlp_drops ? ConstView{} : ConstView(a));
-    output_dropout_.forward(z2, dropout);
-    if (mlp_drops) B::axpy(z2, 1.0f, a);
+    mlp_.forward(z2, a, output_dropout_.residual_to_fuse(a, dropout));
+    output_dropout_.forward_and_add(z2, dropout, a);  // z2 = a + dropout(mlp)
     output_norm_.forward(y, z2);
   }
 

@@ -94,18 +94,14 @@ class VitLayer {
     const Index out_rows = rows / token_step_;
     const View normed_before = normed_before_.rows(rows, hidden), h = h_.rows(out_rows, hidden);
     const View normed_after = normed_after_.rows(out_rows, hidden);
-    // h = x + dropout(attention), y = h + dropout(mlp): a residual joins its
-    // branch's output projection unless a dropout comes in between.
     const ConstView x_rows = x.every_nth_row(token_step_);
-    const bool attention_drops = attention_dropout_.active(dropout), mlp_drops = output_dropout_.active(dropout);
     before_.forward(normed_before, x);
-    attention_.forward(h, normed_before, tokens, {}, dropout, queries, attention_drops ? ConstView{} : x_rows);
-    attention_dropout_.forward(h, dropout);
-    if (attention_drops) B::axpy(h, 1.0f, x_rows);
+    attention_.forward(h, normed_before, tokens, {}, dropout, queries,
+                       attention_dropout_.residual_to_fuse(x_rows, dropout));
+    attention_dropout_.forward_and_add(h, dropout, x_rows);  // h = x + dropout(attention)
     after_.forward(normed_after, h);
-    mlp_.forward(y, normed_after, mlp_drops ? ConstView{} : ConstView(h));
-    output_dropout_.forward(y, dropout);
-    if (mlp_drops) B::axpy(y, 1.0f, h);
+    mlp_.forward(y, normed_after, output_dropout_.residual_to_fuse(h, dropout));
+    output_dropout_.forward_and_add(y, dropout, h);  // y = h + dropout(mlp)
   }
 
   /// dx (rows, hidden) from dy (as the forward's y) and the forward input x;

@@ -42,6 +42,19 @@ class Dropout {
     B::mul(x, mask);
   }
 
+  /// A residual branch, out = residual + dropout(branch), in two calls: the
+  /// branch's output projection adds residual_to_fuse(residual, stream) itself
+  /// (the residual when nothing is dropped, else nothing), then
+  /// forward_and_add(out, stream, residual) drops and adds it if the
+  /// projection could not.
+  [[nodiscard]] ConstView residual_to_fuse(ConstView residual, const RandomStream* stream) const {
+    return active(stream) ? ConstView{} : residual;
+  }
+  void forward_and_add(View out, RandomStream* stream, ConstView residual) {
+    forward(out, stream);
+    if (applied_) B::axpy(out, 1.0f, residual);
+  }
+
   /// The gradient at the dropout's input: dy itself when the forward dropped
   /// nothing, else out = dy ⊙ mask (out may be dy).
   [[nodiscard]] ConstView backward(View out, ConstView dy) const {

@@ -84,12 +84,12 @@ class LinearSite {
   /// pass as the bias); a FoldableAdapter's ΔW joins W in the one GEMM.
   void forward(View y, ConstView x, Saved& saved, ConstView residual = {}) {
     B::linear(y, x, gemm_weight(), bias_.view(), residual);
-    if (adapter_ && !folds()) adapter_->forward(y, x, saved.adapter);
+    if (adds_adapter_output()) adapter_->forward(y, x, saved.adapter);
   }
   /// pre = forward(x), act = gelu(pre): with no adapter output to add in
   /// between, the backend's fused linear_gelu.
   void forward_gelu(View pre, View act, ConstView x, Saved& saved) {
-    if (adapter_ && !folds()) {
+    if (adds_adapter_output()) {
       forward(pre, x, saved);
       B::gelu_forward(act, pre);
     } else {
@@ -110,6 +110,8 @@ class LinearSite {
   }
 
  private:
+  /// Whether the forward adds an adapter's output after the GEMM (an attached adapter that does not fold).
+  [[nodiscard]] bool adds_adapter_output() const { return adapter_.has_value() && !folds(); }
   [[nodiscard]] bool folds() const {
     if constexpr (FoldableAdapter<A>) {
       return adapter_.has_value();

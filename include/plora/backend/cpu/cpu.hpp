@@ -147,35 +147,28 @@ struct RowEpilogue {
   [[nodiscard]] bool has_terms() const { return !bias.empty() || !residual.empty(); }
   /// Row r of c = bias + residual row r (zeros without either).
   void write_terms(HostView c, Index r) const {
-    float* __restrict row = c.data + r * c.ld;
-    if (bias.empty() && residual.empty()) {
+    float* row = c.data + r * c.ld;
+    if (bias.empty()) {
       std::fill_n(row, c.cols, 0.0f);
-    } else if (residual.empty()) {
-      std::copy_n(bias.data, c.cols, row);
     } else {
-      const float* __restrict res = residual.data + r * residual.ld;
-      if (bias.empty()) {
-        std::copy_n(res, c.cols, row);
-      } else {
-        for (Index j = 0; j < c.cols; ++j) row[j] = bias.data[j] + res[j];
-      }
+      std::copy_n(bias.data, c.cols, row);
     }
+    add_residual(row, r, c.cols);
   }
-  /// Row r of c += bias + residual row r.
+  /// Row r of c += bias + residual row r (the row is in L1 after the first add).
   void add_terms(HostView c, Index r) const {
     float* __restrict row = c.data + r * c.ld;
     const float* __restrict b = bias.data;
-    if (residual.empty()) {
-      if (!bias.empty())
-        for (Index j = 0; j < c.cols; ++j) row[j] += b[j];
-      return;
-    }
+    if (!bias.empty())
+      for (Index j = 0; j < c.cols; ++j) row[j] += b[j];
+    add_residual(row, r, c.cols);
+  }
+
+ private:
+  void add_residual(float* __restrict row, Index r, Index n) const {
+    if (residual.empty()) return;
     const float* __restrict res = residual.data + r * residual.ld;
-    if (bias.empty()) {
-      for (Index j = 0; j < c.cols; ++j) row[j] += res[j];
-    } else {
-      for (Index j = 0; j < c.cols; ++j) row[j] += b[j] + res[j];
-    }
+    for (Index j = 0; j < n; ++j) row[j] += res[j];
   }
 };
 }  // namespace detail::cpu
