@@ -521,23 +521,27 @@ TEST_CASE("linear: x wT + bias (+ residual, then GELU) on every row, on every GE
     HostMatrix y = random_matrix(rows, out, 44), unbiased = random_matrix(rows, out, 45);
     HostMatrix with_residual = random_matrix(rows, out, 47), residual_only = random_matrix(rows, out, 48);
     HostMatrix pre = random_matrix(rows, out, 49), act = random_matrix(rows, out, 50);
+    HostMatrix in_place = random_matrix(rows, out, 52);  // pre and act at once
     cpu::linear(y.view(), x.view(), w.view(), bias.view());
     cpu::linear(unbiased.view(), x.view(), w.view(), {});
     cpu::linear(with_residual.view(), x.view(), w.view(), bias.view(), residual.view());
     cpu::linear(residual_only.view(), x.view(), w.view(), {}, residual.view());
     cpu::linear_gelu(pre.view(), act.view(), x.view(), w.view(), bias.view());
-    std::array<double, 6> worst{};  // y, unbiased, with_residual, residual_only, pre, act
+    cpu::linear_gelu(in_place.view(), in_place.view(), x.view(), w.view(), bias.view());
+    std::array<double, 7> worst{};  // y, unbiased, with_residual, residual_only, pre, act, in_place
     for (Index r = 0; r < rows; ++r)
       for (Index c = 0; c < out; ++c) {
         double product = 0;
         for (Index k = 0; k < in; ++k) product += double(x(r, k)) * w(c, k);
         const double biased = product + bias(0, c);
+        const double gelu = 0.5 * biased * (1.0 + std::erf(biased / std::sqrt(2.0)));
         const double errors[] = {y(r, c) - biased,
                                  unbiased(r, c) - product,
                                  with_residual(r, c) - (biased + residual(r, c)),
                                  residual_only(r, c) - (product + residual(r, c)),
                                  pre(r, c) - biased,
-                                 act(r, c) - 0.5 * biased * (1.0 + std::erf(biased / std::sqrt(2.0)))};
+                                 act(r, c) - gelu,
+                                 in_place(r, c) - gelu};
         for (std::size_t i = 0; i < worst.size(); ++i) worst[i] = std::max(worst[i], std::abs(errors[i]));
       }
     // fp32 sums of <= 100 products of values in [-1, 1] plus two terms: well

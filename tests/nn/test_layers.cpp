@@ -400,6 +400,23 @@ TEST_CASE("MLP backward matches finite differences (input and LoRA on both sites
   mlp.backward(dx.view(), weights.view(), x.view(), scratch);
   check_gradients(x.view(), dx, loss, {&mlp.intermediate(), &mlp.output()});
 
+  // Inference (Keep::nothing) runs the GELU in place: the same output bit for
+  // bit (the same sums), and no backward may follow it. Without the adapters
+  // the fused linear_gelu runs; with them, the separate GELU.
+  for (const bool adapters : {true, false}) {
+    CAPTURE(adapters);
+    if (!adapters) {
+      mlp.intermediate().detach();
+      mlp.output().detach();
+    }
+    HostMatrix kept(rows, out), inferred(rows, out);
+    mlp.forward(kept.view(), x.view());
+    mlp.forward(inferred.view(), x.view(), {}, Keep::nothing);
+    CHECK(inferred.values() == kept.values());
+    CHECK_THROWS_WITH_AS(mlp.backward(dx.view(), weights.view(), x.view(), scratch), doctest::Contains("fc1"),
+                         ValueError);
+  }
+
   // The activation is the exact erf GELU: one hidden unit through identity-like weights.
   LoraMlp probe(Site("fc1", HostMatrix(1, 1, {1.0f}), HostMatrix()),
                             Site("fc2", HostMatrix(1, 1, {1.0f}), HostMatrix()));

@@ -119,8 +119,9 @@ class DebertaV2Layer {
   /// for the first token of each sequence only (everything above the keys and
   /// values then runs on those rows); rel and mask as DisentangledSelfAttention
   /// takes them. With a `dropout` stream (training) the dropouts draw from it.
+  /// `keep` as Mlp takes it.
   void forward(View y, ConstView x, ConstView rel, ConstView mask, Index tokens, DisentangledScratch<B>& scratch,
-               RandomStream* dropout, Queries queries = Queries::every_token) {
+               RandomStream* dropout, Queries queries = Queries::every_token, Keep keep = Keep::for_backward) {
     const Index hidden = x.cols;
     token_step_ = query_step(queries, tokens);
     const Index out_rows = x.rows / token_step_;
@@ -131,7 +132,7 @@ class DebertaV2Layer {
     attention_output_.forward(z1, context, saved_output_, attention_dropout_.residual_to_fuse(x_rows, dropout));
     attention_dropout_.forward_and_add(z1, dropout, x_rows);  // z1 = x + dropout(attention output)
     attention_norm_.forward(a, z1);
-    mlp_.forward(z2, a, output_dropout_.residual_to_fuse(a, dropout));
+    mlp_.forward(z2, a, output_dropout_.residual_to_fuse(a, dropout), keep);
     output_dropout_.forward_and_add(z2, dropout, a);  // z2 = a + dropout(mlp)
     output_norm_.forward(y, z2);
   }
@@ -375,7 +376,7 @@ class DebertaV2 : public detail::EncoderModel<B, A, DebertaV2Layer<B, A>> {
       const Queries queries = detail::layer_queries(l, layers_.size(), every_token_);
       const Index out_rows = rows / query_step(queries, tokens);
       layers_[l].forward(hidden_[l + 1].rows(out_rows, hidden), hidden_[l].rows(rows), rel, key_mask, tokens, attn_,
-                         dropout, queries);
+                         dropout, queries, detail::layer_keep(kept));
     });
 
     const ConstView context = pooler_dropout_.forward(cls_rows(hidden_.back().rows(n * top_token_step())), dropout);

@@ -87,8 +87,9 @@ class VitLayer {
   /// y from x (rows, hidden), rows = batch * tokens: (rows, hidden) for
   /// every token, (batch, hidden) for the first token of each image only
   /// (everything above the keys and values then runs on those rows). With a
-  /// `dropout` stream (training) the dropouts draw from it.
-  void forward(View y, ConstView x, Index tokens, RandomStream* dropout, Queries queries = Queries::every_token) {
+  /// `dropout` stream (training) the dropouts draw from it. `keep` as Mlp takes it.
+  void forward(View y, ConstView x, Index tokens, RandomStream* dropout, Queries queries = Queries::every_token,
+               Keep keep = Keep::for_backward) {
     const Index rows = x.rows, hidden = x.cols;
     token_step_ = query_step(queries, tokens);
     const Index out_rows = rows / token_step_;
@@ -100,7 +101,7 @@ class VitLayer {
                        attention_dropout_.residual_to_fuse(x_rows, dropout));
     attention_dropout_.forward_and_add(h, dropout, x_rows);  // h = x + dropout(attention)
     after_.forward(normed_after, h);
-    mlp_.forward(y, normed_after, output_dropout_.residual_to_fuse(h, dropout));
+    mlp_.forward(y, normed_after, output_dropout_.residual_to_fuse(h, dropout), keep);
     output_dropout_.forward_and_add(y, dropout, h);  // y = h + dropout(mlp)
   }
 
@@ -324,7 +325,8 @@ class Vit : public detail::EncoderModel<B, A, VitLayer<B, A>> {
     detail::forward_layers(layers_, kept, first, inference_holder_, [&](std::size_t l) {
       const Queries queries = detail::layer_queries(l, layers_.size(), every_token_);
       const Index out_rows = n * tokens / query_step(queries, tokens);
-      layers_[l].forward(hidden_[l + 1].rows(out_rows, hidden), hidden_[l].rows(n * tokens), tokens, dropout, queries);
+      layers_[l].forward(hidden_[l + 1].rows(out_rows, hidden), hidden_[l].rows(n * tokens), tokens, dropout, queries,
+                         detail::layer_keep(kept));
     });
     const View cls_normed = cls_normed_.rows(n, hidden);
     final_norm_.forward(cls_normed, cls_rows(hidden_.back().rows(n * top_token_step())));

@@ -5,10 +5,15 @@
 
 #include "plora/backend/scratch.hpp"
 #include "plora/backend/concepts.hpp"
+#include "plora/core/error.hpp"
 #include "plora/nn/backward_scratch.hpp"
 #include "plora/nn/linear_site.hpp"
 
 namespace plora {
+
+/// What a forward keeps besides its output: what its backward reads, or
+/// nothing (inference, no backward follows).
+enum class Keep { for_backward, nothing };
 
 /// @tparam B  backend
 /// @tparam A  adapter type the two sites may carry
@@ -31,18 +36,24 @@ class Mlp {
   [[nodiscard]] Site& output() { return output_; }
 
   /// out (rows, out) = output(gelu(intermediate(x))) (+ residual, like out,
-  /// when not empty), x (rows, in); keeps the pre-activation (GELU's input)
-  /// and the activation (the output site's input).
-  void forward(View out, ConstView x, ConstView residual = {}) {
+  /// when not empty), x (rows, in). For the backward it keeps the
+  /// pre-activation (GELU's input) and the activation (the output site's
+  /// input); with Keep::nothing the GELU runs in place on the intermediate
+  /// output, which saves a write of the block's widest activation.
+  void forward(View out, ConstView x, ConstView residual = {}, Keep keep = Keep::for_backward) {
     const Index inner = intermediate_.out_features();
-    const View pre = pre_.rows(x.rows, inner), act = act_.rows(x.rows, inner);
+    const View act = act_.rows(x.rows, inner);
+    const View pre = keep == Keep::for_backward ? pre_.rows(x.rows, inner) : act;
     intermediate_.forward_gelu(pre, act, x, saved_intermediate_);
     output_.forward(out, act, saved_output_, residual);
+    kept_ = keep;
   }
 
   /// dx (rows, in) from dout (rows, out) and the forward input x; an empty dx
   /// skips the input gradient. Site gradients accumulate.
   void backward(View dx, ConstView dout, ConstView x, BackwardScratch<B>& scratch) {
+    check<ValueError>(kept_ == Keep::for_backward, intermediate_.name(),
+                      ": backward without a forward that kept its activations (Keep::for_backward)");
     const Index inner = intermediate_.out_features();
     const View d_act = scratch.d_activation.rows(x.rows, inner);
     const View d_pre = scratch.d_preactivation.rows(x.rows, inner);
@@ -57,6 +68,7 @@ class Mlp {
     std::swap(act_, other.act_);
     std::swap(saved_intermediate_, other.saved_intermediate_);
     std::swap(saved_output_, other.saved_output_);
+    std::swap(kept_, other.kept_);
   }
 
  private:
@@ -64,6 +76,7 @@ class Mlp {
   detail::Scratch<B> pre_;  // (rows, inner) intermediate output, GELU input
   detail::Scratch<B> act_;  // (rows, inner) GELU output, output-site input
   typename Site::Saved saved_intermediate_, saved_output_;
+  Keep kept_ = Keep::nothing;  // by the last forward
 };
 
 }  // namespace plora

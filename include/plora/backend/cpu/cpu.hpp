@@ -225,7 +225,8 @@ struct cpu {
     gemm_unchecked(y, x, Op::N, w, Op::T, 1.0f, 0.0f, detail::cpu::RowEpilogue<>{bias, residual});
   }
   /// pre = x wᵀ + bias, act = gelu(pre): a linear layer and its activation,
-  /// the GELU on each row of the product while the row is in cache.
+  /// the GELU on each row of the product while the row is in cache. act may
+  /// be pre (the GELU in place, when nothing reads the pre-activation).
   static void linear_gelu(HostView pre, HostView act, ConstHostView x, ConstHostView w, ConstHostView bias) {
     check_linear_shapes(pre, x, w, bias, {});
     require_shape(act, pre.rows, pre.cols, "cpu::linear_gelu act");

@@ -196,7 +196,8 @@ struct cuda {
         "cuda::linear");
     gemm(y, x, Op::N, w, Op::T, 1.0f, 1.0f);
   }
-  /// pre = x wᵀ + bias, act = gelu(pre): a linear layer and its activation.
+  /// pre = x wᵀ + bias, act = gelu(pre): a linear layer and its activation
+  /// (act may be pre: the elementwise GELU reads each element before writing it).
   static void linear_gelu(View<Device> pre, View<Device> act, ConstView<Device> x, ConstView<Device> w,
                           ConstView<Device> bias) {
     linear(pre, x, w, bias);

@@ -13,10 +13,16 @@
 #include "plora/core/error.hpp"
 #include "plora/core/view.hpp"
 #include "plora/nn/attention.hpp"
+#include "plora/nn/mlp.hpp"
 
 namespace plora::detail {
 
 enum class Activations { every_layer, one_layer };
+/// What each layer keeps: a pass that keeps one layer's activations is
+/// inference, which no backward follows.
+inline Keep layer_keep(Activations kept) {
+  return kept == Activations::every_layer ? Keep::for_backward : Keep::nothing;
+}
 
 /// What layer l of `count` computes: token 0 alone in the last layer unless
 /// every token is asked for.
