@@ -3,6 +3,7 @@
 // rejected with an error that names the file and the tensor.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -208,6 +209,29 @@ TEST_CASE("writer round trip keeps every bit, shapes and metadata") {
   CHECK(file.load_ints("d.ints") == std::vector<std::int64_t>{std::numeric_limits<std::int64_t>::min(), -1, 0,
                                                              std::numeric_limits<std::int64_t>::max()});
   CHECK(file.metadata() == std::map<std::string, std::string>{{"epoch", "3"}, {"format", "pt"}});
+}
+
+TEST_CASE("a loaded tensor's file pages are released, and the file reads the same afterwards") {
+  // load() releases the whole pages of a tensor it copied (madvise); a later
+  // read must map the file's bytes in again, for that tensor and its neighbours.
+  TempDir dir;
+  std::vector<float> wide(10000);  // ~10 pages, not page-aligned in the file
+  for (std::size_t i = 0; i < wide.size(); ++i) wide[i] = static_cast<float>(i) * 0.5f - 7.0f;
+  SafetensorsWriter writer;
+  writer.add("a.before", {3}, std::vector<float>{1.0f, 2.0f, 3.0f});
+  writer.add("b.wide", {100, 100}, wide);
+  writer.add("c.after", {2}, std::vector<float>{-4.0f, 5.0f});
+  const auto path = dir / "pages.safetensors";
+  writer.write(path);
+  const auto file = SafetensorsFile::open(path);
+  const std::string digest = file.content_digest();
+  for (int pass = 0; pass < 2; ++pass) {
+    CAPTURE(pass);
+    CHECK(std::ranges::equal(file.load("b.wide").values(), wide));
+    CHECK(std::ranges::equal(file.load("a.before").values(), std::vector<float>{1.0f, 2.0f, 3.0f}));
+    CHECK(std::ranges::equal(file.load("c.after").values(), std::vector<float>{-4.0f, 5.0f}));
+  }
+  CHECK(file.content_digest() == digest);
 }
 
 TEST_CASE("content_digest: the same tensors digest alike, any tensor change differs") {

@@ -93,7 +93,8 @@ inline std::string shape_string(std::span<const Index> shape) {
 }  // namespace detail
 
 /// A validated, memory-mapped safetensors file. Tensors are converted to fp32
-/// (or int64) only when loaded. Move-only; loaded matrices own their data.
+/// (or int64) only when loaded. Move-only; loaded matrices own their data, and
+/// a loaded floating-point tensor's file pages are released (MappedFile::release).
 class SafetensorsFile {
  public:
   /// Maps and fully validates `path`. Throws IoError naming the file (and the
@@ -259,6 +260,7 @@ class SafetensorsFile {
                                             " cannot be loaded as floating point (F32, F16, BF16, F64); use load_ints()"
                                             " for integer tensors"));
     }
+    file_.release(buffer_.subspan(e.begin, e.end - e.begin));
     return out;
   }
 

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <span>
@@ -55,6 +56,18 @@ class MappedFile {
   ~MappedFile() { unmap(); }
 
   [[nodiscard]] std::span<const std::byte> bytes() const { return {data_, size_}; }
+
+  /// Drops the whole pages inside `range` (a part of bytes() whose contents
+  /// were copied out) from the process's memory, so a loaded model does not
+  /// hold each weight twice, as file pages and as its own copy. A later read
+  /// maps them in again from the file: the mapping is read-only and private,
+  /// so no page was ever modified. Advice only: a failure changes nothing.
+  void release(std::span<const std::byte> range) const {
+    const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const auto first = reinterpret_cast<std::uintptr_t>(range.data());
+    const std::uintptr_t begin = (first + page - 1) / page * page, end = (first + range.size()) / page * page;
+    if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  }
 
  private:
   void unmap() {
