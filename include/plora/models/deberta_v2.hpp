@@ -271,7 +271,7 @@ class DebertaV2 : public detail::EncoderModel<B, A, DebertaV2Layer<B, A>> {
   /// logits (batch, num_labels), valid until the next forward. An inference
   /// pass: the layers hand one set of activation buffers along, so memory
   /// holds one layer's activations rather than every layer's.
-  ConstView forward(const TokenBatch& batch) { return forward_pass(batch, detail::Activations::one_layer); }
+  ConstView forward(const TokenBatch& batch) { return forward_pass(batch, Keep::nothing); }
   /// forward(batch)'s logits from layer `first` on (LayeredModel): `input` is
   /// hidden_state(first) of a forward of `batch` with the same weights below
   /// that layer, (batch * seq_len, hidden). The ratio extractors' probes of a
@@ -279,7 +279,7 @@ class DebertaV2 : public detail::EncoderModel<B, A, DebertaV2Layer<B, A>> {
   ConstView forward_from(Index first, ConstView input, const TokenBatch& batch) {
     detail::check_forward_from("DeBERTa", first, config_.num_hidden_layers, input, config_.hidden_size, batch.batch,
                                "sequences", batch.seq_len);
-    return forward_pass(batch, detail::Activations::one_layer, static_cast<std::size_t>(first), input);
+    return forward_pass(batch, Keep::nothing, static_cast<std::size_t>(first), input);
   }
 
   /// Mean loss of the batch (cross-entropy on labels, or MSE on targets when
@@ -299,7 +299,7 @@ class DebertaV2 : public detail::EncoderModel<B, A, DebertaV2Layer<B, A>> {
         check<ValueError>(label >= 0 && label < config_.num_labels, "DeBERTa batch: label ", label,
                           " outside [0, ", config_.num_labels, ")");
     }
-    const ConstView logits = forward_pass(batch, detail::Activations::every_layer);
+    const ConstView logits = forward_pass(batch, Keep::for_backward);
     const Index rows = n * tokens_, hidden = config_.hidden_size;
     const View d_logits = d_logits_.rows(n, config_.num_labels);
     const float loss = regression() ? mse(d_logits, logits, batch.targets)
@@ -338,9 +338,9 @@ class DebertaV2 : public detail::EncoderModel<B, A, DebertaV2Layer<B, A>> {
   static constexpr float kMaskedScore = -1e30f;
 
   /// forward(), forward_from() and forward_backward()'s pass from layer
-  /// `first`, whose input is `input` or else the tokens' embeddings; `kept`
-  /// says which activations stay.
-  ConstView forward_pass(const TokenBatch& batch, detail::Activations kept, std::size_t first = 0,
+  /// `first`, whose input is `input` or else the tokens' embeddings; `keep`
+  /// says whether every layer keeps its activations for a backward.
+  ConstView forward_pass(const TokenBatch& batch, Keep keep, std::size_t first = 0,
                          ConstView input = {}) {
     validate(batch);
     const Index n = batch.batch, tokens = batch.seq_len, rows = n * tokens, hidden = config_.hidden_size;
@@ -372,11 +372,11 @@ class DebertaV2 : public detail::EncoderModel<B, A, DebertaV2Layer<B, A>> {
       }
     }
     rel_ = rel;
-    detail::forward_layers(layers_, kept, first, inference_holder_, [&](std::size_t l) {
+    detail::forward_layers(layers_, keep, first, inference_holder_, [&](std::size_t l) {
       const Queries queries = detail::layer_queries(l, layers_.size(), every_token_);
       const Index out_rows = rows / query_step(queries, tokens);
       layers_[l].forward(hidden_[l + 1].rows(out_rows, hidden), hidden_[l].rows(rows), rel, key_mask, tokens, attn_,
-                         dropout, queries, detail::layer_keep(kept));
+                         dropout, queries, keep);
     });
 
     const ConstView context = pooler_dropout_.forward(cls_rows(hidden_.back().rows(n * top_token_step())), dropout);

@@ -232,7 +232,7 @@ class Vit : public detail::EncoderModel<B, A, VitLayer<B, A>> {
   /// logits (batch, num_labels), valid until the next forward. An inference
   /// pass: the layers hand one set of activation buffers along, so memory
   /// holds one layer's activations rather than every layer's.
-  ConstView forward(const ImageBatch& batch) { return forward_pass(batch, detail::Activations::one_layer); }
+  ConstView forward(const ImageBatch& batch) { return forward_pass(batch, Keep::nothing); }
   /// forward(batch)'s logits from layer `first` on (LayeredModel): `input` is
   /// hidden_state(first) of a forward of `batch` with the same weights below
   /// that layer, (batch * tokens, hidden). The ratio extractors' probes of a
@@ -240,13 +240,13 @@ class Vit : public detail::EncoderModel<B, A, VitLayer<B, A>> {
   ConstView forward_from(Index first, ConstView input, const ImageBatch& batch) {
     detail::check_forward_from("ViT", first, config_.num_hidden_layers, input, config_.hidden_size, batch.size(),
                                "images", tokens());
-    return forward_pass(batch, detail::Activations::one_layer, static_cast<std::size_t>(first), input);
+    return forward_pass(batch, Keep::nothing, static_cast<std::size_t>(first), input);
   }
   /// Mean cross-entropy of the batch; adds its gradients to parameters().
   float forward_backward(const ImageBatch& batch) {
     check<ShapeError>(static_cast<Index>(batch.labels.size()) == batch.size(), "ViT batch: ", batch.labels.size(),
                       " labels for ", batch.size(), " images");
-    const ConstView logits = forward_pass(batch, detail::Activations::every_layer);
+    const ConstView logits = forward_pass(batch, Keep::for_backward);
     const Index n = batch_, tokens = this->tokens(), hidden = config_.hidden_size, rows = n * tokens;
     const View d_logits = d_logits_.rows(n, config_.num_labels);
     const float loss = loss_.forward_backward(d_logits, logits, batch.labels);
@@ -297,9 +297,9 @@ class Vit : public detail::EncoderModel<B, A, VitLayer<B, A>> {
   }
 
   /// forward(), forward_from() and forward_backward()'s pass from layer
-  /// `first`, whose input is `input` or else the pixels' embeddings; `kept`
-  /// says which activations stay.
-  ConstView forward_pass(const ImageBatch& batch, detail::Activations kept, std::size_t first = 0,
+  /// `first`, whose input is `input` or else the pixels' embeddings; `keep`
+  /// says whether every layer keeps its activations for a backward.
+  ConstView forward_pass(const ImageBatch& batch, Keep keep, std::size_t first = 0,
                          ConstView input = {}) {
     const Index n = batch.size(), tokens = this->tokens(), hidden = config_.hidden_size;
     check<ShapeError>(n > 0, "ViT forward: empty batch");
@@ -322,11 +322,11 @@ class Vit : public detail::EncoderModel<B, A, VitLayer<B, A>> {
     } else if (input.data != stream_in.data) {
       B::copy(stream_in, input);
     }
-    detail::forward_layers(layers_, kept, first, inference_holder_, [&](std::size_t l) {
+    detail::forward_layers(layers_, keep, first, inference_holder_, [&](std::size_t l) {
       const Queries queries = detail::layer_queries(l, layers_.size(), every_token_);
       const Index out_rows = n * tokens / query_step(queries, tokens);
       layers_[l].forward(hidden_[l + 1].rows(out_rows, hidden), hidden_[l].rows(n * tokens), tokens, dropout, queries,
-                         detail::layer_keep(kept));
+                         keep);
     });
     const View cls_normed = cls_normed_.rows(n, hidden);
     final_norm_.forward(cls_normed, cls_rows(hidden_.back().rows(n * top_token_step())));

@@ -17,12 +17,6 @@
 
 namespace plora::detail {
 
-enum class Activations { every_layer, one_layer };
-/// What each layer keeps: a pass that keeps one layer's activations is
-/// inference, which no backward follows.
-inline Keep layer_keep(Activations kept) {
-  return kept == Activations::every_layer ? Keep::for_backward : Keep::nothing;
-}
 
 /// What layer l of `count` computes: token 0 alone in the last layer unless
 /// every token is asked for.
@@ -53,13 +47,13 @@ inline Index top_token_step(std::size_t count, bool every_token, Index tokens) {
 
 /// Calls forward_layer(l) for l = first, first + 1, ... in order. Layer
 /// needs swap_activations(Layer&) that exchanges forward state, not weights.
-/// For inference (one_layer), `holder` is the layer holding the buffers the
-/// layers hand along: layer `first` takes them from it, and it becomes the
-/// last layer.
+/// For inference (Keep::nothing: the stack holds one layer's activations),
+/// `holder` is the layer holding the buffers the layers hand along: layer
+/// `first` takes them from it, and it becomes the last layer.
 template <class Layer, class F>
-void forward_layers(std::vector<Layer>& layers, Activations kept, std::size_t first, std::size_t& holder,
+void forward_layers(std::vector<Layer>& layers, Keep keep, std::size_t first, std::size_t& holder,
                     F&& forward_layer) {
-  const bool hand_along = kept == Activations::one_layer;
+  const bool hand_along = keep == Keep::nothing;
   if (hand_along && first < layers.size() && holder != first) {
     layers[holder].swap_activations(layers[first]);
     holder = first;
