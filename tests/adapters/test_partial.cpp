@@ -210,6 +210,33 @@ TEST_CASE("Partial in token tiles equals one pass with input dropout") {
   check_tiles_equal_one_pass<AdaLora<cpu>>(ada);
 }
 
+TEST_CASE("Partial's backward walks the tiles of its forward") {
+  // The default tile follows the thread count, which may change between a
+  // forward and its backward; so may a tile set by hand. The backward must
+  // use the forward's tiles: bit for bit the run that never changed.
+  Partial<Lora<cpu>> steady(kOut, kIn, {lora_config(0.0f), kRows, kCols}, RandomStream(5, 6));
+  randomize_parameters(steady, 50);
+  steady.set_tile_tokens(2);
+  Partial<Lora<cpu>> changed = steady;
+  const HostMatrix x = random_matrix(kTokens, kIn, 51), dy = random_matrix(kTokens, kOut, 52);
+  HostMatrix y_steady(kTokens, kOut), y_changed(kTokens, kOut), dx_steady(kTokens, kIn), dx_changed(kTokens, kIn);
+  Partial<Lora<cpu>>::Saved steady_saved, changed_saved;
+  steady.forward(y_steady.view(), x.view(), steady_saved);
+  changed.forward(y_changed.view(), x.view(), changed_saved);
+  changed.set_tile_tokens(0);  // one tile of 5 from here on, against the forward's 2 + 2 + 1
+  steady.zero_grad();
+  changed.zero_grad();
+  steady.backward(dx_steady.view(), dy.view(), x.view(), steady_saved);
+  changed.backward(dx_changed.view(), dy.view(), x.view(), changed_saved);
+  CHECK(max_abs_diff(dx_changed.view(), dx_steady.view()) == 0.0);
+  auto steady_params = steady.parameters();
+  auto changed_params = changed.parameters();
+  for (std::size_t i = 0; i < steady_params.size(); ++i) {
+    INFO("parameter ", steady_params[i].name);
+    CHECK(max_abs_diff(changed_params[i].grad, steady_params[i].grad) == 0.0);
+  }
+}
+
 TEST_CASE("Partial reuses one Saved over applications of different lengths") {
   // DeBERTa applies one adapter to content and to relative positions; a Saved
   // that grew for a longer input and is reused for a shorter one (and back)
@@ -276,9 +303,11 @@ TEST_CASE("Partial counts only the kept factors and leaves other outputs untouch
   CHECK(lora.in_features() == kIn);
   CHECK(lora.kept_rows() == rows);
   CHECK(lora.kept_cols() == cols);
-  // The host tiles by default, within the documented bounds.
-  CHECK(lora.tile_tokens() >= detail::kPartialMinTile);
-  CHECK(lora.tile_tokens() <= detail::kPartialMaxTile);
+  // The host tiles by default, within the documented bounds per thread.
+  const Index default_tile = lora.tile_tokens();
+  CHECK(default_tile >= detail::kPartialMinTile * cpu::threads());
+  CHECK(default_tile <= detail::kPartialMaxTile * cpu::threads());
+  CHECK(default_tile % cpu::threads() == 0);
   AdaLoraConfig ada_config;
   ada_config.init_r = 2;
   PartialAdaLora<cpu> ada(kOut, kIn, {ada_config, rows, cols}, RandomStream(1, 2));

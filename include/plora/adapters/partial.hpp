@@ -9,7 +9,11 @@
 //
 // Tiles: on the host the tokens go through gather -> compact adapter -> scatter
 // a tile of rows at a time, so the compact copies of y, dy and dx stay in cache
-// and only the activations (and the saved x[:, C]) travel to memory; random
+// and only the activations (and the saved x[:, C]) travel to memory. The ops
+// inside a tile split its rows over the backend's threads, so a tile holds a
+// cache-sized share of rows per thread: with fewer rows each op's share is
+// too small to pay for waking the threads (and, with a BLAS, the compact
+// products fall below the rank kernels' threshold). Random
 // kept columns touch every cache line of x, y, dy and dx, so the gathers and
 // scatters are memory-bound. Each tile is one application of the compact
 // adapter with its own Saved. That equals one pass over all tokens
@@ -20,6 +24,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <type_traits>
 #include <utility>
@@ -35,11 +40,13 @@
 namespace plora {
 
 namespace detail {
-/// Host tiles: the widest compact copy of a tile (tile x max(|R|, |C|) floats)
-/// is kept near this size, within [kPartialMinTile, kPartialMaxTile] tokens.
-/// bench_adapters (ViT-B shapes, densities 1 and .13, 1 thread): flat within
-/// noise for 32-128 tokens, slower at 256-512 (L2 spills) and for some shapes
-/// at 16 (per-GEMM overhead); one pass over all tokens is 15-20 % slower.
+/// Host tiles: each thread's share of the widest compact copy of a tile
+/// (rows x max(|R|, |C|) floats) is kept near this size, within
+/// [kPartialMinTile, kPartialMaxTile] tokens per thread. bench_adapters
+/// (ViT-B shapes, densities 1 and .13, 1 thread): flat within noise for
+/// 32-128 tokens, slower at 256-512 (L2 spills) and for some shapes at 16
+/// (per-GEMM overhead); one pass over all tokens is 15-20 % slower. With 2
+/// threads, 128-token tiles were 1.2-1.6x slower than 256 (docs/benchmarks.md §10).
 inline constexpr Index kPartialTileBytes = 256 * 1024;
 inline constexpr Index kPartialMinTile = 16;
 inline constexpr Index kPartialMaxTile = 128;
@@ -75,6 +82,7 @@ class Partial {
     detail::Scratch<BackendType> x_kept;
     std::vector<typename A::Saved> tiles;  // grows to the most tiles seen
     Index tokens = -1;
+    Index tile = 0;  // tokens per tile in the forward: the backward walks the same tiles
   };
 
   /// Builds the dense A from `init` (so initial values are exactly the dense
@@ -87,12 +95,14 @@ class Partial {
   /// y (T, out)[:, R] += compact(x (T, in)[:, C])
   void forward(View y, ConstView x, Saved& saved) {
     detail::check_forward("Partial", y, x, out_, in_);
-    const auto tiles = static_cast<std::size_t>(tile_count(x.rows));
+    const Index tile_rows = tile_of(x.rows);
+    const auto tiles = static_cast<std::size_t>((x.rows + tile_rows - 1) / tile_rows);
     if (saved.tiles.size() < tiles) saved.tiles.resize(tiles);
     const View x_kept = saved.x_kept.rows(x.rows, kept_in());
     saved.tokens = x.rows;
+    saved.tile = tile_rows;
     WorkBuffers& work = work_.get();
-    for_each_tile(x.rows, [&](std::size_t tile, Index first, Index count) {
+    for_each_tile(x.rows, tile_rows, [&](std::size_t tile, Index first, Index count) {
       const View x_tile = x_kept.row_block(first, count);
       BackendType::gather_cols(x_tile, x.row_block(first, count), cols_);
       const View y_kept = work.y_kept.rows(count, kept_out());
@@ -109,7 +119,7 @@ class Partial {
     detail::check_saved_tokens("Partial", saved.tokens, x.rows);
     const ConstView x_kept = saved.x_kept.rows(x.rows);
     WorkBuffers& work = work_.get();
-    for_each_tile(x.rows, [&](std::size_t tile, Index first, Index count) {
+    for_each_tile(x.rows, saved.tile, [&](std::size_t tile, Index first, Index count) {
       const ConstView x_tile = x_kept.row_block(first, count);
       const View dy_kept = work.y_kept.rows(count, kept_out());
       BackendType::gather_cols(dy_kept, dy.row_block(first, count), rows_);
@@ -136,14 +146,16 @@ class Partial {
   /// The work buffers in use; null before they are shared or first needed.
   [[nodiscard]] const WorkBuffers* work_buffers() const { return work_.peek(); }
 
-  /// Tokens per tile; 0 runs all tokens as one tile. The default comes from
-  /// the backend's memory space (see the top of this file).
+  /// Tokens per tile; 0 runs all tokens as one tile. Unset, it comes from
+  /// the backend's memory space and, on the host, its thread count at each
+  /// forward (see the top of this file).
   void set_tile_tokens(Index tokens) {
     check<ValueError>(tokens >= 0, "Partial: tile_tokens = ", tokens, " must be >= 0 (0: all tokens in one tile)");
     tile_tokens_ = tokens;
   }
-  [[nodiscard]] Index tile_tokens() const { return tile_tokens_; }
-  /// Tiles one application over `tokens` rows runs in.
+  /// The tokens per tile a forward would use now (0: all tokens in one tile).
+  [[nodiscard]] Index tile_tokens() const { return tile_tokens_.value_or(default_tile_tokens()); }
+  /// Tiles one application over `tokens` rows would run in now.
   [[nodiscard]] Index tile_count(Index tokens) const {
     const Index tile = tile_of(tokens);
     return (tokens + tile - 1) / tile;
@@ -189,22 +201,25 @@ class Partial {
   [[nodiscard]] Index kept_out() const { return static_cast<Index>(kept_rows_.size()); }
   [[nodiscard]] Index kept_in() const { return static_cast<Index>(kept_cols_.size()); }
 
-  /// Host: about kPartialTileBytes of the widest compact copy; device: one tile.
+  /// Host: about kPartialTileBytes of the widest compact copy per thread;
+  /// device: one tile.
   [[nodiscard]] Index default_tile_tokens() const {
     if constexpr (std::is_same_v<typename BackendType::Space, Host>) {
       const Index row_bytes = static_cast<Index>(sizeof(float)) * std::max(kept_in(), kept_out());
-      return std::clamp(detail::kPartialTileBytes / row_bytes, detail::kPartialMinTile, detail::kPartialMaxTile);
+      const Index per_thread =
+          std::clamp(detail::kPartialTileBytes / row_bytes, detail::kPartialMinTile, detail::kPartialMaxTile);
+      return per_thread * std::max<Index>(BackendType::threads(), 1);
     } else {
       return 0;
     }
   }
   [[nodiscard]] Index tile_of(Index tokens) const {
-    return tile_tokens_ == 0 ? std::max<Index>(tokens, 1) : tile_tokens_;
+    const Index tile = tile_tokens();
+    return tile == 0 ? std::max<Index>(tokens, 1) : tile;
   }
-  /// body(tile, first row, rows) for each tile of `tokens` rows, in order.
+  /// body(tile, first row, rows) for each tile of `tile` rows of `tokens`, in order.
   template <class F>
-  void for_each_tile(Index tokens, F&& body) const {
-    const Index tile = tile_of(tokens);
+  static void for_each_tile(Index tokens, Index tile, F&& body) {
     std::size_t index = 0;
     for (Index first = 0; first < tokens; first += tile) body(index++, first, std::min(tile, tokens - first));
   }
@@ -224,7 +239,7 @@ class Partial {
   typename BackendType::Indices rows_;
   typename BackendType::Indices cols_;
   A inner_;
-  Index tile_tokens_ = default_tile_tokens();
+  std::optional<Index> tile_tokens_;  // unset: default_tile_tokens()
   detail::SharedBuffer<WorkBuffers> work_;
 };
 

@@ -180,6 +180,8 @@ struct cpu {
 
   /// Threads the GEMMs and row-wise kernels may use (0 = the OpenMP default).
   static void set_threads(int threads) { Eigen::setNbThreads(threads); }
+  /// Threads a call from outside a parallel region splits its work over.
+  static int threads() { return Eigen::nbThreads(); }
 
   static Indices make_indices(std::span<const std::int32_t> ids) { return Indices(ids); }
 
