@@ -43,11 +43,13 @@ namespace detail {
 /// Host tiles: each thread's share of the widest compact copy of a tile
 /// (rows x max(|R|, |C|) floats) is kept near this size, within
 /// [kPartialMinTile, kPartialMaxTile] tokens per thread. bench_adapters
-/// (ViT-B shapes, densities 1 and .13, 1 thread): flat within noise for
-/// 32-128 tokens, slower at 256-512 (L2 spills) and for some shapes at 16
-/// (per-GEMM overhead); one pass over all tokens is 15-20 % slower. With 2
-/// threads, 128-token tiles were 1.2-1.6x slower than 256 (docs/benchmarks.md §10).
-inline constexpr Index kPartialTileBytes = 256 * 1024;
+/// (ViT-B shapes, densities 1-.13): with 1 thread flat within noise for 32-128
+/// tokens, slower at 256-512 (L2 spills) and for some shapes at 16 (per-GEMM
+/// overhead), one pass over all tokens 15-20 % slower. Against 256 KiB per
+/// tile, 1 MiB per thread was 13-45 % faster with 2 threads at every shape and
+/// density, and -12 to +6 % with 1 thread where the tiles differ
+/// (docs/benchmarks.md §10, session 23).
+inline constexpr Index kPartialTileBytes = 1024 * 1024;
 inline constexpr Index kPartialMinTile = 16;
 inline constexpr Index kPartialMaxTile = 128;
 }  // namespace detail
