@@ -98,7 +98,7 @@ class Partial {
   void forward(View y, ConstView x, Saved& saved) {
     detail::check_forward("Partial", y, x, out_, in_);
     const Index tile_rows = tile_of(x.rows);
-    const auto tiles = static_cast<std::size_t>((x.rows + tile_rows - 1) / tile_rows);
+    const auto tiles = static_cast<std::size_t>(tiles_in(x.rows, tile_rows));
     if (saved.tiles.size() < tiles) saved.tiles.resize(tiles);
     const View x_kept = saved.x_kept.rows(x.rows, kept_in());
     saved.tokens = x.rows;
@@ -158,10 +158,7 @@ class Partial {
   /// The tokens per tile a forward would use now (0: all tokens in one tile).
   [[nodiscard]] Index tile_tokens() const { return tile_tokens_.value_or(default_tile_tokens()); }
   /// Tiles one application over `tokens` rows would run in now.
-  [[nodiscard]] Index tile_count(Index tokens) const {
-    const Index tile = tile_of(tokens);
-    return (tokens + tile - 1) / tile;
-  }
+  [[nodiscard]] Index tile_count(Index tokens) const { return tiles_in(tokens, tile_of(tokens)); }
 
   [[nodiscard]] ParameterList<typename BackendType::Space> parameters() { return inner_.parameters(); }
   void zero_grad() { inner_.zero_grad(); }
@@ -219,6 +216,7 @@ class Partial {
     const Index tile = tile_tokens();
     return tile == 0 ? std::max<Index>(tokens, 1) : tile;
   }
+  static Index tiles_in(Index tokens, Index tile) { return (tokens + tile - 1) / tile; }
   /// body(tile, first row, rows) for each tile of `tile` rows of `tokens`, in order.
   template <class F>
   static void for_each_tile(Index tokens, Index tile, F&& body) {
