@@ -212,8 +212,9 @@ TEST_CASE("writer round trip keeps every bit, shapes and metadata") {
 }
 
 TEST_CASE("a loaded tensor's file pages are released, and the file reads the same afterwards") {
-  // load() releases the whole pages of a tensor it copied (madvise); a later
-  // read must map the file's bytes in again, for that tensor and its neighbours.
+  // load() and load_ints() release the whole pages of a tensor they copied
+  // (madvise); a later read must map the file's bytes in again, for that
+  // tensor and its neighbours.
   TempDir dir;
   std::vector<float> wide(10000);  // ~10 pages, not page-aligned in the file
   for (std::size_t i = 0; i < wide.size(); ++i) wide[i] = static_cast<float>(i) * 0.5f - 7.0f;
@@ -221,6 +222,9 @@ TEST_CASE("a loaded tensor's file pages are released, and the file reads the sam
   writer.add("a.before", {3}, std::vector<float>{1.0f, 2.0f, 3.0f});
   writer.add("b.wide", {100, 100}, wide);
   writer.add("c.after", {2}, std::vector<float>{-4.0f, 5.0f});
+  std::vector<std::int64_t> ids(3000);  // ~6 pages, after the float tensors
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>(i * i) - 1000;
+  writer.add_ints("d.ids", {3000}, ids);
   const auto path = dir / "pages.safetensors";
   writer.write(path);
   const auto file = SafetensorsFile::open(path);
@@ -230,6 +234,7 @@ TEST_CASE("a loaded tensor's file pages are released, and the file reads the sam
     CHECK(std::ranges::equal(file.load("b.wide").values(), wide));
     CHECK(std::ranges::equal(file.load("a.before").values(), std::vector<float>{1.0f, 2.0f, 3.0f}));
     CHECK(std::ranges::equal(file.load("c.after").values(), std::vector<float>{-4.0f, 5.0f}));
+    CHECK(file.load_ints("d.ids") == ids);
   }
   CHECK(file.content_digest() == digest);
 }

@@ -94,7 +94,7 @@ inline std::string shape_string(std::span<const Index> shape) {
 
 /// A validated, memory-mapped safetensors file. Tensors are converted to fp32
 /// (or int64) only when loaded. Move-only; loaded matrices own their data, and
-/// a loaded floating-point tensor's file pages are released (MappedFile::release).
+/// a loaded tensor's file pages are released (MappedFile::release).
 class SafetensorsFile {
  public:
   /// Maps and fully validates `path`. Throws IoError naming the file (and the
@@ -189,6 +189,7 @@ class SafetensorsFile {
                                               " is not an integer type; use load() for floating-point tensors"));
       }
     }
+    file_.release(buffer_.subspan(e.begin, e.end - e.begin));
     return out;
   }
 
