@@ -3,6 +3,7 @@
 // trainable gradients; training dropout is reproducible and differentiated.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <string>
 
@@ -33,7 +34,10 @@ inline void check_same_gradients(const ParameterList<Host>& actual, const Parame
 /// `model`'s gradients of the LoRA B of `site` and of the classifier weight
 /// equal central differences of `probe`'s loss with the masks held fixed:
 /// h = 1e-2 on an O(1) float loss resolves them to ~1e-3 relative, a missing
-/// or misplaced mask gives O(1) errors.
+/// or misplaced mask gives O(1) errors. Of the classifier, the first two
+/// label rows: every row's gradient is (p - y) times the same dropped
+/// features, so a mask error shows in any row, and each entry checked costs
+/// two forward_backward passes (most of the model tests' time under ASan).
 template <class Model, class Batch>
 void check_training_dropout(Model& model, Model& probe, const Batch& batch, const HostMatrix& eval_logits,
                             const std::string& site) {
@@ -52,7 +56,9 @@ void check_training_dropout(Model& model, Model& probe, const Batch& batch, cons
   const HostMatrix analytic(model.site(site).adapter().lora_B_grad());
   CHECK(relative_error(analytic.view(), finite_difference(probe.site(site).adapter().lora_B(), loss).view()) <= 1e-2);
   const HostMatrix head_grad(model.classifier().parameters().at(0).grad);
-  CHECK(relative_error(head_grad.view(), finite_difference(probe.classifier().weight(), loss).view()) <= 1e-2);
+  const Index head_rows = std::min<Index>(2, head_grad.rows());
+  CHECK(relative_error(head_grad.view().row_block(0, head_rows),
+                       finite_difference(probe.classifier().weight().row_block(0, head_rows), loss).view()) <= 1e-2);
 }
 
 }  // namespace plora::test
