@@ -123,7 +123,7 @@ class SafetensorsFile {
     for (const auto& [name, e] : entries_) {
       digest.add(name).add(e.info.dtype).add(e.info.shape.size());
       for (const Index extent : e.info.shape) digest.add(extent);
-      digest.add(buffer_.subspan(e.begin, e.end - e.begin));
+      digest.add(bytes_of(e));
     }
     return digest.hex();
   }
@@ -171,7 +171,7 @@ class SafetensorsFile {
     using detail::Dtype;
     using detail::read_unaligned;
     const Entry& e = entry(name);
-    const std::byte* p = buffer_.data() + e.begin;
+    const std::byte* p = bytes_of(e).data();
     const auto n = static_cast<std::size_t>(e.info.numel());
     std::vector<std::int64_t> out(n);
     for (std::size_t i = 0; i < n; ++i) {
@@ -189,7 +189,7 @@ class SafetensorsFile {
                                               " is not an integer type; use load() for floating-point tensors"));
       }
     }
-    file_.release(buffer_.subspan(e.begin, e.end - e.begin));
+    file_.release(bytes_of(e));
     return out;
   }
 
@@ -200,6 +200,10 @@ class SafetensorsFile {
     std::size_t begin;  // byte offsets within the data buffer
     std::size_t end;
   };
+  /// The tensor's stored bytes within the mapped file.
+  [[nodiscard]] std::span<const std::byte> bytes_of(const Entry& e) const {
+    return buffer_.subspan(e.begin, e.end - e.begin);
+  }
 
   explicit SafetensorsFile(const std::filesystem::path& path) : path_(path), file_(path) { validate(); }
 
@@ -240,7 +244,7 @@ class SafetensorsFile {
     using detail::Dtype;
     using detail::read_unaligned;
     HostMatrix out(rows, cols);
-    const std::byte* p = buffer_.data() + e.begin;
+    const std::byte* p = bytes_of(e).data();
     const auto n = static_cast<std::size_t>(out.size());
     float* dst = out.data();
     switch (e.dtype) {
@@ -261,7 +265,7 @@ class SafetensorsFile {
                                             " cannot be loaded as floating point (F32, F16, BF16, F64); use load_ints()"
                                             " for integer tensors"));
     }
-    file_.release(buffer_.subspan(e.begin, e.end - e.begin));
+    file_.release(bytes_of(e));
     return out;
   }
 
