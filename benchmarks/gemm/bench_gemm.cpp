@@ -59,22 +59,24 @@ void sgemm(benchmark::State& state) {
 #if defined(__AVX512F__)
 using Lanes = __m512;
 constexpr int kLanes = 16;
+constexpr int kChains = 24;  // of 32 vector registers
 inline Lanes splat(float x) { return _mm512_set1_ps(x); }
 inline Lanes fused_multiply_add(Lanes a, Lanes b, Lanes c) { return _mm512_fmadd_ps(a, b, c); }
 inline void store(float* out, Lanes v) { _mm512_storeu_ps(out, v); }
 #else
 using Lanes = __m256;
 constexpr int kLanes = 8;
+constexpr int kChains = 12;  // of 16 vector registers: more would spill to the stack
 inline Lanes splat(float x) { return _mm256_set1_ps(x); }
 inline Lanes fused_multiply_add(Lanes a, Lanes b, Lanes c) { return _mm256_fmadd_ps(a, b, c); }
 inline void store(float* out, Lanes v) { _mm256_storeu_ps(out, v); }
 #endif
 
-/// Every OpenMP thread runs 24 independent chains of vector FMAs: enough
-/// chains to hide the FMA latency on two ports, no memory traffic. Its rate
-/// is the cores' fp32 arithmetic peak, which no GEMM can pass.
+/// Every OpenMP thread runs kChains independent chains of vector FMAs: enough
+/// chains to hide the FMA latency (4-5 cycles) on two ports, few enough to
+/// stay in registers with the two operands, no memory traffic. Its rate is
+/// the cores' fp32 arithmetic peak, which no GEMM can pass.
 void fma_peak(benchmark::State& state) {
-  constexpr int kChains = 24;
   constexpr long kSteps = 1 << 20;
   const int threads = omp_get_max_threads();
   float checksum = 0.0f;
@@ -85,7 +87,7 @@ void fma_peak(benchmark::State& state) {
       for (int i = 0; i < kChains; ++i) acc[i] = splat(0.001f * static_cast<float>(i));
       const Lanes a = splat(0.999999f), b = splat(1e-7f);
       for (long step = 0; step < kSteps; ++step)
-#pragma GCC unroll 24
+#pragma GCC unroll kChains
         for (int i = 0; i < kChains; ++i) acc[i] = fused_multiply_add(acc[i], a, b);
       float lanes[kLanes];
       for (const Lanes& v : acc) {
