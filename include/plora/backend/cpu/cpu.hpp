@@ -614,10 +614,13 @@ struct cpu {
   // ---- decompositions -----------------------------------------------------
   /// Thin SVD a = u diag(s) vt with singular values descending; u is
   /// (m x k), s is (1 x k), vt is (k x n), k = min(m, n). Eigen's BDCSVD.
+  /// A template so that only a file that decomposes instantiates it: GCC
+  /// spends ~40 s on BDCSVD, which every file including this one paid.
+  template <class Decomposition = Eigen::BDCSVD<Eigen::MatrixXf>>
   static void svd(Matrix& u, Matrix& s, Matrix& vt, ConstHostView a) {
     using namespace detail::cpu;
     const Eigen::MatrixXf dense = map(a);
-    Eigen::BDCSVD<Eigen::MatrixXf> decomposition(dense, Eigen::ComputeThinU | Eigen::ComputeThinV);
+    Decomposition decomposition(dense, Eigen::ComputeThinU | Eigen::ComputeThinV);
     // On failure (NaN or Inf in a) Eigen leaves the factors uncomputed.
     check<NumericError>(decomposition.info() == Eigen::Success, "cpu::svd: the ", a.rows, " x ", a.cols,
                         " matrix could not be decomposed (it holds NaN or Inf)");
