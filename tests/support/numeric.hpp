@@ -48,22 +48,50 @@ inline double relative_error(ConstHostView a, ConstHostView b, double floor = 1e
   return max_abs_diff(a, b) / std::max(max_abs(b), floor);
 }
 
-/// Central finite-difference gradient of scalar `loss` w.r.t. every entry of
-/// `x` (perturbed in place and restored). Step h in float; the truncation error
-/// is O(h^2) and the rounding error O(eps_f * |loss| / h).
+/// Central difference of scalar `loss` w.r.t. x(r, c) (perturbed in place and
+/// restored). Step h in float; the truncation error is O(h^2) and the
+/// rounding error O(eps_f * |loss| / h).
+inline float central_difference(HostView x, Index r, Index c, const std::function<double()>& loss, float h) {
+  const float saved = x(r, c);
+  x(r, c) = saved + h;
+  const double up = loss();
+  x(r, c) = saved - h;
+  const double down = loss();
+  x(r, c) = saved;
+  return static_cast<float>((up - down) / (2.0 * double(h)));
+}
+
+/// The finite-difference gradient of `loss` w.r.t. every entry of `x`.
 inline HostMatrix finite_difference(HostView x, const std::function<double()>& loss, float h = 1e-2f) {
   HostMatrix grad(x.rows, x.cols);
   for (Index r = 0; r < x.rows; ++r)
-    for (Index c = 0; c < x.cols; ++c) {
-      const float saved = x(r, c);
-      x(r, c) = saved + h;
-      const double up = loss();
-      x(r, c) = saved - h;
-      const double down = loss();
-      x(r, c) = saved;
-      grad(r, c) = static_cast<float>((up - down) / (2.0 * double(h)));
-    }
+    for (Index c = 0; c < x.cols; ++c) grad(r, c) = central_difference(x, r, c, loss, h);
   return grad;
+}
+
+/// A gradient at a sample of its entries: `analytic`'s values and the
+/// finite differences there, each as one row.
+struct SampledGradient {
+  HostMatrix analytic;
+  HostMatrix numeric;
+};
+
+/// `analytic` (the gradient of `loss` w.r.t. `x`, same shape) beside finite
+/// differences at every `stride`-th entry in row-major order: a check of a
+/// tensor too costly to difference whole (each entry costs two loss
+/// evaluations). A stride of x.cols + 1 reaches every column and all but
+/// one row in x.cols + 1.
+inline SampledGradient sampled_finite_difference(HostView x, ConstHostView analytic,
+                                                 const std::function<double()>& loss, Index stride,
+                                                 float h = 1e-2f) {
+  const Index count = (x.rows * x.cols + stride - 1) / stride;
+  SampledGradient sample{HostMatrix(1, count), HostMatrix(1, count)};
+  for (Index i = 0; i < count; ++i) {
+    const Index r = i * stride / x.cols, c = i * stride % x.cols;
+    sample.analytic(0, i) = analytic(r, c);
+    sample.numeric(0, i) = central_difference(x, r, c, loss, h);
+  }
+  return sample;
 }
 
 /// sum(weights ⊙ y): a scalar whose gradient w.r.t. y is `weights`, used to
