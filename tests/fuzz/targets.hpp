@@ -18,6 +18,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include "plora/adapters/lora.hpp"
@@ -38,14 +39,28 @@ namespace plora::fuzz {
 
 using Bytes = std::span<const std::uint8_t>;
 
-/// `bytes` written to this process's file ending in `suffix`, rewritten per input.
-inline std::filesystem::path input_file(Bytes bytes, std::string_view suffix) {
-  const auto path = std::filesystem::temp_directory_path() /
-                    ("plora-fuzz-" + std::to_string(::getpid()) + std::string(suffix));
-  std::ofstream(path, std::ios::binary | std::ios::trunc)
-      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  return path;
-}
+/// `bytes` written to this process's file ending in `suffix`, rewritten per
+/// input and removed when the input is done: replaying or fuzzing leaves
+/// nothing in the temporary directory.
+class InputFile {
+ public:
+  InputFile(Bytes bytes, std::string_view suffix)
+      : path_(std::filesystem::temp_directory_path() /
+              ("plora-fuzz-" + std::to_string(::getpid()) + std::string(suffix))) {
+    std::ofstream(path_, std::ios::binary | std::ios::trunc)
+        .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  }
+  InputFile(const InputFile&) = delete;
+  InputFile& operator=(const InputFile&) = delete;
+  ~InputFile() {
+    std::error_code ignored;
+    std::filesystem::remove(path_, ignored);
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
 
 /// Runs `read`, accepting a plora::Error as the reader's refusal.
 template <class F>
@@ -59,7 +74,8 @@ void refused_or_read(F&& read) {
 /// safetensors files (validated, then every tensor loaded as fp32 and as
 /// integers) and the training checkpoints stored in them.
 inline void safetensors(Bytes bytes) {
-  const auto path = input_file(bytes, ".safetensors");
+  const InputFile input(bytes, ".safetensors");
+  const std::filesystem::path& path = input.path();
   refused_or_read([&] {
     const auto file = io::SafetensorsFile::open(path);
     for (const auto& name : file.names()) {
@@ -82,7 +98,8 @@ inline std::filesystem::path tiny_checkpoint(std::string_view model) {
 /// preprocessor_config.json, ratios.json.
 inline void json_files(Bytes bytes) {
   if (bytes.empty()) return;
-  const auto path = input_file(bytes.subspan(1), ".json");
+  const InputFile input(bytes.subspan(1), ".json");
+  const std::filesystem::path& path = input.path();
   refused_or_read([&] {
     switch (bytes[0] % 4) {
       case 0: (void)load_vit<cpu, Lora<cpu>>(tiny_checkpoint("vit"), io::load_vit_config(path)); break;
@@ -100,7 +117,8 @@ inline void images(Bytes bytes) {
   io::PreprocessorConfig config;
   config.height = 1 + bytes[0] % 64;
   config.width = 1 + bytes[1] % 64;
-  const auto path = input_file(bytes.subspan(2), ".image");
+  const InputFile input(bytes.subspan(2), ".image");
+  const std::filesystem::path& path = input.path();
   refused_or_read([&] { (void)io::preprocess(io::load_image(path), config, path.string()); });
 }
 
@@ -113,7 +131,8 @@ inline void datasets(Bytes bytes) {
   static const DebertaV2Tokenizer tokenizer(std::filesystem::path(PLORA_TEST_DATA_DIR) / "spm_tiny.model");
   const auto& tasks = glue_tasks();
   const std::size_t choice = bytes[0] % (tasks.size() + 4);
-  const auto path = input_file(bytes.subspan(1), ".data");
+  const InputFile input(bytes.subspan(1), ".data");
+  const std::filesystem::path& path = input.path();
   refused_or_read([&] {
     if (choice < tasks.size()) {
       std::vector<std::string> a, b;
@@ -140,7 +159,8 @@ inline void model_checkpoints(Bytes bytes) {
   if (bytes.empty()) return;
   static const ViTConfig vit = io::load_vit_config(tiny_checkpoint("vit") / "config.json");
   static const DebertaV2Config deberta = io::load_deberta_v2_config(tiny_checkpoint("deberta") / "config.json");
-  const auto path = input_file(bytes.subspan(1), ".safetensors");
+  const InputFile input(bytes.subspan(1), ".safetensors");
+  const std::filesystem::path& path = input.path();
   refused_or_read([&] {
     if (bytes[0] % 2 == 0) {
       (void)load_vit<cpu, Lora<cpu>>(path, vit);
@@ -153,7 +173,8 @@ inline void model_checkpoints(Bytes bytes) {
 /// SentencePiece model files (a DeBERTa checkpoint's spm.model), then the
 /// tokenisation of a short text pair with each model that loads.
 inline void tokenizer_models(Bytes bytes) {
-  const auto path = input_file(bytes, ".model");
+  const InputFile input(bytes, ".model");
+  const std::filesystem::path& path = input.path();
   refused_or_read([&] {
     static const std::string a[] = {"Tokenised by a fuzzed model: 12 words, éè ü 東京."};
     static const std::string b[] = {"[SEP] and [PAD] as text."};
