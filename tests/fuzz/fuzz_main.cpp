@@ -1,12 +1,34 @@
-// libFuzzer's entry point for one target of targets.hpp, named by the
-// PLORA_FUZZ_TARGET definition (one executable per target; see CMakeLists.txt).
+// libFuzzer's entry point for every target of targets.hpp in one executable
+// (one per target compiled the heavy readers six times): the environment
+// variable PLORA_FUZZ_TARGET names the target a run feeds (scripts/fuzz sets it).
 #define PLORA_STB_IMPLEMENTATION
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string_view>
 
 #include "targets.hpp"
 
+namespace {
+plora::fuzz::Target chosen_target = nullptr;
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  const char* name = std::getenv("PLORA_FUZZ_TARGET");
+  for (const auto& [target_name, target] : plora::fuzz::kTargets)
+    if (name != nullptr && target_name == name) chosen_target = target;
+  if (chosen_target == nullptr) {
+    std::fprintf(stderr, "fuzz_readers: set PLORA_FUZZ_TARGET to one of:");
+    for (const auto& entry : plora::fuzz::kTargets)
+      std::fprintf(stderr, " %.*s", static_cast<int>(entry.first.size()), entry.first.data());
+    std::fprintf(stderr, "\n");
+    std::exit(1);
+  }
+  return 0;
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  plora::fuzz::PLORA_FUZZ_TARGET({data, size});
+  chosen_target({data, size});
   return 0;
 }

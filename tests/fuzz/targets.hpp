@@ -11,6 +11,7 @@
 // The seed inputs come from tools/make_fuzz_inputs.py.
 #include <unistd.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -19,6 +20,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "plora/adapters/lora.hpp"
@@ -181,5 +183,15 @@ inline void tokenizer_models(Bytes bytes) {
     (void)DebertaV2Tokenizer(path).encode_batch(a, b, 32);
   });
 }
+
+using Target = void (*)(Bytes);
+
+/// Every target, by the name that tests/data/fuzz/<name>/ and scripts/fuzz use.
+inline constexpr std::array<std::pair<std::string_view, Target>, 6> kTargets{{{"safetensors", &safetensors},
+                                                                              {"json_files", &json_files},
+                                                                              {"images", &images},
+                                                                              {"datasets", &datasets},
+                                                                              {"model_checkpoints", &model_checkpoints},
+                                                                              {"tokenizer_models", &tokenizer_models}}};
 
 }  // namespace plora::fuzz

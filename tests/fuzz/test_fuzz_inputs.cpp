@@ -15,15 +15,8 @@
 #include "io/io_support.hpp"
 
 TEST_CASE("every file reader accepts or refuses each committed fuzz input with a plora error") {
-  using Target = void (*)(plora::fuzz::Bytes);
-  const std::pair<const char*, Target> targets[] = {{"safetensors", &plora::fuzz::safetensors},
-                                                    {"json_files", &plora::fuzz::json_files},
-                                                    {"images", &plora::fuzz::images},
-                                                    {"datasets", &plora::fuzz::datasets},
-                                                    {"model_checkpoints", &plora::fuzz::model_checkpoints},
-                                                    {"tokenizer_models", &plora::fuzz::tokenizer_models}};
-  for (const auto& [name, target] : targets) {
-    const auto directory = std::filesystem::path(PLORA_TEST_DATA_DIR) / "fuzz" / name;
+  for (const auto& [name, target] : plora::fuzz::kTargets) {
+    const auto directory = std::filesystem::path(PLORA_TEST_DATA_DIR) / "fuzz" / std::string(name);
     std::size_t replayed = 0;
     for (const auto& entry : std::filesystem::directory_iterator(directory)) {
       CAPTURE(entry.path().string());
