@@ -15,9 +15,10 @@ plora::fuzz::Target chosen_target = nullptr;
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  const char* name = std::getenv("PLORA_FUZZ_TARGET");
+  const char* variable = std::getenv("PLORA_FUZZ_TARGET");
+  const std::string_view name = variable != nullptr ? variable : "";
   for (const auto& [target_name, target] : plora::fuzz::kTargets)
-    if (name != nullptr && target_name == name) chosen_target = target;
+    if (target_name == name) chosen_target = target;
   if (chosen_target == nullptr) {
     std::fprintf(stderr, "fuzz_readers: set PLORA_FUZZ_TARGET to one of:");
     for (const auto& entry : plora::fuzz::kTargets)
