@@ -2,14 +2,19 @@
 // tokens, 12 heads): what a layer spends besides its GEMMs. Softmax over the
 // attention scores (8 * 12 * 197 rows of 197), LayerNorm over the hidden
 // states (1576 x 768) and GELU over the MLP's inner activations
-// (1576 x 3072). Each reports its memory traffic as bytes per second, with
-// every operand read or written once: the lower bound of any kernel doing the
-// same work.
+// (1576 x 3072), and Partial's column gather and scatter-add over a hidden
+// state at the keep fractions of densities 1, 0.5, 0.25 and 0.13 (each side
+// keeps sqrt(density); and 0.13 with the columns-only split). Each reports its memory traffic as bytes per second,
+// with every operand read or written once: the lower bound of any kernel
+// doing the same work (random kept columns touch nearly every cache line of
+// the wide side, so a gather reads all of it and a scatter-add reads and
+// writes all of it).
 #include <benchmark/benchmark.h>
 
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "gemm_kernel.hpp"
 #include "plora/backend/cpu/cpu.hpp"
@@ -130,6 +135,59 @@ void gelu_backward(benchmark::State& state) {
   expect_close(dx(3, 5), dy(3, 5) * slope, 1e-5, "gelu backward");
   count_bytes(state, 3.0 * sizeof(float) * static_cast<double>(x.size()));
 }
+
+/// Each side's keep fraction at densities 1, 0.5, 0.25 and 0.13 under the
+/// balanced split, and the columns-only split's at 0.13.
+void keep_fractions(benchmark::internal::Benchmark* bench) {
+  bench->ArgName("keep%");
+  for (const int keep : {100, 71, 50, 36, 13}) bench->Arg(keep);
+}
+
+/// Columns of a kHidden-wide row kept with probability keep% / 100, ascending.
+cpu::Indices kept_columns(benchmark::State& state) {
+  const double keep = static_cast<double>(state.range(0)) / 100.0;
+  RandomStream rng(9, 0);
+  std::vector<std::int32_t> ids;
+  for (std::int32_t c = 0; c < kHidden; ++c)
+    if (rng.uniform(0.0f, 1.0f) < keep) ids.push_back(c);
+  return cpu::make_indices(ids);
+}
+
+void column_gather(benchmark::State& state) {
+  const cpu::Indices kept = kept_columns(state);
+  const auto count = static_cast<Index>(kept.size());
+  const HostMatrix wide = random_host(kRows, kHidden, 10);
+  HostMatrix compact(kRows, count);
+  for (auto _ : state) {
+    cpu::gather_cols(compact.view(), wide.view(), kept);
+    benchmark::DoNotOptimize(compact.data());
+  }
+  for (const Index r : {Index{0}, kRows - 1})
+    for (Index j = 0; j < count; ++j) expect_close(compact(r, j), wide(r, kept[j]), 0.0, "column gather");
+  count_bytes(state, sizeof(float) * static_cast<double>(kRows * (kHidden + count)));
+}
+
+void column_scatter_add(benchmark::State& state) {
+  const cpu::Indices kept = kept_columns(state);
+  const auto count = static_cast<Index>(kept.size());
+  const HostMatrix compact = random_host(kRows, count, 11);
+  HostMatrix wide(kRows, kHidden);
+  // One add onto zeros: the kept columns hold 0.5 * compact, the others stay 0.
+  cpu::scatter_add_cols(wide.view(), compact.view(), kept, 0.5f);
+  for (const Index r : {Index{0}, kRows - 1}) {
+    double kept_sum = 0.0;
+    for (Index j = 0; j < count; ++j) {
+      expect_close(wide(r, kept[j]), 0.5 * compact(r, j), 0.0, "column scatter-add");
+      kept_sum += wide(r, kept[j]);
+    }
+    expect_close(row_sum(wide, r), kept_sum, 1e-4, "column scatter-add leaves the other columns");
+  }
+  for (auto _ : state) {
+    cpu::scatter_add_cols(wide.view(), compact.view(), kept, 0.5f);
+    benchmark::DoNotOptimize(wide.data());
+  }
+  count_bytes(state, sizeof(float) * static_cast<double>(kRows * (2 * kHidden + count)));
+}
 }  // namespace
 
 BENCHMARK(softmax_forward)->UseRealTime()->Unit(benchmark::kMicrosecond);
@@ -138,5 +196,7 @@ BENCHMARK(layernorm_forward)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(layernorm_backward)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(gelu_forward)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(gelu_backward)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(column_gather)->Apply(keep_fractions)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(column_scatter_add)->Apply(keep_fractions)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 int main(int argc, char** argv) { return plora::bench::run_benchmarks(argc, argv); }

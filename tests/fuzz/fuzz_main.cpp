@@ -1,6 +1,7 @@
 // libFuzzer's entry point for every target of targets.hpp in one executable
 // (one per target compiled the heavy readers six times): the environment
-// variable PLORA_FUZZ_TARGET names the target a run feeds (scripts/fuzz sets it).
+// variable PLORA_FUZZ_TARGET names the target a run feeds (scripts/fuzz sets it);
+// PLORA_FUZZ_TARGET=list prints the names, one per line, and exits.
 #define PLORA_STB_IMPLEMENTATION
 #include <cstddef>
 #include <cstdint>
@@ -17,6 +18,11 @@ plora::fuzz::Target chosen_target = nullptr;
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   const char* variable = std::getenv("PLORA_FUZZ_TARGET");
   const std::string_view name = variable != nullptr ? variable : "";
+  if (name == "list") {
+    for (const auto& entry : plora::fuzz::kTargets)
+      std::printf("%.*s\n", static_cast<int>(entry.first.size()), entry.first.data());
+    std::exit(0);
+  }
   for (const auto& [target_name, target] : plora::fuzz::kTargets)
     if (target_name == name) chosen_target = target;
   if (chosen_target == nullptr) {

@@ -355,10 +355,10 @@ struct cpu {
   static void gather_cols(HostView dst, ConstHostView src, const Indices& idx) {
     check_indices(idx, dst.cols, src.cols, "cpu::gather_cols");
     require_shape(dst, src.rows, dst.cols, "cpu::gather_cols dst");
-#ifdef __AVX512F__
-    if (!idx.lines().empty()) {
-      // Increasing ids: per line, a masked load of the kept lanes packed to the front.
-      for_rows(dst, [&](Index r) { detail::cpu::gather_lines(src.data + r * src.ld, dst.data + r * dst.ld, idx.lines()); });
+#ifdef PLORA_CPU_LINE_KERNELS
+    if (detail::cpu::use_lines(idx)) {
+      // Increasing ids, dense enough: per line, the kept lanes packed to the front.
+      for_rows(dst, [&](Index r) { detail::cpu::gather_lines(src.data + r * src.ld, static_cast<std::int32_t>(src.cols), dst.data + r * dst.ld, idx); });
       return;
     }
 #endif
@@ -368,11 +368,11 @@ struct cpu {
   static void scatter_add_cols(HostView dst, ConstHostView src, const Indices& idx, float alpha) {
     check_indices(idx, src.cols, dst.cols, "cpu::scatter_add_cols");
     require_shape(src, dst.rows, src.cols, "cpu::scatter_add_cols src");
-#ifdef __AVX512F__
-    if (!idx.lines().empty()) {
+#ifdef PLORA_CPU_LINE_KERNELS
+    if (detail::cpu::use_lines(idx)) {
       // Increasing ids: per line, the compact run expanded to its kept lanes and added there.
       for_rows(dst, [&](Index r) {
-        detail::cpu::scatter_add_lines(dst.data + r * dst.ld, src.data + r * src.ld, idx.lines(), alpha);
+        detail::cpu::scatter_add_lines(dst.data + r * dst.ld, static_cast<std::int32_t>(dst.cols), src.data + r * src.ld, idx, alpha);
       });
       return;
     }

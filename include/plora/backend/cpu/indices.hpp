@@ -1,17 +1,21 @@
 #pragma once
 // Host index lists. A strictly increasing list (Partial's kept rows and
-// columns) also stores its runs per 16-float line of the wide side, so that
-// with AVX-512 a column gather is one masked load + compress per line and a
-// column scatter-add one expand + masked add per line, instead of a scalar
-// load or read-modify-write per kept element.
+// columns) also stores its runs per 16-float line of the wide side, so that a
+// column gather is a masked load + compress per line and a column scatter-add
+// an expand + masked add per line, instead of a scalar load or
+// read-modify-write per kept element. AVX-512 compresses and expands in one
+// instruction; AVX2 has none, so it permutes each 8-float half line by a
+// table of lane indices for its 8-bit mask.
+#include <array>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <vector>
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
+#define PLORA_CPU_LINE_KERNELS 1
 #endif
 
 namespace plora::detail::cpu {
@@ -61,22 +65,122 @@ class HostIndices {
 };
 
 #ifdef __AVX512F__
-/// compact[j] = wide[ids[j]] for one row, a line at a time.
-inline void gather_lines(const float* wide, float* compact, std::span<const IndexLine> lines) {
-  for (const IndexLine& line : lines) {
+/// Whether the line kernels below take these ids (an increasing list).
+inline bool use_lines(const HostIndices& ids) { return !ids.lines().empty(); }
+/// compact[j] = wide[ids[j]] for one row, a line at a time (masked loads and
+/// stores touch nothing past the row, whatever its width).
+inline void gather_lines(const float* wide, std::int32_t /*width*/, float* compact, const HostIndices& ids) {
+  for (const IndexLine& line : ids.lines()) {
     const __m512 kept = _mm512_maskz_loadu_ps(line.kept, wide + line.wide);
     _mm512_mask_storeu_ps(compact + line.compact, line.packed, _mm512_maskz_compress_ps(line.kept, kept));
   }
 }
 /// wide[ids[j]] += alpha * compact[j] for one row, a line at a time (the
 /// compiler may contract the multiply-add, as it may the scalar loop's).
-inline void scatter_add_lines(float* wide, const float* compact, std::span<const IndexLine> lines, float alpha) {
+inline void scatter_add_lines(float* wide, std::int32_t /*width*/, const float* compact, const HostIndices& ids,
+                              float alpha) {
   const __m512 scale = _mm512_set1_ps(alpha);
-  for (const IndexLine& line : lines) {
+  for (const IndexLine& line : ids.lines()) {
     const __m512 run = _mm512_maskz_expand_ps(line.kept, _mm512_maskz_loadu_ps(line.packed, compact + line.compact));
     const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(line.kept, wide + line.wide), _mm512_mul_ps(scale, run));
     _mm512_mask_storeu_ps(wide + line.wide, line.kept, sum);
   }
+}
+#elif defined(__AVX2__)
+namespace avx2 {
+/// For each 8-bit mask of kept lanes, 8 lane indices of one byte each: to
+/// compress, slot i takes the i-th kept lane; to expand, kept lane l takes
+/// slot (kept lanes below l). Unused bytes stay 0.
+constexpr std::array<std::uint64_t, 256> lane_table(bool expand) {
+  std::array<std::uint64_t, 256> table{};
+  for (unsigned mask = 0; mask < 256; ++mask) {
+    unsigned slot = 0;
+    for (unsigned lane = 0; lane < 8; ++lane) {
+      if ((mask >> lane & 1u) == 0) continue;
+      const unsigned to = expand ? lane : slot, from = expand ? slot : lane;
+      table[mask] |= std::uint64_t{from} << (8 * to);
+      ++slot;
+    }
+  }
+  return table;
+}
+inline constexpr std::array<std::uint64_t, 256> kCompress = lane_table(false);
+inline constexpr std::array<std::uint64_t, 256> kExpand = lane_table(true);
+
+inline __m256i permutation(std::uint64_t bytes) {
+  return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(bytes)));
+}
+/// All-ones in lane l where bit l of mask is set.
+inline __m256i lanes_of(unsigned mask) {
+  const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(mask)), bit), bit);
+}
+/// All-ones in the first `count` lanes.
+inline __m256i first_lanes(int count) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/// Calls half(mask, wide, compact) for both 8-float halves of each line: its
+/// kept lanes, its first column, its run's first compact position. An empty
+/// half (mask 0) is not skipped: the kernels below do no harm with one, and a
+/// branch on it mispredicts at low keep fractions.
+template <class Half>
+void for_each_half(std::span<const IndexLine> lines, Half&& half) {
+  for (const IndexLine& line : lines) {
+    const unsigned low = line.kept & 0xFFu;
+    half(low, line.wide, line.compact);
+    half(static_cast<unsigned>(line.kept >> 8), line.wide + 8, line.compact + std::popcount(low));
+  }
+}
+}  // namespace avx2
+
+/// Whether the line kernels below take these ids: an increasing list with
+/// at least 5 kept per line on average. A line costs about as much as 5
+/// scalar elements (bench_rows, Zen 3, docs/benchmarks.md §12): the scalar
+/// loops are 2x faster at 13 % of the columns kept, level at 30 %, 1.1-1.5x
+/// slower at 36 % and 2-4x at 100 %.
+inline bool use_lines(const HostIndices& ids) {
+  return !ids.lines().empty() && ids.size() >= 5 * ids.lines().size();
+}
+
+/// compact[j] = wide[ids[j]] for one row of `width` floats, half a line at a
+/// time. Halves inside the row use plain loads and stores: masked ones cost
+/// 1.3-4x as much on Zen 3 (docs/benchmarks.md §12). A run is stored as a
+/// full 8-float vector, its spare lanes overwritten by the next run, unless
+/// that would reach past the row's last compact value.
+inline void gather_lines(const float* wide, std::int32_t width, float* compact, const HostIndices& ids) {
+  const auto end = static_cast<std::int32_t>(ids.size());
+  avx2::for_each_half(ids.lines(), [&](unsigned mask, std::int32_t first, std::int32_t at) {
+    const __m256 half = first + 8 <= width ? _mm256_loadu_ps(wide + first)
+                                           : _mm256_maskload_ps(wide + first, avx2::lanes_of(mask));
+    const __m256 run = _mm256_permutevar8x32_ps(half, avx2::permutation(avx2::kCompress[mask]));
+    if (at + 8 <= end)
+      _mm256_storeu_ps(compact + at, run);
+    else
+      _mm256_maskstore_ps(compact + at, avx2::first_lanes(std::popcount(mask)), run);
+  });
+}
+/// wide[ids[j]] += alpha * compact[j] for one row of `width` floats, half a
+/// line at a time. Inside the row a half is loaded whole, added to on its
+/// kept lanes (the others blended back bit for bit) and stored whole; only
+/// the row's last, partial half is masked, so nothing past the row is
+/// touched. The multiply and add round as the scalar loop's may.
+inline void scatter_add_lines(float* wide, std::int32_t width, const float* compact, const HostIndices& ids,
+                              float alpha) {
+  const auto end = static_cast<std::int32_t>(ids.size());
+  const __m256 scale = _mm256_set1_ps(alpha);
+  avx2::for_each_half(ids.lines(), [&](unsigned mask, std::int32_t first, std::int32_t at) {
+    const __m256 packed = at + 8 <= end ? _mm256_loadu_ps(compact + at)
+                                        : _mm256_maskload_ps(compact + at, avx2::first_lanes(std::popcount(mask)));
+    const __m256 run = _mm256_mul_ps(scale, _mm256_permutevar8x32_ps(packed, avx2::permutation(avx2::kExpand[mask])));
+    const __m256i lanes = avx2::lanes_of(mask);
+    if (first + 8 <= width) {
+      const __m256 old = _mm256_loadu_ps(wide + first);
+      _mm256_storeu_ps(wide + first, _mm256_blendv_ps(old, _mm256_add_ps(old, run), _mm256_castsi256_ps(lanes)));
+    } else {
+      _mm256_maskstore_ps(wide + first, lanes, _mm256_add_ps(_mm256_maskload_ps(wide + first, lanes), run));
+    }
+  });
 }
 #endif
 
