@@ -137,8 +137,8 @@ void for_each_half(std::span<const IndexLine> lines, Half&& half) {
 /// Whether the line kernels below take these ids: an increasing list with
 /// at least 5 kept per line on average. A line costs about as much as 5
 /// scalar elements (bench_rows, Zen 3, docs/benchmarks.md §12): the scalar
-/// loops are 2x faster at 13 % of the columns kept, level at 30 %, 1.1-1.5x
-/// slower at 36 % and 2-4x at 100 %.
+/// loops are 2x faster at 13 % of the columns kept, level at 30 %, and
+/// slower above (2-3.5x at 100 %).
 inline bool use_lines(const HostIndices& ids) {
   return !ids.lines().empty() && ids.size() >= 5 * ids.lines().size();
 }
