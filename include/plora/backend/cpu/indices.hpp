@@ -145,7 +145,7 @@ inline bool use_lines(const HostIndices& ids) {
 
 /// compact[j] = wide[ids[j]] for one row of `width` floats, half a line at a
 /// time. Halves inside the row use plain loads and stores: masked ones cost
-/// 1.3-4x as much on Zen 3 (docs/benchmarks.md §12). A run is stored as a
+/// 1.2-4x as much on Zen 3 (docs/benchmarks.md §12). A run is stored as a
 /// full 8-float vector, its spare lanes overwritten by the next run, unless
 /// that would reach past the row's last compact value.
 inline void gather_lines(const float* wide, std::int32_t width, float* compact, const HostIndices& ids) {
