@@ -4,11 +4,11 @@
 // states (1576 x 768) and GELU over the MLP's inner activations
 // (1576 x 3072), and Partial's column gather and scatter-add over a hidden
 // state at the keep fractions of densities 1, 0.5, 0.25 and 0.13 (each side
-// keeps sqrt(density); and 0.13 with the columns-only split). Each reports its memory traffic as bytes per second,
-// with every operand read or written once: the lower bound of any kernel
-// doing the same work (random kept columns touch nearly every cache line of
-// the wide side, so a gather reads all of it and a scatter-add reads and
-// writes all of it).
+// keeps sqrt(density); and 0.13 with the columns-only split). Each reports
+// its memory traffic as bytes per second, with every operand read or written
+// once: the lower bound of any kernel doing the same work (random kept
+// columns touch nearly every cache line of the wide side, so a gather reads
+// all of it and a scatter-add reads and writes all of it).
 #include <benchmark/benchmark.h>
 
 #include <cmath>

@@ -242,7 +242,8 @@ TEST_CASE("increasing index lists carry their 16-float lines; column gathers and
   const HostView gathered = gathered_wide.view().block(0, 2, rows, kept);
   cpu::gather_cols(gathered, src, increasing);
   for (Index r = 0; r < rows; ++r) {
-    for (Index j = 0; j < kept; ++j) REQUIRE(gathered.data[r * gathered.ld + j] == src.data[r * src.ld + ids[std::size_t(j)]]);
+    for (Index j = 0; j < kept; ++j)
+      REQUIRE(gathered.data[r * gathered.ld + j] == src.data[r * src.ld + ids[std::size_t(j)]]);
     for (const Index c : {Index{0}, Index{1}, kept + 2, kept + 3, kept + 4})
       REQUIRE(gathered_wide(r, c) == gathered_before(r, c));
   }

@@ -358,7 +358,8 @@ struct cpu {
 #ifdef PLORA_CPU_LINE_KERNELS
     if (detail::cpu::use_lines(idx)) {
       // Increasing ids, dense enough: per line, the kept lanes packed to the front.
-      for_rows(dst, [&](Index r) { detail::cpu::gather_lines(src.data + r * src.ld, static_cast<std::int32_t>(src.cols), dst.data + r * dst.ld, idx); });
+      const auto width = static_cast<std::int32_t>(src.cols);
+      for_rows(dst, [&](Index r) { detail::cpu::gather_lines(src.data + r * src.ld, width, dst.data + r * dst.ld, idx); });
       return;
     }
 #endif
@@ -370,9 +371,10 @@ struct cpu {
     require_shape(src, dst.rows, src.cols, "cpu::scatter_add_cols src");
 #ifdef PLORA_CPU_LINE_KERNELS
     if (detail::cpu::use_lines(idx)) {
-      // Increasing ids: per line, the compact run expanded to its kept lanes and added there.
+      // Increasing ids, dense enough: per line, the compact run expanded to its kept lanes and added there.
+      const auto width = static_cast<std::int32_t>(dst.cols);
       for_rows(dst, [&](Index r) {
-        detail::cpu::scatter_add_lines(dst.data + r * dst.ld, static_cast<std::int32_t>(dst.cols), src.data + r * src.ld, idx, alpha);
+        detail::cpu::scatter_add_lines(dst.data + r * dst.ld, width, src.data + r * src.ld, idx, alpha);
       });
       return;
     }
