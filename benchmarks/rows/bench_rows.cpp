@@ -14,11 +14,11 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include "gemm_kernel.hpp"
 #include "plora/backend/cpu/cpu.hpp"
 #include "plora/core/rng.hpp"
+#include "plora/masks/bernoulli.hpp"
 
 namespace {
 using namespace plora;
@@ -143,14 +143,11 @@ void keep_fractions(benchmark::internal::Benchmark* bench) {
   for (const int keep : {100, 71, 50, 36, 13}) bench->Arg(keep);
 }
 
-/// Columns of a kHidden-wide row kept with probability keep% / 100, ascending.
+/// Columns of a kHidden-wide row kept with probability keep% / 100: the
+/// Bernoulli mask's own draw, ascending.
 cpu::Indices kept_columns(benchmark::State& state) {
   const double keep = static_cast<double>(state.range(0)) / 100.0;
-  RandomStream rng(9, 0);
-  std::vector<std::int32_t> ids;
-  for (std::int32_t c = 0; c < kHidden; ++c)
-    if (rng.uniform(0.0f, 1.0f) < keep) ids.push_back(c);
-  return cpu::make_indices(ids);
+  return cpu::make_indices(detail::bernoulli_keep(kHidden, keep, 9, 0, 0));
 }
 
 void column_gather(benchmark::State& state) {

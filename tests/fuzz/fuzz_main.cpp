@@ -13,22 +13,25 @@
 
 namespace {
 plora::fuzz::Target chosen_target = nullptr;
+
+void print_target_names(std::FILE* out, const char* before, const char* after) {
+  for (const auto& entry : plora::fuzz::kTargets)
+    std::fprintf(out, "%s%.*s%s", before, static_cast<int>(entry.first.size()), entry.first.data(), after);
+}
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   const char* variable = std::getenv("PLORA_FUZZ_TARGET");
   const std::string_view name = variable != nullptr ? variable : "";
   if (name == "list") {
-    for (const auto& entry : plora::fuzz::kTargets)
-      std::printf("%.*s\n", static_cast<int>(entry.first.size()), entry.first.data());
+    print_target_names(stdout, "", "\n");
     std::exit(0);
   }
   for (const auto& [target_name, target] : plora::fuzz::kTargets)
     if (target_name == name) chosen_target = target;
   if (chosen_target == nullptr) {
     std::fprintf(stderr, "fuzz_readers: set PLORA_FUZZ_TARGET to one of:");
-    for (const auto& entry : plora::fuzz::kTargets)
-      std::fprintf(stderr, " %.*s", static_cast<int>(entry.first.size()), entry.first.data());
+    print_target_names(stderr, " ", "");
     std::fprintf(stderr, "\n");
     std::exit(1);
   }
