@@ -222,6 +222,17 @@ TEST_CASE("increasing index lists carry their 16-float lines; column gathers and
   CHECK(lines[2].wide == 48);
   CHECK(lines[2].compact == 18);
   CHECK(lines[2].kept == 0b10101);
+  // Each line's lane orders: gather slot i <- the i-th kept lane; scatter
+  // kept lane l <- slot (kept lanes below l).
+  const auto lanes = increasing.lanes();
+  REQUIRE(lanes.size() == 3);
+  for (std::uint8_t l = 0; l < 16; ++l) CHECK(lanes[0].gather[l] == l);
+  CHECK(lanes[1].gather[0] == 3);
+  CHECK(lanes[1].gather[1] == 15);
+  CHECK(lanes[1].scatter[3] == 0);
+  CHECK(lanes[1].scatter[15] == 1);
+  CHECK(std::vector<int>(lanes[2].gather.begin(), lanes[2].gather.begin() + 3) == std::vector<int>{0, 2, 4});
+  CHECK(std::vector<int>{lanes[2].scatter[0], lanes[2].scatter[2], lanes[2].scatter[4]} == std::vector<int>{0, 1, 2});
   CHECK(cpu::make_indices(std::vector<std::int32_t>{4, 1, 2}).lines().empty());
   CHECK(cpu::make_indices(std::vector<std::int32_t>{1, 1}).lines().empty());
 

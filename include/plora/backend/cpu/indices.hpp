@@ -1,11 +1,11 @@
 #pragma once
 // Host index lists. A strictly increasing list (Partial's kept rows and
 // columns) also stores its runs per 16-float line of the wide side, so that a
-// column gather is a masked load + compress per line and a column scatter-add
-// an expand + masked add per line, instead of a scalar load or
-// read-modify-write per kept element. AVX-512 compresses and expands in one
-// instruction; AVX2 has none, so it permutes each 8-float half line by a
-// table of lane indices for its 8-bit mask.
+// column gather is a load + lane permutation per line and a column
+// scatter-add a permutation + blended add per line, instead of a scalar load
+// or read-modify-write per kept element. AVX-512 permutes a whole line by its
+// own lane order, stored with the line; AVX2 permutes each 8-float half line
+// by a table entry for its 8-bit mask.
 #include <array>
 #include <bit>
 #include <cstddef>
@@ -28,6 +28,14 @@ struct IndexLine {
   std::uint16_t packed = 0;  ///< the low popcount(kept) bits: the line's compact run
 };
 
+/// The lane permutations of one line for the AVX-512 kernels: gather lane i
+/// takes the line's i-th kept lane; scatter lane l, if kept, takes the line's
+/// compact slot (kept lanes below l).
+struct LineLanes {
+  std::array<std::uint8_t, 16> gather{};
+  std::array<std::uint8_t, 16> scatter{};
+};
+
 class HostIndices {
  public:
   static constexpr std::int32_t kLineFloats = 16;
@@ -45,6 +53,8 @@ class HostIndices {
   /// The lines holding a kept id, in order; empty unless the ids strictly
   /// increase (and are non-negative), the case the line kernels need.
   [[nodiscard]] std::span<const IndexLine> lines() const { return lines_; }
+  /// The lane permutations of each line, in the order of lines().
+  [[nodiscard]] std::span<const LineLanes> lanes() const { return lanes_; }
 
  private:
   void build_lines() {
@@ -58,32 +68,88 @@ class HostIndices {
       line.kept = static_cast<std::uint16_t>(line.kept | (1u << (ids_[i] - wide)));
       line.packed = static_cast<std::uint16_t>((1u << std::popcount(line.kept)) - 1u);
     }
+    lanes_.resize(lines_.size());
+    for (std::size_t l = 0; l < lines_.size(); ++l) {
+      std::uint8_t slot = 0;
+      for (std::uint8_t lane = 0; lane < kLineFloats; ++lane)
+        if ((lines_[l].kept >> lane) & 1u) {
+          lanes_[l].gather[slot] = lane;
+          lanes_[l].scatter[lane] = slot++;
+        }
+    }
   }
 
   std::vector<std::int32_t> ids_;
   std::vector<IndexLine> lines_;
+  std::vector<LineLanes> lanes_;
 };
 
+#ifdef PLORA_CPU_LINE_KERNELS
+/// Whether the line kernels below take these ids: an increasing list with
+/// at least 5 kept per line on average. On both instruction sets a line
+/// costs about as much as 5 scalar elements (bench_rows, docs/benchmarks.md
+/// §12 for AVX2 on Zen 3, §13 for AVX-512 on Zen 5): the scalar loops are
+/// 1.5-2x faster at 13 % of the columns kept, level near 30 %, and slower
+/// above (2-3.5x at 100 %).
+inline bool use_lines(const HostIndices& ids) {
+  return !ids.lines().empty() && ids.size() >= 5 * ids.lines().size();
+}
+#endif
+
 #ifdef __AVX512F__
-/// Whether the line kernels below take these ids (an increasing list).
-inline bool use_lines(const HostIndices& ids) { return !ids.lines().empty(); }
-/// compact[j] = wide[ids[j]] for one row, a line at a time (masked loads and
-/// stores touch nothing past the row, whatever its width).
-inline void gather_lines(const float* wide, std::int32_t /*width*/, float* compact, const HostIndices& ids) {
-  for (const IndexLine& line : ids.lines()) {
-    const __m512 kept = _mm512_maskz_loadu_ps(line.kept, wide + line.wide);
-    _mm512_mask_storeu_ps(compact + line.compact, line.packed, _mm512_maskz_compress_ps(line.kept, kept));
+namespace avx512 {
+inline __m512i lane_order(const std::array<std::uint8_t, 16>& lanes) {
+  return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lanes.data())));
+}
+}  // namespace avx512
+
+/// compact[j] = wide[ids[j]] for one row of `width` floats, a line at a time,
+/// its kept lanes moved to the front by the line's permutation. Lines inside
+/// the row are loaded whole and runs stored whole (the next run overwrites
+/// the spare lanes); only the row's last, partial line and the compact row's
+/// end are masked. Against masked accesses and a compress per line, 1.2x
+/// faster on Zen 5 (docs/benchmarks.md §13).
+inline void gather_lines(const float* wide, std::int32_t width, float* compact, const HostIndices& ids) {
+  const auto end = static_cast<std::int32_t>(ids.size());
+  const auto lines = ids.lines();
+  const auto lanes = ids.lanes();
+  for (std::size_t l = 0; l < lines.size(); ++l) {
+    const IndexLine& line = lines[l];
+    const __m512 whole = line.wide + HostIndices::kLineFloats <= width
+                             ? _mm512_loadu_ps(wide + line.wide)
+                             : _mm512_maskz_loadu_ps(line.kept, wide + line.wide);
+    const __m512 run = _mm512_permutexvar_ps(avx512::lane_order(lanes[l].gather), whole);
+    if (line.compact + HostIndices::kLineFloats <= end)
+      _mm512_storeu_ps(compact + line.compact, run);
+    else
+      _mm512_mask_storeu_ps(compact + line.compact, line.packed, run);
   }
 }
-/// wide[ids[j]] += alpha * compact[j] for one row, a line at a time (the
-/// compiler may contract the multiply-add, as it may the scalar loop's).
-inline void scatter_add_lines(float* wide, std::int32_t /*width*/, const float* compact, const HostIndices& ids,
+/// wide[ids[j]] += alpha * compact[j] for one row of `width` floats, a line
+/// at a time: the line's compact run spread to its kept lanes by the line's
+/// permutation and added there, the other lanes blended back bit for bit.
+/// Whole loads and stores inside the rows, masked at their ends, as in
+/// gather_lines: 2x faster than masked accesses and an expand per line on
+/// Zen 5. The multiply and add round as the scalar loop's may.
+inline void scatter_add_lines(float* wide, std::int32_t width, const float* compact, const HostIndices& ids,
                               float alpha) {
   const __m512 scale = _mm512_set1_ps(alpha);
-  for (const IndexLine& line : ids.lines()) {
-    const __m512 run = _mm512_maskz_expand_ps(line.kept, _mm512_maskz_loadu_ps(line.packed, compact + line.compact));
-    const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(line.kept, wide + line.wide), _mm512_mul_ps(scale, run));
-    _mm512_mask_storeu_ps(wide + line.wide, line.kept, sum);
+  const auto end = static_cast<std::int32_t>(ids.size());
+  const auto lines = ids.lines();
+  const auto lanes = ids.lanes();
+  for (std::size_t l = 0; l < lines.size(); ++l) {
+    const IndexLine& line = lines[l];
+    const __m512 packed = line.compact + HostIndices::kLineFloats <= end
+                              ? _mm512_loadu_ps(compact + line.compact)
+                              : _mm512_maskz_loadu_ps(line.packed, compact + line.compact);
+    const __m512 run = _mm512_permutexvar_ps(avx512::lane_order(lanes[l].scatter), packed);
+    const bool inside = line.wide + HostIndices::kLineFloats <= width;
+    const __m512 before = inside ? _mm512_loadu_ps(wide + line.wide) : _mm512_maskz_loadu_ps(line.kept, wide + line.wide);
+    const __m512 sum = _mm512_mask_add_ps(before, line.kept, before, _mm512_mul_ps(scale, run));
+    if (inside)
+      _mm512_storeu_ps(wide + line.wide, sum);
+    else
+      _mm512_mask_storeu_ps(wide + line.wide, line.kept, sum);
   }
 }
 #elif defined(__AVX2__)
@@ -133,15 +199,6 @@ void for_each_half(std::span<const IndexLine> lines, Half&& half) {
   }
 }
 }  // namespace avx2
-
-/// Whether the line kernels below take these ids: an increasing list with
-/// at least 5 kept per line on average. A line costs about as much as 5
-/// scalar elements (bench_rows, Zen 3, docs/benchmarks.md §12): the scalar
-/// loops are 2x faster at 13 % of the columns kept, level at 30 %, and
-/// slower above (2-3.5x at 100 %).
-inline bool use_lines(const HostIndices& ids) {
-  return !ids.lines().empty() && ids.size() >= 5 * ids.lines().size();
-}
 
 /// compact[j] = wide[ids[j]] for one row of `width` floats, half a line at a
 /// time. Halves inside the row use plain loads and stores: masked ones cost
