@@ -47,10 +47,33 @@ inline void prefetch(const float* p, Index floats) {
   __builtin_prefetch(reinterpret_cast<const void*>(address));
 }
 
+/// How a tile reads and writes its packets: whole, or (FirstLanes) only the
+/// first n < kLanes floats, for a row's last, partial packet.
+struct AllLanes {
+  [[nodiscard]] Packet load(const float* p) const { return rank_gemm::load(p); }
+  void store(float* p, Packet v) const { rank_gemm::store(p, v); }
+};
+#ifdef __AVX512F__
+/// AVX-512 masks a row's last packet: a tile over it runs the packet
+/// arithmetic of the others instead of a scalar loop per remaining float,
+/// which at the compact widths of Partial adapters (|C| = 292: 18 packets
+/// and 4 floats) cost up to a third of a kernel's time. Masked lanes are
+/// neither read nor written. AVX2 and SSE keep the scalar loops: their
+/// masked stores are slow on AMD cores.
+#define PLORA_RANK_MASKED_TAILS 1
+struct FirstLanes {
+  explicit FirstLanes(Index n) : mask(static_cast<std::uint16_t>((1u << n) - 1u)) {}
+  [[nodiscard]] Packet load(const float* p) const { return Eigen::internal::ploadu<Packet>(p, mask); }
+  void store(float* p, Packet v) const { Eigen::internal::pstoreu(p, v, mask); }
+  std::uint16_t mask;
+};
+#endif
+
 /// beta * c, reading c only when beta != 0 (stale NaNs under beta = 0 stay unread).
-inline Packet scaled(const float* c, float beta) {
+template <class Lanes = AllLanes>
+Packet scaled(const float* c, float beta, Lanes lanes = {}) {
   if (beta == 0.0f) return splat(0.0f);
-  return beta == 1.0f ? load(c) : Eigen::internal::pmul(splat(beta), load(c));
+  return beta == 1.0f ? lanes.load(c) : Eigen::internal::pmul(splat(beta), lanes.load(c));
 }
 inline float scaled(float c, float beta) { return beta == 0.0f ? 0.0f : beta * c; }
 
@@ -76,24 +99,26 @@ inline float* transposed(ConstHostView src) {
 /// Rows [t, t + R) of c, columns [j, j + P packets): c = beta c + sum over p
 /// of w(row, p) * row p of b_rows. R x P accumulators stay in registers and
 /// each packet of b_rows loaded serves R rows.
-template <int R, int P>
-void rank_k_tile(float* c, Index ld_c, const float* w, const float* b_rows, Index ld_b, Index k, Index j, float beta) {
+template <int R, int P, class Lanes = AllLanes>
+void rank_k_tile(float* c, Index ld_c, const float* w, const float* b_rows, Index ld_b, Index k, Index j, float beta,
+                 Lanes lanes = {}) {
   Packet acc[R][P];
   for (int r = 0; r < R; ++r)
-    for (int q = 0; q < P; ++q) acc[r][q] = scaled(c + r * ld_c + j + q * kLanes, beta);
+    for (int q = 0; q < P; ++q) acc[r][q] = scaled(c + r * ld_c + j + q * kLanes, beta, lanes);
   for (Index p = 0; p < k; ++p) {
     Packet row[P];
-    for (int q = 0; q < P; ++q) row[q] = load(b_rows + p * ld_b + j + q * kLanes);
+    for (int q = 0; q < P; ++q) row[q] = lanes.load(b_rows + p * ld_b + j + q * kLanes);
     for (int r = 0; r < R; ++r) {
       const Packet wr = splat(w[r * kRankMax + p]);
       for (int q = 0; q < P; ++q) acc[r][q] = multiply_add(wr, row[q], acc[r][q]);
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int q = 0; q < P; ++q) store(c + r * ld_c + j + q * kLanes, acc[r][q]);
+    for (int q = 0; q < P; ++q) lanes.store(c + r * ld_c + j + q * kLanes, acc[r][q]);
 }
 
-/// R rows of c from row t: every column, by tiles of four packets, then one, then scalars.
+/// R rows of c from row t: every column, by tiles of four packets, then one,
+/// then a masked packet or scalars.
 template <int R>
 void rank_k_rows(HostView c, ConstHostView a, Op op_a, const float* b_rows, Index ld_b, Index k, Index t, float alpha,
                  float beta) {
@@ -105,12 +130,16 @@ void rank_k_rows(HostView c, ConstHostView a, Op op_a, const float* b_rows, Inde
   Index j = 0;
   for (; j + 4 * kLanes <= c.cols; j += 4 * kLanes) rank_k_tile<R, 4>(rows, c.ld, w.data(), b_rows, ld_b, k, j, beta);
   for (; j + kLanes <= c.cols; j += kLanes) rank_k_tile<R, 1>(rows, c.ld, w.data(), b_rows, ld_b, k, j, beta);
+#ifdef PLORA_RANK_MASKED_TAILS
+  if (j < c.cols) rank_k_tile<R, 1>(rows, c.ld, w.data(), b_rows, ld_b, k, j, beta, FirstLanes(c.cols - j));
+#else
   for (; j < c.cols; ++j)
     for (int r = 0; r < R; ++r) {
       float sum = scaled(rows[r * c.ld + j], beta);
       for (Index p = 0; p < k; ++p) sum += w[r * kRankMax + p] * b_rows[p * ld_b + j];
       rows[r * c.ld + j] = sum;
     }
+#endif
 }
 
 /// c (m x n) = beta c + alpha op(a) (m x k) b_rows (k x n, row p at b_rows + p * ld_b); k <= kRankMax.
@@ -144,6 +173,18 @@ void dot_tile(const float* x, Index ld_x, Index k, const float* b_cols, Index ld
       for (int r = 0; r < R; ++r) acc[r][g] = multiply_add(xv[r], bv, acc[r][g]);
     }
   }
+#ifdef PLORA_RANK_MASKED_TAILS
+  if (p < k) {  // the last, partial packet: masked lanes load as zeros
+    const FirstLanes lanes(k - p);
+    Packet xv[R];
+    for (int r = 0; r < R; ++r) xv[r] = lanes.load(x + r * ld_x + p);
+    for (int g = 0; g < G; ++g) {
+      const Packet bv = lanes.load(b_cols + g * ld_b + p);
+      for (int r = 0; r < R; ++r) acc[r][g] = multiply_add(xv[r], bv, acc[r][g]);
+    }
+    p = k;
+  }
+#endif
   for (int r = 0; r < R; ++r)
     for (int g = 0; g < G; ++g) {
       float sum = Eigen::internal::predux(acc[r][g]);
@@ -181,17 +222,17 @@ inline void rank_n(HostView c, ConstHostView a, const float* b_cols, Index ld_b,
 
 /// out rows [i, i + G), columns [j, j + P packets) += sum over rows t in
 /// [t0, t1) of weights(t, i + g) * row t of wide: G x P accumulators in registers.
-template <int G, int P>
+template <int G, int P, class Lanes = AllLanes>
 void outer_tile(float* out, Index ld_out, const float* weights, Index ld_w, const float* wide, Index ld_wide, Index i,
-                Index j, Index t0, Index t1) {
+                Index j, Index t0, Index t1, Lanes lanes = {}) {
   Packet acc[G][P];
   for (int g = 0; g < G; ++g)
-    for (int q = 0; q < P; ++q) acc[g][q] = load(out + (i + g) * ld_out + j + q * kLanes);
+    for (int q = 0; q < P; ++q) acc[g][q] = lanes.load(out + (i + g) * ld_out + j + q * kLanes);
   for (Index t = t0; t < t1; ++t) {
     Packet row[P];
     for (int q = 0; q < P; ++q) {
       prefetch(wide, (t + 8) * ld_wide + j + q * kLanes);  // eight rows ahead: a strided walk
-      row[q] = load(wide + t * ld_wide + j + q * kLanes);
+      row[q] = lanes.load(wide + t * ld_wide + j + q * kLanes);
     }
     for (int g = 0; g < G; ++g) {
       const Packet w = splat(weights[t * ld_w + i + g]);
@@ -199,10 +240,11 @@ void outer_tile(float* out, Index ld_out, const float* weights, Index ld_w, cons
     }
   }
   for (int g = 0; g < G; ++g)
-    for (int q = 0; q < P; ++q) store(out + (i + g) * ld_out + j + q * kLanes, acc[g][q]);
+    for (int q = 0; q < P; ++q) lanes.store(out + (i + g) * ld_out + j + q * kLanes, acc[g][q]);
 }
 
-/// Rows [i, i + G) of out over the columns [first, last), tokens [t0, t1).
+/// Rows [i, i + G) of out over the columns [first, last), tokens [t0, t1):
+/// tiles of two packets, then one, then a masked packet or scalars.
 template <int G>
 void outer_rows(float* out, Index ld_out, const float* weights, Index ld_w, ConstHostView wide, Index i, Index first,
                 Index last, Index t0, Index t1) {
@@ -210,12 +252,16 @@ void outer_rows(float* out, Index ld_out, const float* weights, Index ld_w, Cons
   for (; j + 2 * kLanes <= last; j += 2 * kLanes)
     outer_tile<G, 2>(out, ld_out, weights, ld_w, wide.data, wide.ld, i, j, t0, t1);
   for (; j + kLanes <= last; j += kLanes) outer_tile<G, 1>(out, ld_out, weights, ld_w, wide.data, wide.ld, i, j, t0, t1);
+#ifdef PLORA_RANK_MASKED_TAILS
+  if (j < last) outer_tile<G, 1>(out, ld_out, weights, ld_w, wide.data, wide.ld, i, j, t0, t1, FirstLanes(last - j));
+#else
   for (; j < last; ++j)
     for (int g = 0; g < G; ++g) {
       float sum = out[(i + g) * ld_out + j];
       for (Index t = t0; t < t1; ++t) sum += weights[t * ld_w + i + g] * wide.data[t * wide.ld + j];
       out[(i + g) * ld_out + j] = sum;
     }
+#endif
 }
 
 /// out (width x wide columns, ld ld_out) += weights (k x width)^T wide (k x
