@@ -3,7 +3,7 @@
 // the ViT-B/16 shapes 768x768 and 3072x768 with 8 x 197 tokens, r = 8, and the
 // memory-traffic floor those shapes put under any in-place adapter.
 // Partial runs in its default host tiles; one_pass:1 runs all tokens as one
-// tile for comparison.
+// tile for comparison. compact_lora times Partial's compact products alone.
 // Counters: adapter GEMM FLOPs; for Partial, the fraction of the 64-byte lines
 // of a row of x (lines_x) and of y (lines_y) that hold a kept column — the part
 // of each activation a column gather or scatter must move; the floor's bytes.
@@ -83,6 +83,21 @@ void partial_lora(benchmark::State& state) {
       benchmark::Counter(adapter_flops(kTokens, kRank, rows, cols), benchmark::Counter::kIsIterationInvariantRate);
 }
 
+/// Partial's compact products alone: a dense LoRA of the kept shape (|R| x
+/// |C|) on compact activations, without the gathers and scatter-adds, from
+/// the same mask as partial_lora's. Partial's time minus this is what its
+/// gathers, scatter-adds and tiling cost.
+void compact_lora(benchmark::State& state) {
+  const Index out = state.range(0), in = state.range(1);
+  const double density = static_cast<double>(state.range(2)) / 100.0;
+  const RowColMask mask = PartialMask{}.sample({.out = out, .in = in, .ratio = density, .seed = 7, .stream = 1});
+  const auto rows = static_cast<Index>(mask.rows.size()), cols = static_cast<Index>(mask.cols.size());
+  Lora<cpu> lora(rows, cols, LoraConfig{.rank = kRank, .alpha = 16}, RandomStream(0, 1));
+  run(state, lora, rows, cols);
+  state.counters["FLOPs"] =
+      benchmark::Counter(adapter_flops(kTokens, kRank, rows, cols), benchmark::Counter::kIsIterationInvariantRate);
+}
+
 /// The memory-traffic floor of an in-place adapter at (out x in): one streaming
 /// pass that reads x and reads + writes y (forward), one that reads dy and x and
 /// reads + writes dx (backward), with one multiply-add per element. Dense LoRA
@@ -143,5 +158,9 @@ BENCHMARK(partial_lora)
     ->ArgsProduct({{768}, {768}, {100, 50, 25, 13}, {0}})
     ->ArgsProduct({{3072}, {768}, {100, 50, 25, 13}, {0}})
     ->ArgsProduct({{768, 3072}, {768}, {13}, {1}})
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(compact_lora)
+    ->ArgNames({"out", "in", "density%"})
+    ->ArgsProduct({{768, 3072}, {768}, {13}})
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK_MAIN();
