@@ -101,6 +101,17 @@ namespace avx512 {
 inline __m512i lane_order(const std::array<std::uint8_t, 16>& lanes) {
   return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lanes.data())));
 }
+/// A whole line where it lies inside its row (`whole`), else only `lanes`:
+/// plain loads and stores are faster, masked ones touch nothing past the row.
+inline __m512 load_line(const float* p, bool whole, __mmask16 lanes) {
+  return whole ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(lanes, p);
+}
+inline void store_line(float* p, bool whole, __mmask16 lanes, __m512 v) {
+  if (whole)
+    _mm512_storeu_ps(p, v);
+  else
+    _mm512_mask_storeu_ps(p, lanes, v);
+}
 }  // namespace avx512
 
 /// compact[j] = wide[ids[j]] for one row of `width` floats, a line at a time,
@@ -110,19 +121,15 @@ inline __m512i lane_order(const std::array<std::uint8_t, 16>& lanes) {
 /// end are masked. Against masked accesses and a compress per line, 1.2x
 /// faster on Zen 5 (docs/benchmarks.md §13).
 inline void gather_lines(const float* wide, std::int32_t width, float* compact, const HostIndices& ids) {
+  constexpr std::int32_t kLine = HostIndices::kLineFloats;
   const auto end = static_cast<std::int32_t>(ids.size());
   const auto lines = ids.lines();
   const auto lanes = ids.lanes();
   for (std::size_t l = 0; l < lines.size(); ++l) {
     const IndexLine& line = lines[l];
-    const __m512 whole = line.wide + HostIndices::kLineFloats <= width
-                             ? _mm512_loadu_ps(wide + line.wide)
-                             : _mm512_maskz_loadu_ps(line.kept, wide + line.wide);
+    const __m512 whole = avx512::load_line(wide + line.wide, line.wide + kLine <= width, line.kept);
     const __m512 run = _mm512_permutexvar_ps(avx512::lane_order(lanes[l].gather), whole);
-    if (line.compact + HostIndices::kLineFloats <= end)
-      _mm512_storeu_ps(compact + line.compact, run);
-    else
-      _mm512_mask_storeu_ps(compact + line.compact, line.packed, run);
+    avx512::store_line(compact + line.compact, line.compact + kLine <= end, line.packed, run);
   }
 }
 /// wide[ids[j]] += alpha * compact[j] for one row of `width` floats, a line
@@ -133,23 +140,19 @@ inline void gather_lines(const float* wide, std::int32_t width, float* compact, 
 /// Zen 5. The multiply and add round as the scalar loop's may.
 inline void scatter_add_lines(float* wide, std::int32_t width, const float* compact, const HostIndices& ids,
                               float alpha) {
+  constexpr std::int32_t kLine = HostIndices::kLineFloats;
   const __m512 scale = _mm512_set1_ps(alpha);
   const auto end = static_cast<std::int32_t>(ids.size());
   const auto lines = ids.lines();
   const auto lanes = ids.lanes();
   for (std::size_t l = 0; l < lines.size(); ++l) {
     const IndexLine& line = lines[l];
-    const __m512 packed = line.compact + HostIndices::kLineFloats <= end
-                              ? _mm512_loadu_ps(compact + line.compact)
-                              : _mm512_maskz_loadu_ps(line.packed, compact + line.compact);
+    const __m512 packed = avx512::load_line(compact + line.compact, line.compact + kLine <= end, line.packed);
     const __m512 run = _mm512_permutexvar_ps(avx512::lane_order(lanes[l].scatter), packed);
-    const bool inside = line.wide + HostIndices::kLineFloats <= width;
-    const __m512 before = inside ? _mm512_loadu_ps(wide + line.wide) : _mm512_maskz_loadu_ps(line.kept, wide + line.wide);
-    const __m512 sum = _mm512_mask_add_ps(before, line.kept, before, _mm512_mul_ps(scale, run));
-    if (inside)
-      _mm512_storeu_ps(wide + line.wide, sum);
-    else
-      _mm512_mask_storeu_ps(wide + line.wide, line.kept, sum);
+    const bool inside = line.wide + kLine <= width;
+    const __m512 before = avx512::load_line(wide + line.wide, inside, line.kept);
+    avx512::store_line(wide + line.wide, inside, line.kept,
+                       _mm512_mask_add_ps(before, line.kept, before, _mm512_mul_ps(scale, run)));
   }
 }
 #elif defined(__AVX2__)
