@@ -55,11 +55,11 @@ struct AllLanes {
 };
 #ifdef __AVX512F__
 /// AVX-512 masks a row's last packet: a tile over it runs the packet
-/// arithmetic of the others instead of a scalar loop per remaining float,
-/// which at the compact widths of Partial adapters (|C| = 292: 18 packets
-/// and 4 floats) cost up to a third of a kernel's time. Masked lanes are
-/// neither read nor written. AVX2 and SSE keep the scalar loops: their
-/// masked stores are slow on AMD cores.
+/// arithmetic of the others instead of a scalar loop per remaining float.
+/// At Partial's compact widths (277 x 292 at 768 x 768, density 0.13) that
+/// made a LoRA's forward + backward 1.3x faster on Zen 5 (docs/benchmarks.md
+/// §13). Masked lanes are neither read nor written. AVX2 and SSE keep the
+/// scalar loops: their masked stores are slow on AMD cores.
 #define PLORA_RANK_MASKED_TAILS 1
 struct FirstLanes {
   explicit FirstLanes(Index n) : mask(static_cast<std::uint16_t>((1u << n) - 1u)) {}
