@@ -77,10 +77,10 @@ Packet scaled(const float* c, float beta, Lanes lanes = {}) {
 }
 inline float scaled(float c, float beta) { return beta == 0.0f ? 0.0f : beta * c; }
 
-/// The caller thread's scratch buffers (slot 0: a transposed operand or an
-/// accumulator; slot 1: scaled weights), kept between calls: no allocation per
-/// step. Cache-line aligned like every HostMatrix, so a packet of a row whose
-/// length is a multiple of 16 never straddles two lines.
+/// The caller thread's scratch buffers (slot 0: a rank operand transposed or
+/// realigned, or an accumulator; slot 1: scaled weights), kept between calls:
+/// no allocation per step. Cache-line aligned like every HostMatrix, so a
+/// packet of a row whose length is a multiple of 16 never straddles two lines.
 template <int Slot>
 float* scratch(Index floats) {
   thread_local HostMatrix::Values buffer;
@@ -88,12 +88,33 @@ float* scratch(Index floats) {
   return buffer.data();
 }
 
-/// out (cols x rows, ld rows) = src (rows x cols)^T
-inline float* transposed(ConstHostView src) {
-  float* out = scratch<0>(src.rows * src.cols);
+/// The rank-sized operand as rows: row p at data + p * ld, every row
+/// starting on a packet boundary. It is read once per tile of every token
+/// row, so a row that straddled cache lines would split every load of it:
+/// Partial's compact factors (292 kept columns) are not packet multiples.
+struct RankRows {
+  const float* data;
+  Index ld;
+};
+inline Index packet_multiple(Index n) { return (n + kLanes - 1) / kLanes * kLanes; }
+
+/// src as rows: itself when its rows start on packet boundaries, else a copy
+/// with the leading dimension rounded up to whole packets.
+inline RankRows aligned_rows(ConstHostView src) {
+  if (src.ld % kLanes == 0 && reinterpret_cast<std::uintptr_t>(src.data) % sizeof(Packet) == 0)
+    return {src.data, src.ld};
+  const Index ld = packet_multiple(src.cols);
+  float* out = scratch<0>(src.rows * ld);
+  for (Index r = 0; r < src.rows; ++r) std::copy_n(src.data + r * src.ld, src.cols, out + r * ld);
+  return {out, ld};
+}
+/// src (rows x cols)^T as rows, the leading dimension rounded up to whole packets.
+inline RankRows transposed(ConstHostView src) {
+  const Index ld = packet_multiple(src.rows);
+  float* out = scratch<0>(src.cols * ld);
   for (Index r = 0; r < src.rows; ++r)
-    for (Index c = 0; c < src.cols; ++c) out[c * src.rows + r] = src.data[r * src.ld + c];
-  return out;
+    for (Index c = 0; c < src.cols; ++c) out[c * ld + r] = src.data[r * src.ld + c];
+  return {out, ld};
 }
 
 /// Rows [t, t + R) of c, columns [j, j + P packets): c = beta c + sum over p
@@ -319,20 +340,14 @@ inline bool gemm(HostView c, ConstHostView a, Op op_a, ConstHostView b, Op op_b,
   const Index k = op_a == Op::N ? a.cols : a.rows;
   if (k <= kRankMax && c.rows >= min_rows) {
     // Rows of op(b): b's rows, or rows of its (n x k -> k x n) transpose.
-    if (op_b == Op::N) {
-      rank_k(c, a, op_a, b.data, b.ld, alpha, beta);
-    } else {
-      rank_k(c, a, op_a, transposed(b), b.rows, alpha, beta);
-    }
+    const RankRows rows = op_b == Op::N ? aligned_rows(b) : transposed(b);
+    rank_k(c, a, op_a, rows.data, rows.ld, alpha, beta);
     return true;
   }
   if (c.cols <= kRankMax && op_a == Op::N && c.rows >= min_rows) {
     // Columns of op(b) as rows: b's rows, or rows of its transpose.
-    if (op_b == Op::T) {
-      rank_n(c, a, b.data, b.ld, alpha, beta);
-    } else {
-      rank_n(c, a, transposed(b), b.rows, alpha, beta);
-    }
+    const RankRows columns = op_b == Op::T ? aligned_rows(b) : transposed(b);
+    rank_n(c, a, columns.data, columns.ld, alpha, beta);
     return true;
   }
   if ((c.rows <= kRankMax || c.cols <= kRankMax) && op_a == Op::T && op_b == Op::N && k >= min_rows) {
