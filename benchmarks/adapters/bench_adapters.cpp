@@ -66,10 +66,15 @@ void dense_lora(benchmark::State& state) {
       benchmark::Counter(adapter_flops(kTokens, kRank, out, in), benchmark::Counter::kIsIterationInvariantRate);
 }
 
+/// The Partial mask of the (out, in, density%) arguments, the same for every case.
+RowColMask bench_mask(const benchmark::State& state) {
+  const double density = static_cast<double>(state.range(2)) / 100.0;
+  return PartialMask{}.sample({.out = state.range(0), .in = state.range(1), .ratio = density, .seed = 7, .stream = 1});
+}
+
 void partial_lora(benchmark::State& state) {
   const Index out = state.range(0), in = state.range(1);
-  const double density = static_cast<double>(state.range(2)) / 100.0;
-  const RowColMask mask = PartialMask{}.sample({.out = out, .in = in, .ratio = density, .seed = 7, .stream = 1});
+  const RowColMask mask = bench_mask(state);
   PartialLora<cpu> partial(out, in, {.inner = {.rank = kRank, .alpha = 16}, .kept_rows = mask.rows, .kept_cols = mask.cols},
                            RandomStream(0, 1));
   if (state.range(3) != 0) partial.set_tile_tokens(0);
@@ -88,9 +93,7 @@ void partial_lora(benchmark::State& state) {
 /// the same mask as partial_lora's. Partial's time minus this is what its
 /// gathers, scatter-adds and tiling cost.
 void compact_lora(benchmark::State& state) {
-  const Index out = state.range(0), in = state.range(1);
-  const double density = static_cast<double>(state.range(2)) / 100.0;
-  const RowColMask mask = PartialMask{}.sample({.out = out, .in = in, .ratio = density, .seed = 7, .stream = 1});
+  const RowColMask mask = bench_mask(state);
   const auto rows = static_cast<Index>(mask.rows.size()), cols = static_cast<Index>(mask.cols.size());
   Lora<cpu> lora(rows, cols, LoraConfig{.rank = kRank, .alpha = 16}, RandomStream(0, 1));
   run(state, lora, rows, cols);

@@ -112,6 +112,13 @@ inline void store_line(float* p, bool whole, __mmask16 lanes, __m512 v) {
   else
     _mm512_mask_storeu_ps(p, lanes, v);
 }
+/// body(line, its lane orders) for each line of ids, in order.
+template <class Body>
+void for_each_line(const HostIndices& ids, Body&& body) {
+  const auto lines = ids.lines();
+  const auto lanes = ids.lanes();
+  for (std::size_t l = 0; l < lines.size(); ++l) body(lines[l], lanes[l]);
+}
 }  // namespace avx512
 
 /// compact[j] = wide[ids[j]] for one row of `width` floats, a line at a time,
@@ -123,14 +130,11 @@ inline void store_line(float* p, bool whole, __mmask16 lanes, __m512 v) {
 inline void gather_lines(const float* wide, std::int32_t width, float* compact, const HostIndices& ids) {
   constexpr std::int32_t kLine = HostIndices::kLineFloats;
   const auto end = static_cast<std::int32_t>(ids.size());
-  const auto lines = ids.lines();
-  const auto lanes = ids.lanes();
-  for (std::size_t l = 0; l < lines.size(); ++l) {
-    const IndexLine& line = lines[l];
+  avx512::for_each_line(ids, [&](const IndexLine& line, const LineLanes& lanes) {
     const __m512 whole = avx512::load_line(wide + line.wide, line.wide + kLine <= width, line.kept);
-    const __m512 run = _mm512_permutexvar_ps(avx512::lane_order(lanes[l].gather), whole);
+    const __m512 run = _mm512_permutexvar_ps(avx512::lane_order(lanes.gather), whole);
     avx512::store_line(compact + line.compact, line.compact + kLine <= end, line.packed, run);
-  }
+  });
 }
 /// wide[ids[j]] += alpha * compact[j] for one row of `width` floats, a line
 /// at a time: the line's compact run spread to its kept lanes by the line's
@@ -143,17 +147,14 @@ inline void scatter_add_lines(float* wide, std::int32_t width, const float* comp
   constexpr std::int32_t kLine = HostIndices::kLineFloats;
   const __m512 scale = _mm512_set1_ps(alpha);
   const auto end = static_cast<std::int32_t>(ids.size());
-  const auto lines = ids.lines();
-  const auto lanes = ids.lanes();
-  for (std::size_t l = 0; l < lines.size(); ++l) {
-    const IndexLine& line = lines[l];
+  avx512::for_each_line(ids, [&](const IndexLine& line, const LineLanes& lanes) {
     const __m512 packed = avx512::load_line(compact + line.compact, line.compact + kLine <= end, line.packed);
-    const __m512 run = _mm512_permutexvar_ps(avx512::lane_order(lanes[l].scatter), packed);
+    const __m512 run = _mm512_permutexvar_ps(avx512::lane_order(lanes.scatter), packed);
     const bool inside = line.wide + kLine <= width;
     const __m512 before = avx512::load_line(wide + line.wide, inside, line.kept);
     avx512::store_line(wide + line.wide, inside, line.kept,
                        _mm512_mask_add_ps(before, line.kept, before, _mm512_mul_ps(scale, run)));
-  }
+  });
 }
 #elif defined(__AVX2__)
 namespace avx2 {

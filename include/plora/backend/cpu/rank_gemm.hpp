@@ -182,27 +182,23 @@ void dot_tile(const float* x, Index ld_x, Index k, const float* b_cols, Index ld
   Packet acc[R][G];
   for (int r = 0; r < R; ++r)
     for (int g = 0; g < G; ++g) acc[r][g] = splat(0.0f);
-  Index p = 0;
-  for (; p + kLanes <= k; p += kLanes) {
-    Packet xv[R];
-    for (int r = 0; r < R; ++r) {
-      prefetch(x, (r + R) * ld_x + p);  // the next rows' line: one line per packet
-      xv[r] = load(x + r * ld_x + p);
-    }
-    for (int g = 0; g < G; ++g) {
-      const Packet bv = load(b_cols + g * ld_b + p);
-      for (int r = 0; r < R; ++r) acc[r][g] = multiply_add(xv[r], bv, acc[r][g]);
-    }
-  }
-#ifdef PLORA_RANK_MASKED_TAILS
-  if (p < k) {  // the last, partial packet: masked lanes load as zeros
-    const FirstLanes lanes(k - p);
+  // acc[r][g] += packet p of row r of x times packet p of row g of b_cols
+  const auto step = [&](Index p, auto lanes) {
     Packet xv[R];
     for (int r = 0; r < R; ++r) xv[r] = lanes.load(x + r * ld_x + p);
     for (int g = 0; g < G; ++g) {
       const Packet bv = lanes.load(b_cols + g * ld_b + p);
       for (int r = 0; r < R; ++r) acc[r][g] = multiply_add(xv[r], bv, acc[r][g]);
     }
+  };
+  Index p = 0;
+  for (; p + kLanes <= k; p += kLanes) {
+    for (int r = 0; r < R; ++r) prefetch(x, (r + R) * ld_x + p);  // the next rows' line: one line per packet
+    step(p, AllLanes{});
+  }
+#ifdef PLORA_RANK_MASKED_TAILS
+  if (p < k) {  // the last, partial packet: masked lanes load as zeros
+    step(p, FirstLanes(k - p));
     p = k;
   }
 #endif
